@@ -1,0 +1,1 @@
+"""convhub server: gRPC API, REST shim, storage and event outbox."""

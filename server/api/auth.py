@@ -1,0 +1,39 @@
+"""Token -> customer resolution with a short positive cache.
+
+Every call authenticates; the cache keeps that off the database on the hot
+path. A revoked token stays usable for at most `ttl` seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from convhub.server.api.dispatch import Caller
+from convhub.server.store.customers import customer_for_token, hash_token
+from sqlalchemy import Engine
+
+
+class TokenAuthenticator:
+    def __init__(self, engine: Engine, *, ttl: float = 30.0, max_entries: int = 10_000) -> None:
+        self._engine = engine
+        self._ttl = ttl
+        self._max = max_entries
+        self._cache: dict[str, tuple[float, Caller]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, token: str) -> Caller | None:
+        key = hash_token(token)
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        customer_id = customer_for_token(self._engine, token)
+        if customer_id is None:
+            return None
+        caller = Caller(customer_id)
+        with self._lock:
+            if len(self._cache) >= self._max:
+                self._cache.clear()
+            self._cache[key] = (now + self._ttl, caller)
+        return caller

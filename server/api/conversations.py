@@ -1,0 +1,105 @@
+"""ConversationService: conversations (List/Get/Update/Delete; opened only by ingest)."""
+
+from __future__ import annotations
+
+from convhub.server.api import convert, pagination, validation
+from convhub.server.api.base import Handlers, get_live
+from convhub.server.api.dispatch import Caller
+from convhub.server.api.errors import AlreadyExists, InvalidArgument
+from convhub.server.domain.updates import CONVERSATION_UPDATABLE, MaskError, resolve_mask
+from convhub.server.events.outbox import append_events
+from convhub.server.store.db import now_us
+from convhub.server.store.models import Conversation
+from convhub.v1 import conversation_pb2, event_pb2
+from convhub.v1 import conversation_service_pb2 as pb
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+conversations = Conversation.__table__
+
+
+class ConversationMethods(Handlers):
+    def ListConversations(self, request: pb.ListConversationsRequest, caller: Caller) -> pb.ListConversationsResponse:
+        page = pagination.parse(request.page_size, request.page_token, "conversations")
+        query = select(conversations).where(
+            conversations.c.customer_id == caller.customer_id, conversations.c.tm_delete.is_(None)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(pagination.apply(query, conversations, page)).all()
+        rows, token = pagination.finish(rows, page)
+        return pb.ListConversationsResponse(result=[convert.conversation(r) for r in rows], next_page_token=token)
+
+    def GetConversation(self, request: pb.GetConversationRequest, caller: Caller) -> conversation_pb2.Conversation:
+        conversation_id = validation.require_uuid("id", request.id)
+        with self.engine.connect() as conn:
+            return convert.conversation(
+                get_live(conn, conversations, "conversation", caller.customer_id, conversation_id)
+            )
+
+    def UpdateConversation(
+        self, request: pb.UpdateConversationRequest, caller: Caller
+    ) -> conversation_pb2.Conversation:
+        if not request.HasField("conversation"):
+            raise InvalidArgument("conversation", "is required")
+        patch = request.conversation
+        conversation_id = validation.require_uuid("conversation.id", patch.id)
+        set_fields = [f.name for f, _ in patch.ListFields()]
+        try:
+            fields = resolve_mask(
+                request.update_mask.paths,
+                CONVERSATION_UPDATABLE,
+                (f.name for f in patch.DESCRIPTOR.fields),
+                set_fields,
+            )
+        except MaskError as exc:
+            raise InvalidArgument("update_mask", f"{exc.args[0]!r}: {exc.args[1]}") from None
+        values: dict[str, object] = {}
+        for name in fields:
+            if name in ("name", "owner_id"):
+                values[name] = validation.max_length(f"conversation.{name}", getattr(patch, name), validation.MAX_NAME)
+            elif name == "detail":
+                values[name] = validation.max_length("conversation.detail", patch.detail, validation.MAX_DETAIL)
+            elif name == "owner_type":
+                values[name] = validation.max_length("conversation.owner_type", patch.owner_type, 64)
+            elif name == "metadata":
+                values["metadata"] = convert.from_struct(patch.metadata)
+            elif name == "tags":
+                values["tags"] = validation.tags("conversation.tags", patch.tags)
+            elif name == "state":
+                values["state"] = validation.enum_name(
+                    "conversation.state", convert.CONVERSATION_STATE, patch.state, required=True
+                )
+        with self.engine.begin() as conn:
+            get_live(conn, conversations, "conversation", caller.customer_id, conversation_id)
+            if values:
+                values["tm_update"] = now_us()
+                try:
+                    with conn.begin_nested():
+                        conn.execute(update(conversations).where(conversations.c.id == conversation_id).values(values))
+                except IntegrityError:
+                    raise AlreadyExists(
+                        "another open conversation exists for the same channel, self and peer",
+                        reason="OPEN_CONVERSATION_EXISTS",
+                    ) from None
+            row = get_live(conn, conversations, "conversation", caller.customer_id, conversation_id)
+            result = convert.conversation(row)
+            if values:
+                append_events(conn, caller.customer_id, [(event_pb2.EVENT_TYPE_CONVERSATION_UPDATED, result)])
+        return result
+
+    def DeleteConversation(
+        self, request: pb.DeleteConversationRequest, caller: Caller
+    ) -> conversation_pb2.Conversation:
+        conversation_id = validation.require_uuid("id", request.id)
+        now = now_us()
+        with self.engine.begin() as conn:
+            get_live(conn, conversations, "conversation", caller.customer_id, conversation_id)
+            conn.execute(
+                update(conversations)
+                .where(conversations.c.id == conversation_id)
+                .values(tm_delete=now, tm_update=now, state="closed")
+            )
+            row = conn.execute(select(conversations).where(conversations.c.id == conversation_id)).one()
+            result = convert.conversation(row)
+            append_events(conn, caller.customer_id, [(event_pb2.EVENT_TYPE_CONVERSATION_DELETED, result)])
+        return result

@@ -1,0 +1,119 @@
+"""One family of API errors, mapped to gRPC status (with rich details) in one place.
+
+Handlers raise these; the gRPC layer turns them into a `google.rpc.Status`
+with `ErrorInfo` (a machine-readable reason) and, for bad input, `BadRequest`
+naming the offending field. The REST shim maps the same status to HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+ERROR_DOMAIN = "convhub.v1"
+
+
+@dataclass
+class FieldViolation:
+    """One bad field: `field` is the proto path (`conversation.self.target`)."""
+
+    field: str
+    description: str
+
+
+class ApiError(Exception):
+    """Base of every error a handler raises on purpose; carries its gRPC code."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: dict[str, str] | None = None,
+        violations: list[FieldViolation] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.code.name
+        self.metadata = metadata or {}
+        self.violations = violations or []
+
+    def to_status(self) -> status_pb2.Status:
+        """The google.rpc.Status sent as `grpc-status-details-bin`."""
+        info = any_pb2.Any()
+        info.Pack(error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata))
+        details = [info]
+        if self.violations:
+            bad = any_pb2.Any()
+            bad.Pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                        for v in self.violations
+                    ]
+                )
+            )
+            details.append(bad)
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
+
+
+class InvalidArgument(ApiError):
+    """Bad input: always names the field."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field_path: str, description: str, *, reason: str = "INVALID_ARGUMENT") -> None:
+        super().__init__(
+            message=f"{field_path}: {description}",
+            reason=reason,
+            metadata={"field": field_path},
+            violations=[FieldViolation(field_path, description)],
+        )
+
+
+class NotFound(ApiError):
+    """The resource does not exist for this customer (or at all: never tell which)."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+    def __init__(self, resource: str, resource_id: str) -> None:
+        super().__init__(
+            message=f"{resource} {resource_id!r} not found",
+            reason=f"{resource.upper()}_NOT_FOUND",
+            metadata={"resource": resource, "id": resource_id},
+        )
+
+
+class Unauthenticated(ApiError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+    def __init__(self, message: str = "missing or invalid API token") -> None:
+        super().__init__(message=message, reason="UNAUTHENTICATED")
+
+
+class FailedPrecondition(ApiError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class AlreadyExists(ApiError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class Unimplemented(ApiError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class Unavailable(ApiError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+def internal_status(message: str = "internal error") -> status_pb2.Status:
+    """Status for an unexpected exception: no internals leak to the caller."""
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason="INTERNAL", domain=ERROR_DOMAIN))
+    return status_pb2.Status(code=code_pb2.INTERNAL, message=message, details=[info])

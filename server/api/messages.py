@@ -1,0 +1,65 @@
+"""ConversationService: messages (List/Get/Send/Delete)."""
+
+from __future__ import annotations
+
+from convhub.server.api import convert, pagination, validation
+from convhub.server.api.base import Handlers, get_live
+from convhub.server.api.dispatch import Caller
+from convhub.server.api.errors import Unimplemented
+from convhub.server.events.outbox import append_events
+from convhub.server.store.db import now_us
+from convhub.server.store.models import Conversation, Message
+from convhub.v1 import conversation_service_pb2 as pb
+from convhub.v1 import event_pb2, message_pb2
+from sqlalchemy import select, update
+
+conversations = Conversation.__table__
+messages = Message.__table__
+
+
+class MessageMethods(Handlers):
+    def ListMessages(self, request: pb.ListMessagesRequest, caller: Caller) -> pb.ListMessagesResponse:
+        conversation_id = validation.require_uuid("conversation_id", request.conversation_id)
+        page = pagination.parse(request.page_size, request.page_token, f"messages:{conversation_id}")
+        query = select(messages).where(
+            messages.c.conversation_id == conversation_id,
+            messages.c.customer_id == caller.customer_id,
+            messages.c.tm_delete.is_(None),
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(pagination.apply(query, messages, page)).all()
+            if not rows:  # only an empty page pays for telling "no messages" from "no conversation"
+                get_live(conn, conversations, "conversation", caller.customer_id, conversation_id)
+        rows, token = pagination.finish(rows, page)
+        return pb.ListMessagesResponse(result=[convert.message(r) for r in rows], next_page_token=token)
+
+    def GetMessage(self, request: pb.GetMessageRequest, caller: Caller) -> message_pb2.Message:
+        conversation_id = validation.require_uuid("conversation_id", request.conversation_id)
+        message_id = validation.require_uuid("id", request.id)
+        with self.engine.connect() as conn:
+            row = get_live(conn, messages, "message", caller.customer_id, message_id, conversation_id=conversation_id)
+        return convert.message(row)
+
+    def SendMessage(self, request: pb.SendMessageRequest, caller: Caller) -> message_pb2.Message:
+        """Validates and checks the conversation, then refuses: channel delivery is not built yet."""
+        conversation_id = validation.require_uuid("conversation_id", request.conversation_id)
+        validation.max_length("text", request.text, validation.MAX_TEXT)
+        validation.medias("medias", request.medias)
+        validation.request_id(request.request_id)
+        with self.engine.connect() as conn:
+            get_live(conn, conversations, "conversation", caller.customer_id, conversation_id)
+        raise Unimplemented(
+            "sending messages is not available yet: outbound channel delivery is not part of this release",
+            reason="SEND_NOT_AVAILABLE",
+        )
+
+    def DeleteMessage(self, request: pb.DeleteMessageRequest, caller: Caller) -> message_pb2.Message:
+        conversation_id = validation.require_uuid("conversation_id", request.conversation_id)
+        message_id = validation.require_uuid("id", request.id)
+        now = now_us()
+        with self.engine.begin() as conn:
+            get_live(conn, messages, "message", caller.customer_id, message_id, conversation_id=conversation_id)
+            conn.execute(update(messages).where(messages.c.id == message_id).values(tm_delete=now, tm_update=now))
+            result = convert.message(conn.execute(select(messages).where(messages.c.id == message_id)).one())
+            append_events(conn, caller.customer_id, [(event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_DELETED, result)])
+        return result

@@ -1,0 +1,108 @@
+"""Input checks shared by every handler; each failure names the offending field."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from convhub.server.api import convert
+from convhub.server.api.errors import InvalidArgument
+from convhub.server.domain.addresses import AddressError, normalize_target
+from convhub.v1 import common_pb2
+
+MAX_NAME = 255
+MAX_DETAIL = 4096
+MAX_TEXT = 16384
+MAX_SUBJECT = 998
+MAX_MEDIAS = 20
+MAX_URL = 2048
+MAX_TAGS = 50
+MAX_TAG = 64
+MAX_REQUEST_ID = 64
+MAX_TRANSACTION_ID = 255
+MAX_OWNER = 255
+MAX_CREDENTIALS = 20
+MAX_CREDENTIAL_VALUE = 4096
+
+
+def require_uuid(field: str, value: str) -> str:
+    """Ids are UUIDs; anything else is INVALID_ARGUMENT, not a NOT_FOUND probe."""
+    if not value:
+        raise InvalidArgument(field, "is required")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidArgument(field, "must be a UUID") from None
+
+
+def optional_uuid(field: str, value: str) -> str | None:
+    return require_uuid(field, value) if value else None
+
+
+def max_length(field: str, value: str, limit: int) -> str:
+    if len(value) > limit:
+        raise InvalidArgument(field, f"must be at most {limit} characters")
+    return value
+
+
+def request_id(value: str, field: str = "request_id") -> str | None:
+    if not value:
+        return None
+    max_length(field, value, MAX_REQUEST_ID)
+    if not value.isprintable() or not value.isascii():
+        raise InvalidArgument(field, "must be printable ASCII")
+    return value
+
+
+def enum_name(field: str, names: convert.EnumNames, number: int, *, required: bool) -> str | None:
+    if number == 0:
+        if required:
+            raise InvalidArgument(field, "is required")
+        return None
+    if number not in names.by_number:
+        raise InvalidArgument(field, f"unknown value {number}")
+    return names.name(number)
+
+
+def address(
+    field: str, addr: common_pb2.Address, *, expected_type: str | None, default_region: str
+) -> tuple[str, str, str]:
+    """(type, normalised target, name) of an address, checked against the channel's address type."""
+    type_ = enum_name(f"{field}.type", convert.ADDRESS_TYPE, addr.type, required=expected_type is None)
+    type_ = type_ or expected_type
+    assert type_ is not None
+    if expected_type is not None and type_ != expected_type:
+        raise InvalidArgument(f"{field}.type", f"must be {expected_type} on this channel")
+    if not addr.target:
+        raise InvalidArgument(f"{field}.target", "is required")
+    try:
+        target = normalize_target(type_, addr.target, default_region=default_region)
+    except AddressError as exc:
+        raise InvalidArgument(f"{field}.target", str(exc)) from None
+    return type_, target, max_length(f"{field}.target_name", addr.target_name, MAX_NAME)
+
+
+def medias(field: str, items: Iterable[common_pb2.Media]) -> list[dict[str, object]]:
+    items = list(items)
+    if len(items) > MAX_MEDIAS:
+        raise InvalidArgument(field, f"at most {MAX_MEDIAS} items")
+    for i, m in enumerate(items):
+        if not m.url:
+            raise InvalidArgument(f"{field}[{i}].url", "is required")
+        max_length(f"{field}[{i}].url", m.url, MAX_URL)
+        for name in ("type", "mime_type", "filename"):
+            max_length(f"{field}[{i}].{name}", getattr(m, name), MAX_NAME)
+        if m.size < 0:
+            raise InvalidArgument(f"{field}[{i}].size", "must not be negative")
+    return [convert.media_to_dict(m) for m in items]
+
+
+def tags(field: str, values: Iterable[str]) -> list[str]:
+    values = list(values)
+    if len(values) > MAX_TAGS:
+        raise InvalidArgument(field, f"at most {MAX_TAGS} tags")
+    for i, tag in enumerate(values):
+        if not tag:
+            raise InvalidArgument(f"{field}[{i}]", "must not be empty")
+        max_length(f"{field}[{i}]", tag, MAX_TAG)
+    return values

@@ -1,0 +1,134 @@
+"""Build and run the service: gRPC server (with health and reflection), REST shim, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import grpc
+import uvicorn
+from convhub.server.api.grpc_transport import generic_handlers
+from convhub.server.api.services import build_dispatcher
+from convhub.server.config import Settings
+from convhub.server.store.customers import ensure_default_customer
+from convhub.server.store.db import create_db_engine, upgrade_schema
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy import Engine
+
+log = logging.getLogger("convhub")
+
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.so_reuseport", 0),
+]
+
+
+def prepare_database(settings: Settings) -> Engine:
+    """Open the database and upgrade its schema; on an empty one, print the default customer's token once."""
+    engine = create_db_engine(settings.resolved_database_url, pool_size=settings.db_workers)
+    upgrade_schema(engine)
+    first = ensure_default_customer(engine)
+    if first is not None:
+        print(
+            "convhub: created customer 'default' "
+            f"({first.customer_id}). Its API token, shown only now:\n  {first.token}",
+            flush=True,
+        )
+    return engine
+
+
+@dataclass
+class _Lifecycle:
+    ready: bool = False
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _bind(address: str) -> socket.socket:
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, int(port)))
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT, then drain: health NOT_SERVING, stop accepting, finish in-flight calls."""
+    engine = prepare_database(settings)
+    executor = ThreadPoolExecutor(settings.db_workers, thread_name_prefix="convhub-db")
+    dispatcher = build_dispatcher(engine, settings, executor)
+    life = _Lifecycle()
+
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    server.add_generic_rpc_handlers(generic_handlers(dispatcher))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    service_names = [s.full_name for s in dispatcher.services]
+    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    grpc_port = server.add_insecure_port(settings.grpc_address)
+    if grpc_port == 0:
+        raise SystemExit(f"convhub: cannot listen on {settings.grpc_address}")
+    await server.start()
+    for name in ["", *service_names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    http_server = None
+    http_task = None
+    endpoints = [f"gRPC on {settings.grpc_address.rpartition(':')[0]}:{grpc_port}"]
+    if settings.http_address:
+        from convhub.server.gateway import build_gateway_app
+
+        app = build_gateway_app(dispatcher, max_body_bytes=settings.max_body_bytes, ready=lambda: life.ready)
+        sock = _bind(settings.http_address)
+        http_server = _EmbeddedUvicorn(
+            uvicorn.Config(app, access_log=False, lifespan="off", log_level="warning", timeout_graceful_shutdown=5)
+        )
+        http_task = asyncio.create_task(http_server.serve(sockets=[sock]))
+        host, port = sock.getsockname()[:2]
+        endpoints.append(f"REST on http://{host if ':' not in host else f'[{host}]'}:{port}")
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, life.stop.set)
+    life.ready = True
+    print(f"convhub: serving {', '.join(endpoints)}", flush=True)
+
+    await life.stop.wait()
+    log.info("convhub: shutting down")
+    life.ready = False
+    await health_servicer.enter_graceful_shutdown()
+    if http_server is not None and http_task is not None:
+        http_server.should_exit = True
+        await http_task
+    await server.stop(settings.shutdown_grace)
+    executor.shutdown(wait=True)
+    engine.dispose()
+    print("convhub: stopped", flush=True)
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn sharing our loop: signals are ours, so it must not install its own handlers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def run(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve(settings))

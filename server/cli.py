@@ -1,0 +1,103 @@
+"""The `convhub` command: serve, migrate, and manage customers and tokens."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from convhub.server.config import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        name: value
+        for name in ("database_url", "grpc_address", "http_address")
+        if (value := getattr(args, name, None)) is not None
+    }
+    return dataclasses.replace(Settings(), **overrides)
+
+
+def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from convhub.server.store.db import create_db_engine, upgrade_schema
+
+    engine = create_db_engine(_settings(args).resolved_database_url, pool_size=1)
+    upgrade_schema(engine)
+    return engine
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from convhub.server.app import run
+
+    run(_settings(args))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    _engine(args).dispose()
+    print("convhub: schema is up to date")
+    return 0
+
+
+def cmd_customer_create(args: argparse.Namespace) -> int:
+    from convhub.server.store.customers import create_customer, create_token
+
+    engine = _engine(args)
+    new = create_token(engine, create_customer(engine, args.name), "default")
+    print(f"customer_id: {new.customer_id}\ntoken: {new.token}\n(the token is shown only now; store it)")
+    return 0
+
+
+def cmd_customer_list(args: argparse.Namespace) -> int:
+    from convhub.server.store.customers import list_customers
+
+    for customer_id, name in list_customers(_engine(args)):
+        print(f"{customer_id}  {name}")
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from convhub.server.store.customers import create_token
+
+    try:
+        new = create_token(_engine(args), args.customer, args.name)
+    except LookupError as exc:
+        print(f"convhub: {exc.args[0]}", file=sys.stderr)
+        return 1
+    print(f"token: {new.token}\n(the token is shown only now; store it)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="convhub", description="Self-hosted conversation hub.")
+    parser.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in $CONVHUB_DATA_DIR)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gRPC server and REST shim")
+    serve.add_argument("--grpc-address", help="host:port for gRPC (default 127.0.0.1:50051; port 0 picks one)")
+    serve.add_argument("--http-address", help="host:port for REST (default 127.0.0.1:8080; empty disables)")
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("migrate", help="upgrade the database schema and exit").set_defaults(func=cmd_migrate)
+
+    customer = sub.add_parser("customer", help="manage customers").add_subparsers(dest="action", required=True)
+    create = customer.add_parser("create", help="create a customer and print its first API token")
+    create.add_argument("name")
+    create.set_defaults(func=cmd_customer_create)
+    customer.add_parser("list", help="list customers").set_defaults(func=cmd_customer_list)
+
+    token = sub.add_parser("token", help="manage API tokens").add_subparsers(dest="action", required=True)
+    tcreate = token.add_parser("create", help="issue a new API token for a customer")
+    tcreate.add_argument("--customer", required=True, help="customer id")
+    tcreate.add_argument("--name", default="default", help="a label for the token")
+    tcreate.set_defaults(func=cmd_token_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

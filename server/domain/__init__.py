@@ -1,0 +1,1 @@
+"""Pure conversation logic: addresses, channels, room keys, update rules. No I/O here."""

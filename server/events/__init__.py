@@ -1,0 +1,1 @@
+"""Events: the transactional outbox that streams and webhooks read."""

@@ -1,0 +1,64 @@
+"""Write events in the same transaction as the change they describe (DESIGN.md invariant 3).
+
+Sequence numbers come from `customers.event_seq`, bumped by an UPDATE in the
+writing transaction. The row lock it takes is held until commit, so numbers
+are handed out in commit order and without gaps: a reader that saw N and then
+reads > N can never miss a transaction that commits late (invariant 4). The
+UPDATE runs last in the transaction to keep that lock short.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from convhub.server.store.db import new_id, now_us
+from convhub.server.store.models import Customer, Event
+from convhub.v1 import event_pb2
+from google.protobuf.message import Message
+from sqlalchemy import Connection, insert, update
+
+_customers = Customer.__table__
+_events = Event.__table__
+
+_RESOURCE_FIELD = {
+    "Conversation": "conversation",
+    "Message": "message",
+    "Account": "account",
+    "Participant": "participant",
+}
+
+EVENT_TYPE_NAMES = {
+    v.number: v.name.removeprefix("EVENT_TYPE_").lower() for v in event_pb2.EventType.DESCRIPTOR.values if v.number
+}
+
+
+def append_events(conn: Connection, customer_id: str, changes: Sequence[tuple[int, Message]]) -> list[int]:
+    """Append one event per (EventType, resource) and return their sequence numbers."""
+    if not changes:
+        return []
+    last = conn.execute(
+        update(_customers)
+        .where(_customers.c.id == customer_id)
+        .values(event_seq=_customers.c.event_seq + len(changes))
+        .returning(_customers.c.event_seq)
+    ).scalar_one()
+    first = last - len(changes) + 1
+    now = now_us()
+    rows = []
+    for offset, (event_type, resource) in enumerate(changes):
+        event = event_pb2.Event(id=new_id(), customer_id=customer_id, sequence=first + offset, type=event_type)  # type: ignore[arg-type]
+        event.tm_create.FromMicroseconds(now)
+        getattr(event, _RESOURCE_FIELD[resource.DESCRIPTOR.name]).CopyFrom(resource)
+        rows.append(
+            {
+                "id": event.id,
+                "customer_id": customer_id,
+                "sequence": event.sequence,
+                "type": EVENT_TYPE_NAMES[event_type],
+                "resource_id": getattr(resource, "id"),  # noqa: B009
+                "payload": event.SerializeToString(),
+                "tm_create": now,
+            }
+        )
+    conn.execute(insert(_events), rows)
+    return list(range(first, last + 1))

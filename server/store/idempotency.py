@@ -1,0 +1,32 @@
+"""AIP-155 request ids: a retried create returns what the first call created.
+
+The key row is inserted in the creating transaction, so the key and the
+resource commit together or not at all. Two concurrent first calls with the
+same id collide on the primary key; the loser's transaction fails and its
+retry finds the winner's resource.
+"""
+
+from __future__ import annotations
+
+from convhub.server.store.db import now_us
+from convhub.server.store.models import IdempotencyKey
+from sqlalchemy import Connection, insert, select
+
+_keys = IdempotencyKey.__table__
+
+
+def lookup(conn: Connection, customer_id: str, method: str, request_id: str) -> str | None:
+    """The id of the resource an earlier call with this request id created, if any."""
+    return conn.execute(
+        select(_keys.c.resource_id).where(
+            _keys.c.customer_id == customer_id, _keys.c.method == method, _keys.c.request_id == request_id
+        )
+    ).scalar()
+
+
+def record(conn: Connection, customer_id: str, method: str, request_id: str, resource_id: str) -> None:
+    conn.execute(
+        insert(_keys).values(
+            customer_id=customer_id, method=method, request_id=request_id, resource_id=resource_id, tm_create=now_us()
+        )
+    )

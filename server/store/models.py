@@ -1,0 +1,203 @@
+"""The schema: typed SQLAlchemy 2 models, the single source Alembic migrations are checked against.
+
+Times are integer microseconds since the Unix epoch (UTC): exact on SQLite and
+PostgreSQL alike, so keyset page tokens round-trip without precision loss.
+Hot paths query through Core (`Model.__table__`) rather than the ORM unit of work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, LargeBinary, MetaData, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID = String(36)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Customer(Base):
+    """A tenant. `event_seq` is the last event sequence number handed out (see events/outbox.py)."""
+
+    __tablename__ = "customers"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    event_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    tm_create: Mapped[int] = mapped_column(BigInteger)
+    tm_update: Mapped[int] = mapped_column(BigInteger)
+    tm_delete: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ApiToken(Base):
+    """An API token, stored only as its SHA-256 (tokens are 256-bit random, so no slow hash is needed)."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    tm_create: Mapped[int] = mapped_column(BigInteger)
+    tm_delete: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Account(Base):
+    """A channel account. `credentials` is write-only: no read path converts it to a proto."""
+
+    __tablename__ = "accounts"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    type: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(255), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+    address_type: Mapped[str] = mapped_column(String(16), default="")
+    address_target: Mapped[str] = mapped_column(String(320), default="")
+    address_name: Mapped[str] = mapped_column(String(255), default="")
+    credentials: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    tm_create: Mapped[int] = mapped_column(BigInteger)
+    tm_update: Mapped[int] = mapped_column(BigInteger)
+    tm_delete: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_accounts_customer_order", "customer_id", "tm_create", "id"),)
+
+
+class Conversation(Base):
+    """A room: one per open (customer, type, self, peer) - the partial unique index keeps it so."""
+
+    __tablename__ = "conversations"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    account_id: Mapped[str | None] = mapped_column(ID)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+    type: Mapped[str] = mapped_column(String(16))
+    self_type: Mapped[str] = mapped_column(String(16))
+    self_target: Mapped[str] = mapped_column(String(320))
+    self_name: Mapped[str] = mapped_column(String(255), default="")
+    peer_type: Mapped[str] = mapped_column(String(16))
+    peer_target: Mapped[str] = mapped_column(String(320))
+    peer_name: Mapped[str] = mapped_column(String(255), default="")
+    owner_type: Mapped[str] = mapped_column(String(64), default="")
+    owner_id: Mapped[str] = mapped_column(String(255), default="")
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    state: Mapped[str] = mapped_column(String(16))
+    tm_create: Mapped[int] = mapped_column(BigInteger)
+    tm_update: Mapped[int] = mapped_column(BigInteger)
+    tm_delete: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_conversations_customer_order", "customer_id", "tm_create", "id"),
+        Index(
+            "uq_conversations_open_room",
+            "customer_id",
+            "type",
+            "self_target",
+            "peer_target",
+            unique=True,
+            sqlite_where=text("state = 'open' AND tm_delete IS NULL"),
+            postgresql_where=text("state = 'open' AND tm_delete IS NULL"),
+        ),
+    )
+
+
+class Participant(Base):
+    __tablename__ = "participants"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"))
+    name: Mapped[str] = mapped_column(String(255), default="")
+    preferred_channel: Mapped[str] = mapped_column(String(16), default="")
+    last_active_channel: Mapped[str] = mapped_column(String(16), default="")
+    tm_last_active: Mapped[int | None] = mapped_column(BigInteger)
+    tm_create: Mapped[int] = mapped_column(BigInteger)
+    tm_update: Mapped[int] = mapped_column(BigInteger)
+    tm_delete: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_participants_conversation_order", "conversation_id", "tm_create", "id"),)
+
+
+class ParticipantAddress(Base):
+    """One address of a participant; indexed by address so a person can be found across conversations."""
+
+    __tablename__ = "participant_addresses"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    participant_id: Mapped[str] = mapped_column(ForeignKey("participants.id"), index=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    position: Mapped[int] = mapped_column(BigInteger)
+    type: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(320))
+    target_name: Mapped[str] = mapped_column(String(255), default="")
+
+    __table_args__ = (Index("ix_participant_addresses_lookup", "customer_id", "type", "target"),)
+
+
+class Message(Base):
+    """A message. (customer, dedupe_scope, transaction_id) is unique: a provider retry stores nothing new."""
+
+    __tablename__ = "messages"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"))
+    direction: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(16))
+    source_type: Mapped[str] = mapped_column(String(16))
+    source_target: Mapped[str] = mapped_column(String(320))
+    source_name: Mapped[str] = mapped_column(String(255), default="")
+    destination_type: Mapped[str] = mapped_column(String(16))
+    destination_target: Mapped[str] = mapped_column(String(320))
+    destination_name: Mapped[str] = mapped_column(String(255), default="")
+    text: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str] = mapped_column(String(998), default="")
+    medias: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    transaction_id: Mapped[str | None] = mapped_column(String(255))
+    dedupe_scope: Mapped[str] = mapped_column(String(400))
+    tm_create: Mapped[int] = mapped_column(BigInteger)
+    tm_update: Mapped[int] = mapped_column(BigInteger)
+    tm_delete: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_messages_conversation_order", "conversation_id", "tm_create", "id"),
+        Index("uq_messages_provider_id", "customer_id", "dedupe_scope", "transaction_id", unique=True),
+    )
+
+
+class Event(Base):
+    """The outbox: one row per change, written in the change's transaction.
+
+    `sequence` is gap-free and in commit order per customer (allocated from
+    customers.event_seq under the row lock), so a reader resuming from N never
+    skips a late commit. `payload` is the serialized convhub.v1.Event.
+    """
+
+    __tablename__ = "events"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(ID)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    tm_create: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("uq_events_customer_sequence", "customer_id", "sequence", unique=True),)
+
+
+class IdempotencyKey(Base):
+    """AIP-155 request ids: (customer, method, request_id) -> the resource the first call made."""
+
+    __tablename__ = "idempotency_keys"
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), primary_key=True)
+    method: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(ID)
+    tm_create: Mapped[int] = mapped_column(BigInteger)
