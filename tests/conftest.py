@@ -1,0 +1,176 @@
+"""Fixtures: the real convhub server, on SQLite and on PostgreSQL, called over loopback.
+
+Every test that takes `hub` (or `tenant`) runs once per backend. Each backend
+gets one server process for the session (started exactly as a user would,
+with `convhub serve`); tests isolate themselves by creating their own
+customer, which is what tenancy guarantees anyway.
+
+PostgreSQL: a fresh database is created per run on CONVHUB_TEST_PG_URL
+(default: the local trust-auth server) and dropped afterwards. When it is not
+reachable the PostgreSQL half is skipped locally, but fails under CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+from sqlalchemy import Engine, make_url
+
+from convhub.server.store.customers import create_customer, create_token
+from convhub.server.store.db import create_db_engine
+
+PG_ADMIN_URL = os.environ.get("CONVHUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+BACKENDS = ["sqlite", "postgresql"]
+HTTP_ENABLED = False  # TEMP until the gateway lands
+SERVING = re.compile(r"serving gRPC on (\S+?)(?:, REST on (\S+))?$")
+
+
+def _pg_conninfo(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _pg_available() -> str | None:
+    try:
+        with psycopg.connect(_pg_conninfo(PG_ADMIN_URL), connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return str(exc)
+
+
+def create_database(backend: str, tmp_dir: Path) -> Iterator[str]:
+    """A fresh, empty database URL for `backend`, removed afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_dir / 'convhub.db'}"
+        return
+    reason = _pg_available()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI but not reachable: {reason}")
+        pytest.skip(f"PostgreSQL not reachable: {reason}")
+    name = f"convhub_test_{uuid.uuid4().hex[:12]}"
+    admin = _pg_conninfo(PG_ADMIN_URL)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Hub:
+    """A running `convhub serve` process and how to reach it."""
+
+    backend: str
+    database_url: str
+    grpc_target: str
+    http_base: str | None
+    process: subprocess.Popen[str]
+    output: list[str]
+    engine: Engine
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.grpc_target)
+
+
+def start_server(database_url: str, *, data_dir: Path, http: bool = True) -> tuple[subprocess.Popen[str], str, str | None, list[str]]:
+    """Start `convhub serve` on free loopback ports; return once it says it is serving."""
+    env = {**os.environ, "CONVHUB_DATABASE_URL": database_url, "CONVHUB_DATA_DIR": str(data_dir)}
+    env.setdefault("CONVHUB_LOG_LEVEL", "WARNING")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "convhub.server.cli",
+            "serve",
+            "--grpc-address",
+            "127.0.0.1:0",
+            "--http-address",
+            "127.0.0.1:0" if http else "",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        match = SERVING.search(line.strip())
+        if match:
+            return proc, match.group(1), match.group(2), lines
+    proc.wait(timeout=10)
+    raise RuntimeError("convhub serve exited before serving:\n" + "\n".join(lines))
+
+
+def stop_server(proc: subprocess.Popen[str]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.read()
+    return proc.returncode
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    backend = request.param
+    tmp_dir = tmp_path_factory.mktemp(backend)
+    for url in create_database(backend, tmp_dir):
+        proc, grpc_target, http_base, lines = start_server(url, data_dir=tmp_dir, http=HTTP_ENABLED)
+        engine = create_db_engine(url, pool_size=2)
+        try:
+            yield Hub(backend, url, grpc_target, http_base, proc, lines, engine)
+        finally:
+            engine.dispose()
+            stop_server(proc)
+
+
+@dataclass
+class Tenant:
+    """A fresh customer with its own API token: tests isolate themselves by tenancy."""
+
+    customer_id: str
+    token: str
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),)
+
+
+def new_tenant(hub: Hub) -> Tenant:
+    customer_id = create_customer(hub.engine, f"test-{uuid.uuid4().hex[:8]}")
+    return Tenant(customer_id, create_token(hub.engine, customer_id).token)
+
+
+@pytest.fixture
+def tenant(hub: Hub) -> Tenant:
+    return new_tenant(hub)
+
+
+@pytest.fixture
+def other_tenant(hub: Hub) -> Tenant:
+    return new_tenant(hub)
+
+
+@pytest.fixture(scope="session")
+def channel(hub: Hub) -> Iterator[grpc.Channel]:
+    with hub.channel() as ch:
+        yield ch

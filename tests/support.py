@@ -1,0 +1,108 @@
+"""Test helpers: typed stubs bound to a tenant's token, and rich-error inspection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from convhub.v1 import (
+    account_service_pb2_grpc,
+    common_pb2,
+    conversation_service_pb2_grpc,
+    ingest_service_pb2,
+    ingest_service_pb2_grpc,
+)
+
+SMS = common_pb2.CONVERSATION_TYPE_MESSAGE
+TEL = common_pb2.ADDRESS_TYPE_TEL
+
+
+class Bound:
+    """A stub whose calls carry the tenant's bearer token."""
+
+    def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._stub = stub
+        self._metadata = metadata
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._stub, name)
+
+        def call(request: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("metadata", self._metadata)
+            kwargs.setdefault("timeout", 10)
+            return method(request, **kwargs)
+
+        return call
+
+
+@dataclass
+class Api:
+    conversations: Any
+    accounts: Any
+    ingest: Any
+
+    @classmethod
+    def for_tenant(cls, channel: grpc.Channel, metadata: tuple[tuple[str, str], ...]) -> Api:
+        return cls(
+            Bound(conversation_service_pb2_grpc.ConversationServiceStub(channel), metadata),
+            Bound(account_service_pb2_grpc.AccountServiceStub(channel), metadata),
+            Bound(ingest_service_pb2_grpc.IngestServiceStub(channel), metadata),
+        )
+
+    def sms(
+        self, peer: str = "+15550001111", self_: str = "+15559990000", text: str = "hello", **fields: Any
+    ) -> ingest_service_pb2.IngestMessageResponse:
+        """Ingest an inbound SMS from `peer` to `self_`."""
+        request = ingest_service_pb2.IngestMessageRequest(
+            channel=SMS,
+            self=common_pb2.Address(type=TEL, target=self_),
+            peer=common_pb2.Address(type=TEL, target=peer),
+            text=text,
+            **fields,
+        )
+        return self.ingest.IngestMessage(request)
+
+
+@dataclass
+class RichError:
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    fields: list[str]
+
+
+def rich_error(err: grpc.RpcError) -> RichError:
+    """Decode google.rpc.Status details from a failed call."""
+    reason = ""
+    fields: list[str] = []
+    for key, value in err.trailing_metadata() or ():  # type: ignore[attr-defined]
+        if key != "grpc-status-details-bin":
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                fields.extend(v.field for v in bad.field_violations)
+    return RichError(err.code(), err.details(), reason, fields)  # type: ignore[attr-defined]
+
+
+def expect_error(fn: Any, request: Any, code: grpc.StatusCode, field: str | None = None) -> RichError:
+    """Call and assert it fails with `code` (and names `field` when given)."""
+    try:
+        fn(request)
+    except grpc.RpcError as err:
+        rich = rich_error(err)
+    else:
+        raise AssertionError(f"expected {code.name}, call succeeded")
+    assert rich.code == code, (rich.code, rich.message)
+    if field is not None:
+        assert field in rich.fields, (field, rich.fields, rich.message)
+    return rich

@@ -1,0 +1,96 @@
+"""The outbox: every change commits with its event; sequences are gap-free and in commit order."""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+import pytest
+from sqlalchemy import select
+
+from convhub.server.events.outbox import append_events
+from convhub.server.store.customers import create_customer
+from convhub.server.store.models import Event
+from convhub.v1 import conversation_pb2, conversation_service_pb2 as cs, event_pb2
+from tests.conftest import Hub, Tenant
+from tests.support import Api
+
+events = Event.__table__
+
+
+def event_log(hub: Hub, customer_id: str) -> list[event_pb2.Event]:
+    with hub.engine.connect() as conn:
+        payloads = conn.execute(
+            select(events.c.payload).where(events.c.customer_id == customer_id).order_by(events.c.sequence)
+        ).scalars()
+        return [event_pb2.Event.FromString(p) for p in payloads]
+
+
+@pytest.fixture
+def api(channel: grpc.Channel, tenant: Tenant) -> Api:
+    return Api.for_tenant(channel, tenant.metadata)
+
+
+def test_each_change_writes_its_event_with_the_resource_after_the_change(hub: Hub, tenant: Tenant, api: Api) -> None:
+    first = api.sms(text="hi")
+    api.sms(text="again")
+    room = first.conversation.id
+    api.conversations.UpdateConversation(
+        cs.UpdateConversationRequest(conversation=conversation_pb2.Conversation(id=room, name="renamed"))
+    )
+    api.conversations.DeleteMessage(cs.DeleteMessageRequest(conversation_id=room, id=first.message.id))
+    api.conversations.DeleteConversation(cs.DeleteConversationRequest(id=room))
+    log = event_log(hub, tenant.customer_id)
+    assert [event_pb2.EventType.Name(e.type) for e in log] == [
+        "EVENT_TYPE_CONVERSATION_CREATED",
+        "EVENT_TYPE_PARTICIPANT_ADDED",
+        "EVENT_TYPE_CONVERSATION_MESSAGE_CREATED",
+        "EVENT_TYPE_CONVERSATION_MESSAGE_CREATED",
+        "EVENT_TYPE_CONVERSATION_UPDATED",
+        "EVENT_TYPE_CONVERSATION_MESSAGE_DELETED",
+        "EVENT_TYPE_CONVERSATION_DELETED",
+    ]
+    assert [e.sequence for e in log] == list(range(1, 8))
+    assert all(e.customer_id == tenant.customer_id for e in log)
+    assert log[0].conversation == first.conversation
+    assert log[2].message == first.message
+    assert log[4].conversation.name == "renamed"
+    assert log[5].message.HasField("tm_delete")
+
+
+def test_rejected_changes_write_no_event(hub: Hub, tenant: Tenant, api: Api) -> None:
+    room = api.sms().conversation.id
+    n = len(event_log(hub, tenant.customer_id))
+    with pytest.raises(grpc.RpcError):
+        api.conversations.UpdateConversation(
+            cs.UpdateConversationRequest(conversation=conversation_pb2.Conversation(id=room, name="x" * 1000))
+        )
+    assert len(event_log(hub, tenant.customer_id)) == n
+
+
+def test_concurrent_writers_get_gap_free_sequences_in_commit_order(hub: Hub) -> None:
+    customer_id = create_customer(hub.engine, "seq")
+    resource = conversation_pb2.Conversation(id="00000000-0000-4000-8000-000000000001")
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for _ in range(25):
+                with hub.engine.begin() as conn:
+                    append_events(conn, customer_id, [(event_pb2.EVENT_TYPE_CONVERSATION_UPDATED, resource)] * 2)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    with hub.engine.connect() as conn:
+        rows = conn.execute(
+            select(events.c.sequence, events.c.tm_create).where(events.c.customer_id == customer_id).order_by(events.c.sequence)
+        ).all()
+    assert [r.sequence for r in rows] == list(range(1, 201))
+    # numbers were handed out in commit order, so they also follow write time
+    assert [r.tm_create for r in rows] == sorted(r.tm_create for r in rows)
