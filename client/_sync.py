@@ -1,0 +1,322 @@
+"""Blocking client over a plain `grpc` channel, for scripts and threaded code.
+
+Mirrors `AsyncConvhubClient` method for method; every RPC goes through
+`_call`, the single place that adds the token, applies the deadline, retries
+and maps errors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from convhub.v1 import (
+    account_pb2,
+    account_service_pb2,
+    account_service_pb2_grpc,
+    common_pb2,
+    conversation_pb2,
+    conversation_service_pb2_grpc,
+    ingest_service_pb2,
+    ingest_service_pb2_grpc,
+    message_pb2,
+    participant_pb2,
+)
+from convhub.v1 import conversation_service_pb2 as cs_pb2
+
+from . import _base
+from ._base import DEFAULT_TARGET, DEFAULT_TIMEOUT, ChannelOption, ClientOptions, Page
+from .errors import from_rpc_error
+from .retry import Deadline, RetryPolicy
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+_T = TypeVar("_T")
+
+
+class ConvhubClient:
+    """Synchronous convhub client.
+
+    Args:
+        target: `host:port` of the convhub gRPC server.
+        token: API token, sent as `authorization: Bearer <token>`.
+        timeout: default deadline per call in seconds, retries included
+            (None: no deadline); each method takes `timeout=` to override.
+        retry: backoff policy for UNAVAILABLE (see `convhub.client.retry`).
+        secure: use TLS with the system roots; `credentials` gives your own.
+        keepalive_time / keepalive_timeout: HTTP/2 keepalive pings, seconds.
+        options: extra gRPC channel arguments, e.g. `("grpc.max_receive_message_length", ...)`.
+
+    Use as a context manager, or call `close()`.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        token: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        secure: bool = False,
+        credentials: grpc.ChannelCredentials | None = None,
+        keepalive_time: float | None = None,
+        keepalive_timeout: float = 20.0,
+        options: Sequence[ChannelOption] = (),
+    ) -> None:
+        self._opts = ClientOptions(
+            target=target,
+            token=token,
+            timeout=timeout,
+            retry=retry or RetryPolicy(),
+            secure=secure,
+            credentials=credentials,
+            keepalive_time=keepalive_time,
+            keepalive_timeout=keepalive_timeout,
+            options=options,
+        )
+        creds = self._opts.channel_credentials
+        opts = self._opts.channel_options()
+        self._channel = (
+            grpc.secure_channel(target, creds, options=opts)
+            if creds is not None
+            else grpc.insecure_channel(target, options=opts)
+        )
+        self._metadata = self._opts.metadata()
+        self._conv = conversation_service_pb2_grpc.ConversationServiceStub(self._channel)
+        self._acct = account_service_pb2_grpc.AccountServiceStub(self._channel)
+        self._ingest = ingest_service_pb2_grpc.IngestServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    # -- plumbing ---------------------------------------------------------
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> ConvhubClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _call(
+        self,
+        method: grpc.UnaryUnaryMultiCallable[_Req, _Resp],
+        request: _Req,
+        *,
+        idempotent: bool,
+        timeout: float | None,
+    ) -> _Resp:
+        """Run one RPC: token, overall deadline, UNAVAILABLE retries, error mapping."""
+        deadline = Deadline.after(self._opts.effective_timeout(timeout))
+        policy = self._opts.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return method(request, timeout=deadline.remaining(), metadata=self._metadata)
+            except grpc.RpcError as err:
+                delay = policy.delay_before_retry(attempt, err.code(), idempotent=idempotent, deadline=deadline)
+                if delay is None:
+                    raise from_rpc_error(err) from err
+            time.sleep(delay)
+
+    @staticmethod
+    def _walk(fetch: Callable[[str], Page[_T]]) -> Iterator[_T]:
+        token = ""
+        while True:
+            page = fetch(token)
+            yield from page.result
+            _base.check_progress(page.next_page_token, token)
+            token = page.next_page_token
+            if not token:
+                return
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> health_pb2.HealthCheckResponse:
+        """`grpc.health.v1.Health/Check` for the whole server ("") or one service."""
+        request = health_pb2.HealthCheckRequest(service=service)
+        response: health_pb2.HealthCheckResponse = self._call(
+            self._health.Check, request, idempotent=True, timeout=timeout
+        )
+        return response
+
+    # -- conversations ----------------------------------------------------
+
+    def list_conversations(
+        self, page_size: int = 0, page_token: str = "", *, timeout: float | None = None
+    ) -> cs_pb2.ListConversationsResponse:
+        request = cs_pb2.ListConversationsRequest(page_size=page_size, page_token=page_token)
+        return self._call(self._conv.ListConversations, request, idempotent=True, timeout=timeout)
+
+    def iter_conversations(
+        self, page_size: int = 100, *, timeout: float | None = None
+    ) -> Iterator[conversation_pb2.Conversation]:
+        """Every conversation, page after page (`timeout` applies per page)."""
+        return self._walk(lambda token: self.list_conversations(page_size, token, timeout=timeout))
+
+    def get_conversation(self, id: str, *, timeout: float | None = None) -> conversation_pb2.Conversation:
+        request = cs_pb2.GetConversationRequest(id=id)
+        return self._call(self._conv.GetConversation, request, idempotent=True, timeout=timeout)
+
+    def update_conversation(
+        self,
+        conversation: conversation_pb2.Conversation,
+        update_mask: Iterable[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> conversation_pb2.Conversation:
+        request = _base.update_conversation_request(conversation, update_mask)
+        return self._call(self._conv.UpdateConversation, request, idempotent=False, timeout=timeout)
+
+    def delete_conversation(self, id: str, *, timeout: float | None = None) -> conversation_pb2.Conversation:
+        request = cs_pb2.DeleteConversationRequest(id=id)
+        return self._call(self._conv.DeleteConversation, request, idempotent=False, timeout=timeout)
+
+    # -- messages ---------------------------------------------------------
+
+    def list_messages(
+        self, conversation_id: str, page_size: int = 0, page_token: str = "", *, timeout: float | None = None
+    ) -> cs_pb2.ListMessagesResponse:
+        request = cs_pb2.ListMessagesRequest(
+            conversation_id=conversation_id, page_size=page_size, page_token=page_token
+        )
+        return self._call(self._conv.ListMessages, request, idempotent=True, timeout=timeout)
+
+    def iter_messages(
+        self, conversation_id: str, page_size: int = 100, *, timeout: float | None = None
+    ) -> Iterator[message_pb2.Message]:
+        return self._walk(lambda token: self.list_messages(conversation_id, page_size, token, timeout=timeout))
+
+    def get_message(self, conversation_id: str, id: str, *, timeout: float | None = None) -> message_pb2.Message:
+        request = cs_pb2.GetMessageRequest(conversation_id=conversation_id, id=id)
+        return self._call(self._conv.GetMessage, request, idempotent=True, timeout=timeout)
+
+    def send_message(
+        self,
+        conversation_id: str,
+        text: str = "",
+        medias: Iterable[common_pb2.Media] = (),
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> message_pb2.Message:
+        """Send to the conversation's peer; `request_id` defaults to a new UUID."""
+        request = _base.send_message_request(conversation_id, text, medias, request_id)
+        return self._call(self._conv.SendMessage, request, idempotent=bool(request.request_id), timeout=timeout)
+
+    def delete_message(self, conversation_id: str, id: str, *, timeout: float | None = None) -> message_pb2.Message:
+        request = cs_pb2.DeleteMessageRequest(conversation_id=conversation_id, id=id)
+        return self._call(self._conv.DeleteMessage, request, idempotent=False, timeout=timeout)
+
+    # -- participants -----------------------------------------------------
+
+    def list_participants(
+        self, conversation_id: str, page_size: int = 0, page_token: str = "", *, timeout: float | None = None
+    ) -> cs_pb2.ListParticipantsResponse:
+        request = cs_pb2.ListParticipantsRequest(
+            conversation_id=conversation_id, page_size=page_size, page_token=page_token
+        )
+        return self._call(self._conv.ListParticipants, request, idempotent=True, timeout=timeout)
+
+    def iter_participants(
+        self, conversation_id: str, page_size: int = 100, *, timeout: float | None = None
+    ) -> Iterator[participant_pb2.Participant]:
+        return self._walk(lambda token: self.list_participants(conversation_id, page_size, token, timeout=timeout))
+
+    def add_participant(
+        self,
+        conversation_id: str,
+        participant: participant_pb2.Participant,
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> participant_pb2.Participant:
+        request = _base.add_participant_request(conversation_id, participant, request_id)
+        return self._call(self._conv.AddParticipant, request, idempotent=bool(request.request_id), timeout=timeout)
+
+    def update_participant(
+        self,
+        participant: participant_pb2.Participant,
+        update_mask: Iterable[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> participant_pb2.Participant:
+        request = _base.update_participant_request(participant, update_mask)
+        return self._call(self._conv.UpdateParticipant, request, idempotent=False, timeout=timeout)
+
+    def remove_participant(
+        self, conversation_id: str, id: str, *, timeout: float | None = None
+    ) -> participant_pb2.Participant:
+        request = cs_pb2.RemoveParticipantRequest(conversation_id=conversation_id, id=id)
+        return self._call(self._conv.RemoveParticipant, request, idempotent=False, timeout=timeout)
+
+    # -- accounts ---------------------------------------------------------
+
+    def create_account(
+        self, account: account_pb2.Account, *, request_id: str | None = None, timeout: float | None = None
+    ) -> account_pb2.Account:
+        request = _base.create_account_request(account, request_id)
+        return self._call(self._acct.CreateAccount, request, idempotent=bool(request.request_id), timeout=timeout)
+
+    def list_accounts(
+        self, page_size: int = 0, page_token: str = "", *, timeout: float | None = None
+    ) -> account_service_pb2.ListAccountsResponse:
+        request = account_service_pb2.ListAccountsRequest(page_size=page_size, page_token=page_token)
+        return self._call(self._acct.ListAccounts, request, idempotent=True, timeout=timeout)
+
+    def iter_accounts(self, page_size: int = 100, *, timeout: float | None = None) -> Iterator[account_pb2.Account]:
+        return self._walk(lambda token: self.list_accounts(page_size, token, timeout=timeout))
+
+    def get_account(self, id: str, *, timeout: float | None = None) -> account_pb2.Account:
+        request = account_service_pb2.GetAccountRequest(id=id)
+        return self._call(self._acct.GetAccount, request, idempotent=True, timeout=timeout)
+
+    def update_account(
+        self,
+        account: account_pb2.Account,
+        update_mask: Iterable[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> account_pb2.Account:
+        request = account_service_pb2.UpdateAccountRequest(account=account, update_mask=_base.field_mask(update_mask))
+        return self._call(self._acct.UpdateAccount, request, idempotent=False, timeout=timeout)
+
+    def delete_account(self, id: str, *, timeout: float | None = None) -> account_pb2.Account:
+        request = account_service_pb2.DeleteAccountRequest(id=id)
+        return self._call(self._acct.DeleteAccount, request, idempotent=False, timeout=timeout)
+
+    # -- ingest -----------------------------------------------------------
+
+    def ingest_message(
+        self,
+        peer: common_pb2.Address,
+        *,
+        account_id: str = "",
+        self_address: common_pb2.Address | None = None,
+        channel: common_pb2.ConversationType.ValueType = common_pb2.CONVERSATION_TYPE_UNSPECIFIED,
+        text: str = "",
+        subject: str = "",
+        medias: Iterable[common_pb2.Media] = (),
+        transaction_id: str = "",
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> ingest_service_pb2.IngestMessageResponse:
+        """File an inbound message from `peer` (`self_address` is the proto's `self`)."""
+        request = _base.ingest_message_request(
+            peer,
+            account_id=account_id,
+            self_address=self_address,
+            channel=channel,
+            text=text,
+            subject=subject,
+            medias=medias,
+            transaction_id=transaction_id,
+            request_id=request_id,
+        )
+        return self._call(self._ingest.IngestMessage, request, idempotent=bool(request.request_id), timeout=timeout)
