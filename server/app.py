@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 
 import grpc
 import uvicorn
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy import Engine
+
 from convhub.server.api.grpc_transport import generic_handlers
 from convhub.server.api.services import build_dispatcher
 from convhub.server.config import Settings
 from convhub.server.store.customers import ensure_default_customer
 from convhub.server.store.db import create_db_engine, upgrade_schema
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from sqlalchemy import Engine
 
 log = logging.getLogger("convhub")
 
@@ -29,7 +30,9 @@ GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    # let clients keep idle connections alive with pings every >= 10 s
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.so_reuseport", 0),
 ]
 
@@ -74,7 +77,7 @@ async def serve(settings: Settings) -> None:
 
     server = grpc.aio.server(options=GRPC_OPTIONS)
     server.add_generic_rpc_handlers(generic_handlers(dispatcher))
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_names = [s.full_name for s in dispatcher.services]
     reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)

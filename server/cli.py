@@ -68,6 +68,26 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 when the server answers SERVING (for container health checks and probes)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    address = args.address or Settings().grpc_address
+    address = address.replace("0.0.0.0:", "127.0.0.1:").replace("[::]:", "[::1]:")
+    try:
+        with grpc.insecure_channel(address) as channel:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+    except grpc.RpcError as exc:
+        print(f"convhub: {address}: {exc.code().name}", file=sys.stderr)
+        return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    print(status)
+    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convhub", description="Self-hosted conversation hub.")
     parser.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in $CONVHUB_DATA_DIR)")
@@ -91,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     tcreate.add_argument("--customer", required=True, help="customer id")
     tcreate.add_argument("--name", default="default", help="a label for the token")
     tcreate.set_defaults(func=cmd_token_create)
+    health = sub.add_parser("health", help="check a running server's gRPC health; exit 0 when SERVING")
+    health.add_argument("--address", help="host:port (default: $CONVHUB_GRPC_ADDRESS)")
+    health.add_argument("--service", default="", help="service name (default: overall)")
+    health.add_argument("--timeout", type=float, default=3.0)
+    health.set_defaults(func=cmd_health)
     return parser
 
 

@@ -85,7 +85,9 @@ class Hub:
         return grpc.insecure_channel(self.grpc_target)
 
 
-def start_server(database_url: str, *, data_dir: Path, http: bool = True) -> tuple[subprocess.Popen[str], str, str | None, list[str]]:
+def start_server(
+    database_url: str, *, data_dir: Path, http: bool = True
+) -> tuple[subprocess.Popen[str], str, str | None, list[str]]:
     """Start `convhub serve` on free loopback ports; return once it says it is serving."""
     env = {**os.environ, "CONVHUB_DATABASE_URL": database_url, "CONVHUB_DATA_DIR": str(data_dir)}
     env.setdefault("CONVHUB_LOG_LEVEL", "WARNING")

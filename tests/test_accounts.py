@@ -8,7 +8,9 @@ from google.protobuf import field_mask_pb2
 from sqlalchemy import select
 
 from convhub.server.store.models import Event
-from convhub.v1 import account_pb2, account_service_pb2 as acs, common_pb2, event_pb2, ingest_service_pb2 as ip
+from convhub.v1 import account_pb2, common_pb2, event_pb2
+from convhub.v1 import account_service_pb2 as acs
+from convhub.v1 import ingest_service_pb2 as ip
 from tests.conftest import Hub, Tenant
 from tests.support import TEL, Api, expect_error
 
@@ -61,7 +63,9 @@ def test_credentials_are_never_returned_by_reads_lists_or_events(hub: Hub, tenan
     assert all(not a.credentials for a in reads)
     table = Event.__table__
     with hub.engine.connect() as conn:
-        payloads = conn.execute(select(table.c.payload).where(table.c.customer_id == tenant.customer_id)).scalars().all()
+        payloads = (
+            conn.execute(select(table.c.payload).where(table.c.customer_id == tenant.customer_id)).scalars().all()
+        )
     assert len(payloads) == 3
     for payload in payloads:
         assert SECRET.encode() not in payload
@@ -109,7 +113,10 @@ def test_ingest_through_an_account_uses_its_channel_and_address(api: Api) -> Non
     account = sms_account(api)
     response = api.ingest.IngestMessage(
         ip.IngestMessageRequest(
-            account_id=account.id, peer=common_pb2.Address(type=TEL, target="+15550001111"), text="hi", transaction_id="SM9"
+            account_id=account.id,
+            peer=common_pb2.Address(type=TEL, target="+15550001111"),
+            text="hi",
+            transaction_id="SM9",
         )
     )
     conv = response.conversation
@@ -118,7 +125,10 @@ def test_ingest_through_an_account_uses_its_channel_and_address(api: Api) -> Non
     # the same provider id through the same account is a duplicate, whatever self address is named
     again = api.ingest.IngestMessage(
         ip.IngestMessageRequest(
-            account_id=account.id, peer=common_pb2.Address(type=TEL, target="+15550001111"), text="hi", transaction_id="SM9"
+            account_id=account.id,
+            peer=common_pb2.Address(type=TEL, target="+15550001111"),
+            text="hi",
+            transaction_id="SM9",
         )
     )
     assert again.duplicate and again.message.id == response.message.id

@@ -7,14 +7,20 @@ import pytest
 from sqlalchemy import select
 
 from convhub.server.store.models import ApiToken
-from convhub.v1 import conversation_service_pb2 as cs, conversation_service_pb2_grpc
+from convhub.v1 import conversation_service_pb2 as cs
+from convhub.v1 import conversation_service_pb2_grpc
 from tests.conftest import Hub, Tenant
 from tests.support import expect_error
 
 
 @pytest.mark.parametrize(
     "metadata",
-    [(), (("authorization", "Bearer chk_wrong"),), (("authorization", "Basic dXNlcjpwYXNz"),), (("authorization", "Bearer "),)],
+    [
+        (),
+        (("authorization", "Bearer chk_wrong"),),
+        (("authorization", "Basic dXNlcjpwYXNz"),),
+        (("authorization", "Bearer "),),
+    ],
     ids=["missing", "wrong", "not-bearer", "empty"],
 )
 def test_missing_or_wrong_token_is_unauthenticated(channel: grpc.Channel, metadata: tuple) -> None:

@@ -6,7 +6,8 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2, struct_pb2
 
-from convhub.v1 import conversation_pb2, conversation_service_pb2 as cs
+from convhub.v1 import conversation_pb2
+from convhub.v1 import conversation_service_pb2 as cs
 from tests.conftest import Tenant
 from tests.support import Api, expect_error
 
@@ -45,7 +46,9 @@ def test_rooms_added_while_paging_are_neither_skipped_nor_repeated(api: Api) -> 
     created = open_rooms(api, 4)
     page = api.conversations.ListConversations(cs.ListConversationsRequest(page_size=2))
     created += open_rooms_from(api, 100, 2)
-    rest = api.conversations.ListConversations(cs.ListConversationsRequest(page_size=10, page_token=page.next_page_token))
+    rest = api.conversations.ListConversations(
+        cs.ListConversationsRequest(page_size=10, page_token=page.next_page_token)
+    )
     assert [c.id for c in page.result] + [c.id for c in rest.result] == created
 
 
@@ -131,7 +134,8 @@ def test_update_without_mask_writes_the_fields_that_are_set(api: Api) -> None:
 def test_unknown_or_output_only_mask_paths_are_invalid(api: Api, path: str) -> None:
     room = api.sms().conversation
     request = cs.UpdateConversationRequest(
-        conversation=conversation_pb2.Conversation(id=room.id, name="x"), update_mask=field_mask_pb2.FieldMask(paths=[path])
+        conversation=conversation_pb2.Conversation(id=room.id, name="x"),
+        update_mask=field_mask_pb2.FieldMask(paths=[path]),
     )
     expect_error(api.conversations.UpdateConversation, request, INVALID, "update_mask")
     assert api.conversations.GetConversation(cs.GetConversationRequest(id=room.id)).name == ""
@@ -151,7 +155,9 @@ def test_reopening_a_room_when_another_is_open_for_the_same_peer_conflicts(api: 
     api.sms(peer="+15550005555")  # opens a new room
     reopen = conversation_pb2.Conversation(id=old.id, state=conversation_pb2.CONVERSATION_STATE_OPEN)
     err = expect_error(
-        api.conversations.UpdateConversation, cs.UpdateConversationRequest(conversation=reopen), grpc.StatusCode.ALREADY_EXISTS
+        api.conversations.UpdateConversation,
+        cs.UpdateConversationRequest(conversation=reopen),
+        grpc.StatusCode.ALREADY_EXISTS,
     )
     assert err.reason == "OPEN_CONVERSATION_EXISTS"
 

@@ -11,7 +11,8 @@ from sqlalchemy import select
 from convhub.server.events.outbox import append_events
 from convhub.server.store.customers import create_customer
 from convhub.server.store.models import Event
-from convhub.v1 import conversation_pb2, conversation_service_pb2 as cs, event_pb2
+from convhub.v1 import conversation_pb2, event_pb2
+from convhub.v1 import conversation_service_pb2 as cs
 from tests.conftest import Hub, Tenant
 from tests.support import Api
 
@@ -89,7 +90,9 @@ def test_concurrent_writers_get_gap_free_sequences_in_commit_order(hub: Hub) -> 
     assert not errors
     with hub.engine.connect() as conn:
         rows = conn.execute(
-            select(events.c.sequence, events.c.tm_create).where(events.c.customer_id == customer_id).order_by(events.c.sequence)
+            select(events.c.sequence, events.c.tm_create)
+            .where(events.c.customer_id == customer_id)
+            .order_by(events.c.sequence)
         ).all()
     assert [r.sequence for r in rows] == list(range(1, 201))
     # numbers were handed out in commit order, so they also follow write time

@@ -9,7 +9,9 @@ import pytest
 from sqlalchemy import func, select
 
 from convhub.server.store.models import Conversation, Event, Message
-from convhub.v1 import common_pb2, conversation_service_pb2 as cs, ingest_service_pb2 as ip, ingest_service_pb2_grpc
+from convhub.v1 import common_pb2, ingest_service_pb2_grpc
+from convhub.v1 import conversation_service_pb2 as cs
+from convhub.v1 import ingest_service_pb2 as ip
 from tests.conftest import Hub, Tenant
 from tests.support import SMS, TEL, Api, expect_error
 
@@ -24,7 +26,9 @@ def api(channel: grpc.Channel, tenant: Tenant) -> Api:
 def count(hub: Hub, model: type, customer_id: str) -> int:
     table = model.__table__  # type: ignore[attr-defined]
     with hub.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(table).where(table.c.customer_id == customer_id)).scalar_one()
+        return conn.execute(
+            select(func.count()).select_from(table).where(table.c.customer_id == customer_id)
+        ).scalar_one()
 
 
 def test_first_inbound_message_opens_a_room_and_later_ones_join_it(api: Api) -> None:
@@ -71,7 +75,9 @@ def test_closed_conversation_is_not_reused(api: Api) -> None:
     first = api.sms(peer="+15550004444")
     conv = first.conversation
     conv.state = 2  # closed
-    api.conversations.UpdateConversation(cs.UpdateConversationRequest(conversation=conv, update_mask={"paths": ["state"]}))
+    api.conversations.UpdateConversation(
+        cs.UpdateConversationRequest(conversation=conv, update_mask={"paths": ["state"]})
+    )
     again = api.sms(peer="+15550004444")
     assert again.conversation_created and again.conversation.id != conv.id
 
@@ -218,7 +224,8 @@ def test_ingest_without_channel_or_account_is_rejected(api: Api) -> None:
 def test_ingest_naming_another_customers_account_is_not_found(
     channel: grpc.Channel, api: Api, other_tenant: Tenant
 ) -> None:
-    from convhub.v1 import account_pb2, account_service_pb2 as acs
+    from convhub.v1 import account_pb2
+    from convhub.v1 import account_service_pb2 as acs
 
     other = Api.for_tenant(channel, other_tenant.metadata)
     account = other.accounts.CreateAccount(

@@ -6,7 +6,8 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
-from convhub.v1 import common_pb2, conversation_service_pb2 as cs, participant_pb2
+from convhub.v1 import common_pb2, participant_pb2
+from convhub.v1 import conversation_service_pb2 as cs
 from tests.conftest import Tenant
 from tests.support import TEL, Api, expect_error
 
@@ -26,7 +27,9 @@ def test_messages_page_in_order_and_can_be_fetched_and_deleted(api: Api) -> None
     seen: list[str] = []
     token = ""
     while True:
-        page = api.conversations.ListMessages(cs.ListMessagesRequest(conversation_id=room, page_size=4, page_token=token))
+        page = api.conversations.ListMessages(
+            cs.ListMessagesRequest(conversation_id=room, page_size=4, page_token=token)
+        )
         seen += [m.id for m in page.result]
         token = page.next_page_token
         if not token:
@@ -45,17 +48,23 @@ def test_a_message_is_only_found_under_its_own_conversation(api: Api) -> None:
     a = api.sms(peer="+15550001111")
     b = api.sms(peer="+15550002222")
     expect_error(
-        api.conversations.GetMessage, cs.GetMessageRequest(conversation_id=b.conversation.id, id=a.message.id), NOT_FOUND
+        api.conversations.GetMessage,
+        cs.GetMessageRequest(conversation_id=b.conversation.id, id=a.message.id),
+        NOT_FOUND,
     )
 
 
 def test_send_message_validates_then_answers_unimplemented(api: Api) -> None:
     room = api.sms().conversation.id
-    expect_error(api.conversations.SendMessage, cs.SendMessageRequest(conversation_id="x", text="hi"), INVALID, "conversation_id")
+    expect_error(
+        api.conversations.SendMessage, cs.SendMessageRequest(conversation_id="x", text="hi"), INVALID, "conversation_id"
+    )
     missing = "00000000-0000-4000-8000-000000000000"
     expect_error(api.conversations.SendMessage, cs.SendMessageRequest(conversation_id=missing, text="hi"), NOT_FOUND)
     err = expect_error(
-        api.conversations.SendMessage, cs.SendMessageRequest(conversation_id=room, text="hi"), grpc.StatusCode.UNIMPLEMENTED
+        api.conversations.SendMessage,
+        cs.SendMessageRequest(conversation_id=room, text="hi"),
+        grpc.StatusCode.UNIMPLEMENTED,
     )
     assert err.reason == "SEND_NOT_AVAILABLE"
     assert len(api.conversations.ListMessages(cs.ListMessagesRequest(conversation_id=room)).result) == 1
@@ -83,13 +92,24 @@ def test_participants_hold_several_addresses_and_can_be_updated_and_removed(api:
         ],
         preferred_channel=common_pb2.CONVERSATION_TYPE_EMAIL,
     )
-    added = api.conversations.AddParticipant(cs.AddParticipantRequest(conversation_id=room, participant=person, request_id="p1"))
+    added = api.conversations.AddParticipant(
+        cs.AddParticipantRequest(conversation_id=room, participant=person, request_id="p1")
+    )
     assert [a.target for a in added.addresses] == ["+15550003333", "alice@example.com"]
-    again = api.conversations.AddParticipant(cs.AddParticipantRequest(conversation_id=room, participant=person, request_id="p1"))
+    again = api.conversations.AddParticipant(
+        cs.AddParticipantRequest(conversation_id=room, participant=person, request_id="p1")
+    )
     assert again.id == added.id
-    patch = participant_pb2.Participant(id=added.id, conversation_id=room, name="Alice B", addresses=[common_pb2.Address(type=TEL, target="+15550004444")])
+    patch = participant_pb2.Participant(
+        id=added.id,
+        conversation_id=room,
+        name="Alice B",
+        addresses=[common_pb2.Address(type=TEL, target="+15550004444")],
+    )
     updated = api.conversations.UpdateParticipant(
-        cs.UpdateParticipantRequest(participant=patch, update_mask=field_mask_pb2.FieldMask(paths=["name", "addresses"]))
+        cs.UpdateParticipantRequest(
+            participant=patch, update_mask=field_mask_pb2.FieldMask(paths=["name", "addresses"])
+        )
     )
     assert updated.name == "Alice B" and [a.target for a in updated.addresses] == ["+15550004444"]
     assert updated.preferred_channel == common_pb2.CONVERSATION_TYPE_EMAIL
@@ -103,9 +123,14 @@ def test_participants_hold_several_addresses_and_can_be_updated_and_removed(api:
     ("participant", "field"),
     [
         (participant_pb2.Participant(name="nobody"), "participant.addresses"),
-        (participant_pb2.Participant(addresses=[common_pb2.Address(target="+15550001111")]), "participant.addresses[0].type"),
         (
-            participant_pb2.Participant(addresses=[common_pb2.Address(type=common_pb2.ADDRESS_TYPE_EMAIL, target="nope")]),
+            participant_pb2.Participant(addresses=[common_pb2.Address(target="+15550001111")]),
+            "participant.addresses[0].type",
+        ),
+        (
+            participant_pb2.Participant(
+                addresses=[common_pb2.Address(type=common_pb2.ADDRESS_TYPE_EMAIL, target="nope")]
+            ),
             "participant.addresses[0].target",
         ),
     ],
@@ -115,6 +140,9 @@ def test_bad_participants_name_the_field_and_are_not_added(
 ) -> None:
     room = api.sms().conversation.id
     expect_error(
-        api.conversations.AddParticipant, cs.AddParticipantRequest(conversation_id=room, participant=participant), INVALID, field
+        api.conversations.AddParticipant,
+        cs.AddParticipantRequest(conversation_id=room, participant=participant),
+        INVALID,
+        field,
     )
     assert len(api.conversations.ListParticipants(cs.ListParticipantsRequest(conversation_id=room)).result) == 1

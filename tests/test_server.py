@@ -11,7 +11,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from convhub.v1 import conversation_service_pb2 as cs, conversation_service_pb2_grpc
+from convhub.v1 import conversation_service_pb2 as cs
+from convhub.v1 import conversation_service_pb2_grpc
 from tests.conftest import Hub, start_server, stop_server
 
 SERVICES = ["convhub.v1.ConversationService", "convhub.v1.AccountService", "convhub.v1.IngestService"]
@@ -26,7 +27,9 @@ def test_health_is_serving_overall_and_per_service(channel: grpc.Channel) -> Non
 
 def test_reflection_lists_every_service(channel: grpc.Channel) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    [response] = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
+    [response] = list(
+        stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+    )
     names = {s.name for s in response.list_services_response.service}
     assert set(SERVICES) | {"grpc.health.v1.Health"} <= names
 
@@ -46,7 +49,9 @@ def test_cli_creates_customers_whose_tokens_work(hub: Hub) -> None:
     out = run_cli(hub.database_url, "customer", "create", "acme")
     customer_id = re.search(r"customer_id: (\S+)", out).group(1)  # type: ignore[union-attr]
     token = re.search(r"token: (\S+)", out).group(1)  # type: ignore[union-attr]
-    second = re.search(r"token: (\S+)", run_cli(hub.database_url, "token", "create", "--customer", customer_id)).group(1)  # type: ignore[union-attr]
+    second = re.search(r"token: (\S+)", run_cli(hub.database_url, "token", "create", "--customer", customer_id)).group(
+        1
+    )  # type: ignore[union-attr]
     assert customer_id in run_cli(hub.database_url, "customer", "list")
     stub = conversation_service_pb2_grpc.ConversationServiceStub(hub.channel())
     for t in (token, second):
@@ -55,7 +60,17 @@ def test_cli_creates_customers_whose_tokens_work(hub: Hub) -> None:
 
 def test_token_for_unknown_customer_fails_cleanly(hub: Hub) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "convhub.server.cli", "--database-url", hub.database_url, "token", "create", "--customer", "nope"],
+        [
+            sys.executable,
+            "-m",
+            "convhub.server.cli",
+            "--database-url",
+            hub.database_url,
+            "token",
+            "create",
+            "--customer",
+            "nope",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -70,7 +85,9 @@ def test_first_start_prints_a_working_default_token_once_and_sigterm_stops_clean
         token = next(line.strip() for line in lines if line.strip().startswith("chk_"))
         with grpc.insecure_channel(target) as ch:
             stub = conversation_service_pb2_grpc.ConversationServiceStub(ch)
-            stub.ListConversations(cs.ListConversationsRequest(), metadata=(("authorization", f"Bearer {token}"),), timeout=5)
+            stub.ListConversations(
+                cs.ListConversationsRequest(), metadata=(("authorization", f"Bearer {token}"),), timeout=5
+            )
     finally:
         assert stop_server(proc) == 0
     proc2, _target, _http, lines2 = start_server(url, data_dir=tmp_path, http=False)
@@ -93,3 +110,11 @@ def test_sigterm_turns_health_not_serving_before_the_server_stops(tmp_path: Path
             assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         assert stop_server(proc) == 0
+
+
+def test_health_command_reports_serving_and_fails_when_nothing_listens(hub: Hub) -> None:
+    cmd = [sys.executable, "-m", "convhub.server.cli", "health", "--timeout", "5"]
+    ok = subprocess.run([*cmd, "--address", hub.grpc_target], capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and ok.stdout.strip() == "SERVING"
+    down = subprocess.run([*cmd, "--address", "127.0.0.1:1"], capture_output=True, text=True, timeout=30)
+    assert down.returncode == 1 and "UNAVAILABLE" in down.stderr

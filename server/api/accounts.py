@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import insert, select, update
+
 from convhub.server.api import convert, pagination, validation
 from convhub.server.api.base import Handlers, get_live
 from convhub.server.api.dispatch import Caller
@@ -16,7 +18,6 @@ from convhub.server.store.db import new_id, now_us, retry_on_conflict
 from convhub.server.store.models import Account
 from convhub.v1 import account_pb2, event_pb2
 from convhub.v1 import account_service_pb2 as pb
-from sqlalchemy import insert, select, update
 
 accounts = Account.__table__
 

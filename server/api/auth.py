@@ -9,9 +9,10 @@ from __future__ import annotations
 import threading
 import time
 
+from sqlalchemy import Engine
+
 from convhub.server.api.dispatch import Caller
 from convhub.server.store.customers import customer_for_token, hash_token
-from sqlalchemy import Engine
 
 
 class TokenAuthenticator:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Connection, Engine, Table, select
+
 from convhub.server.api.errors import NotFound
 from convhub.server.config import Settings
-from sqlalchemy import Connection, Engine, Table, select
 
 
 class Handlers:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
 from convhub.server.api import convert, pagination, validation
 from convhub.server.api.base import Handlers, get_live
 from convhub.server.api.dispatch import Caller
@@ -12,8 +15,6 @@ from convhub.server.store.db import now_us
 from convhub.server.store.models import Conversation
 from convhub.v1 import conversation_pb2, event_pb2
 from convhub.v1 import conversation_service_pb2 as pb
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 
 conversations = Conversation.__table__
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf.descriptor import EnumDescriptor
+
 from convhub.v1 import (
     account_pb2,
     common_pb2,
@@ -16,8 +19,6 @@ from convhub.v1 import (
     message_pb2,
     participant_pb2,
 )
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
-from google.protobuf.descriptor import EnumDescriptor
 
 
 class EnumNames:
@@ -61,7 +62,7 @@ def timestamp(us: int | None) -> timestamp_pb2.Timestamp | None:
 
 
 def address(type_: str, target: str, name: str) -> common_pb2.Address:
-    return common_pb2.Address(type=ADDRESS_TYPE.number(type_), target=target, target_name=name)  # type: ignore[arg-type]
+    return common_pb2.Address(type=ADDRESS_TYPE.number(type_), target=target, target_name=name)
 
 
 def to_struct(data: dict[str, Any]) -> struct_pb2.Struct:
@@ -81,14 +82,14 @@ def conversation(row: Any) -> conversation_pb2.Conversation:
         account_id=row.account_id or "",
         name=row.name,
         detail=row.detail,
-        type=CONVERSATION_TYPE.number(row.type),  # type: ignore[arg-type]
+        type=CONVERSATION_TYPE.number(row.type),
         self=address(row.self_type, row.self_target, row.self_name),
         peer=address(row.peer_type, row.peer_target, row.peer_name),
         owner_type=row.owner_type,
         owner_id=row.owner_id,
         metadata=to_struct(row.metadata),
         tags=row.tags,
-        state=CONVERSATION_STATE.number(row.state),  # type: ignore[arg-type]
+        state=CONVERSATION_STATE.number(row.state),
         tm_create=timestamp(row.tm_create),
         tm_update=timestamp(row.tm_update),
         tm_delete=timestamp(row.tm_delete),
@@ -104,9 +105,9 @@ def message(row: Any) -> message_pb2.Message:
         id=row.id,
         customer_id=row.customer_id,
         conversation_id=row.conversation_id,
-        direction=MESSAGE_DIRECTION.number(row.direction),  # type: ignore[arg-type]
-        status=MESSAGE_STATUS.number(row.status),  # type: ignore[arg-type]
-        channel=CONVERSATION_TYPE.number(row.channel),  # type: ignore[arg-type]
+        direction=MESSAGE_DIRECTION.number(row.direction),
+        status=MESSAGE_STATUS.number(row.status),
+        channel=CONVERSATION_TYPE.number(row.channel),
         source=address(row.source_type, row.source_target, row.source_name),
         destination=address(row.destination_type, row.destination_target, row.destination_name),
         text=row.text,
@@ -126,8 +127,8 @@ def participant(row: Any, addresses: list[Any]) -> participant_pb2.Participant:
         conversation_id=row.conversation_id,
         name=row.name,
         addresses=[address(a.type, a.target, a.target_name) for a in addresses],
-        preferred_channel=CONVERSATION_TYPE.number(row.preferred_channel),  # type: ignore[arg-type]
-        last_active_channel=CONVERSATION_TYPE.number(row.last_active_channel),  # type: ignore[arg-type]
+        preferred_channel=CONVERSATION_TYPE.number(row.preferred_channel),
+        last_active_channel=CONVERSATION_TYPE.number(row.last_active_channel),
         tm_last_active=timestamp(row.tm_last_active),
         tm_create=timestamp(row.tm_create),
         tm_update=timestamp(row.tm_update),
@@ -140,7 +141,7 @@ def account(row: Any) -> account_pb2.Account:
     return account_pb2.Account(
         id=row.id,
         customer_id=row.customer_id,
-        type=ACCOUNT_TYPE.number(row.type),  # type: ignore[arg-type]
+        type=ACCOUNT_TYPE.number(row.type),
         name=row.name,
         detail=row.detail,
         address=address(row.address_type, row.address_target, row.address_name) if row.address_target else None,

@@ -16,10 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from convhub.server.api.errors import Unauthenticated
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
+
+from convhub.server.api.errors import Unauthenticated
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
+
 from convhub.server.api.dispatch import Dispatcher, Method
 from convhub.server.api.errors import ApiError, internal_status
-from google.protobuf.message import Message
 
 log = logging.getLogger("convhub.grpc")
 _DETAILS_KEY = "grpc-status-details-bin"

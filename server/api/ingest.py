@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Connection, insert, select, update
+
 from convhub.server.api import convert, validation
 from convhub.server.api.base import Handlers, get_live
 from convhub.server.api.dispatch import Caller
@@ -21,7 +23,6 @@ from convhub.server.store.models import Account, Conversation, Message, Particip
 from convhub.server.store.rooms import RoomKey, match_room
 from convhub.v1 import event_pb2
 from convhub.v1 import ingest_service_pb2 as pb
-from sqlalchemy import Connection, insert, select, update
 
 accounts = Account.__table__
 conversations = Conversation.__table__

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select, update
+
 from convhub.server.api import convert, pagination, validation
 from convhub.server.api.base import Handlers, get_live
 from convhub.server.api.dispatch import Caller
@@ -11,7 +13,6 @@ from convhub.server.store.db import now_us
 from convhub.server.store.models import Conversation, Message
 from convhub.v1 import conversation_service_pb2 as pb
 from convhub.v1 import event_pb2, message_pb2
-from sqlalchemy import select, update
 
 conversations = Conversation.__table__
 messages = Message.__table__

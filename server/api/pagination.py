@@ -12,8 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from convhub.server.api.errors import InvalidArgument
 from sqlalchemy import Select, Table, and_, or_
+
+from convhub.server.api.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 100

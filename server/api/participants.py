@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import Connection, delete, insert, select, update
+
 from convhub.server.api import convert, pagination, validation
 from convhub.server.api.base import Handlers, get_live
 from convhub.server.api.dispatch import Caller
@@ -16,7 +18,6 @@ from convhub.server.store.db import new_id, now_us, retry_on_conflict
 from convhub.server.store.models import Conversation, Participant, ParticipantAddress
 from convhub.v1 import common_pb2, event_pb2, participant_pb2
 from convhub.v1 import conversation_service_pb2 as pb
-from sqlalchemy import Connection, delete, insert, select, update
 
 conversations = Conversation.__table__
 participants = Participant.__table__

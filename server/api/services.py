@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+from sqlalchemy import Engine
+
 from convhub.server.api.accounts import AccountMethods
 from convhub.server.api.auth import TokenAuthenticator
 from convhub.server.api.conversations import ConversationMethods
@@ -13,7 +15,6 @@ from convhub.server.api.messages import MessageMethods
 from convhub.server.api.participants import ParticipantMethods
 from convhub.server.config import Settings
 from convhub.v1 import account_service_pb2, conversation_service_pb2, ingest_service_pb2
-from sqlalchemy import Engine
 
 
 class ConversationServiceHandlers(ConversationMethods, MessageMethods, ParticipantMethods):

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from google.protobuf.message import Message
+from sqlalchemy import Connection, insert, update
+
 from convhub.server.store.db import new_id, now_us
 from convhub.server.store.models import Customer, Event
 from convhub.v1 import event_pb2
-from google.protobuf.message import Message
-from sqlalchemy import Connection, insert, update
 
 _customers = Customer.__table__
 _events = Event.__table__
@@ -46,7 +47,7 @@ def append_events(conn: Connection, customer_id: str, changes: Sequence[tuple[in
     now = now_us()
     rows = []
     for offset, (event_type, resource) in enumerate(changes):
-        event = event_pb2.Event(id=new_id(), customer_id=customer_id, sequence=first + offset, type=event_type)  # type: ignore[arg-type]
+        event = event_pb2.Event(id=new_id(), customer_id=customer_id, sequence=first + offset, type=event_type)
         event.tm_create.FromMicroseconds(now)
         getattr(event, _RESOURCE_FIELD[resource.DESCRIPTOR.name]).CopyFrom(resource)
         rows.append(

@@ -169,7 +169,7 @@ def bindings_for(method: Method) -> list[Binding]:
             d = req
             for n, part in enumerate(var.field_path):
                 f = d.fields_by_name.get(part) if d is not None else None
-                if f is None or f.label == f.LABEL_REPEATED:
+                if f is None or f.is_repeated:
                     raise TemplateError(f"{method.full_name} {path!r}: no singular field {'.'.join(var.field_path)}")
                 d = f.message_type if n < len(var.field_path) - 1 else None
         if rule.body not in ("", "*") and rule.body not in req.fields_by_name:

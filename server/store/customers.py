@@ -10,9 +10,10 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
+from sqlalchemy import Engine, func, insert, select
+
 from convhub.server.store.db import new_id, now_us
 from convhub.server.store.models import ApiToken, Customer
-from sqlalchemy import Engine, func, insert, select
 
 TOKEN_PREFIX = "chk_"
 _customers = Customer.__table__

@@ -8,9 +8,10 @@ retry finds the winner's resource.
 
 from __future__ import annotations
 
+from sqlalchemy import Connection, insert, select
+
 from convhub.server.store.db import now_us
 from convhub.server.store.models import IdempotencyKey
-from sqlalchemy import Connection, insert, select
 
 _keys = IdempotencyKey.__table__
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from convhub.server.store.db import RowValues, new_id, now_us
-from convhub.server.store.models import Conversation, Participant, ParticipantAddress
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
+
+from convhub.server.store.db import RowValues, new_id, now_us
+from convhub.server.store.models import Conversation, Participant, ParticipantAddress
 
 conversations = Conversation.__table__
 participants = Participant.__table__

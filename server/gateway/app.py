@@ -1,0 +1,425 @@
+"""The REST/JSON shim: an ASGI app that turns HTTP calls into `Dispatcher` calls.
+
+Everything route-specific is prepared once in `build_gateway_app` (a `RoutePlan`
+per HTTP binding: path setters, query mapper, body decoder, response encoder),
+so a request costs a trie lookup, the field conversions and the handler call.
+The proto routes are served by a raw ASGI callable behind Starlette's router
+(which keeps `/healthz`, `/readyz` and the OpenAPI document): building Starlette
+`Request`/`Response` objects per call would cost more than all of our own work.
+
+Per request:
+  * auth: `Authorization: Bearer <token>`, else `?token=` / `?accesskey=` (VoIPBIN
+    spellings, removed before the query is mapped onto the request);
+  * deadline: `Grpc-Timeout` (`5S`, `200m`, `100u`...) -> 504 DEADLINE_EXCEEDED;
+  * body: at most `max_body_bytes` (Content-Length and the bytes actually read) -> 413;
+  * errors: `errors.py` maps the handler's google.rpc.Status to HTTP like grpc-gateway;
+  * server streaming: NDJSON (`{"result": ...}` per line), or SSE for
+    `Accept: text/event-stream`; a failure after the first byte becomes a final
+    `{"error": ...}` line/frame, since the status line is gone by then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from google.protobuf.message import Message
+from google.rpc import code_pb2, status_pb2
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from convhub.server.api.dispatch import Dispatcher, Method
+from convhub.server.api.errors import ApiError, InvalidArgument
+from convhub.server.gateway import codec
+from convhub.server.gateway.errors import (
+    dumps,
+    error_payload,
+    http_status,
+    simple_status,
+    status_for_exception,
+)
+from convhub.server.gateway.openapi import build_openapi
+from convhub.server.gateway.routes import Binding, Match, RouteTable, build_route_table
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+AUTH_QUERY_PARAMS = frozenset({"token", "accesskey"})
+OPENAPI_PATH = "/v1.0/openapi.json"
+# A stream's first message is awaited this long before the 200 goes out, so an
+# immediate failure (bad id, bad filter) still gets its real HTTP status.
+FIRST_ITEM_GRACE = 0.05
+
+_JSON = b"application/json"
+_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_TIMEOUT_RE = re.compile(r"([0-9]{1,8})([HMSmun])")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _ClientGone(Exception):
+    pass
+
+
+def parse_grpc_timeout(value: str) -> float:
+    """Seconds from a gRPC `grpc-timeout` header value (`5S`, `200m`, `100u`)."""
+    m = _TIMEOUT_RE.fullmatch(value.strip())
+    if m is None:
+        raise InvalidArgument("grpc-timeout", f"invalid timeout {value!r}: expected e.g. 5S, 200m, 100u")
+    return int(m.group(1)) * _TIMEOUT_UNITS[m.group(2)]
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(body: bytes) -> Any:
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidArgument("body", f"malformed JSON: {exc}") from None
+
+
+class RoutePlan:
+    """Everything needed to turn one HTTP binding's request into its proto request, precomputed."""
+
+    def __init__(self, binding: Binding) -> None:
+        method = binding.method
+        self.binding = binding
+        self.method: Method = method
+        self.request_cls = method.request_cls
+        req = method.descriptor.input_type
+        self.path_setters: list[tuple[tuple[str, ...], codec.Setter, str]] = []
+        for var in binding.template.variables:
+            d = req
+            for part in var.field_path[:-1]:
+                d = d.fields_by_name[part].message_type
+            leaf = d.fields_by_name[var.field_path[-1]]
+            setter = codec.string_setter(leaf)
+            if setter is None:
+                raise TypeError(f"{method.full_name}: path variable {'.'.join(var.field_path)} is not a scalar")
+            self.path_setters.append((var.field_path[:-1], setter, ".".join(var.field_path)))
+        self.body = binding.body
+        self.body_decoder: codec.JsonDecoder | None = None
+        self.query: codec.QueryMapper | None = None
+        excluded = [v.field_path for v in binding.template.variables]
+        if self.body == "*":
+            self.body_decoder = codec.message_decoder(req)
+        else:
+            if self.body:
+                self.body_decoder = codec.field_decoder(req.fields_by_name[self.body])
+                excluded.append((self.body,))
+            self.query = codec.QueryMapper(req, excluded)
+        mask = req.fields_by_name.get("update_mask")
+        body_f = req.fields_by_name.get(self.body) if self.body not in ("", "*") else None
+        self.derive_mask = (
+            binding.http_method in ("PUT", "PATCH")
+            and mask is not None
+            and mask.message_type is not None
+            and mask.message_type.full_name == "google.protobuf.FieldMask"
+            and body_f is not None
+            and body_f.message_type is not None
+            and not body_f.is_repeated
+        )
+        self.mask_body_desc = body_f.message_type if body_f is not None else None
+        self.mask_exclude = {".".join(p[1:]) for p in excluded if len(p) > 1 and p[0] == self.body}
+        resp = method.descriptor.output_type
+        if binding.response_body:
+            f = resp.fields_by_name[binding.response_body]
+            field_enc = codec.field_encoder(f)
+            name = f.name
+            self.encode: codec.Encoder = (
+                (lambda m: getattr(m, name)) if field_enc is None else (lambda m: field_enc(getattr(m, name)))
+            )
+        else:
+            self.encode = codec.message_encoder(resp)
+
+    def build_request(self, match: Match, query: list[tuple[str, str]], body: bytes | None) -> Message:
+        """The proto request: body first, then query parameters, then path variables (which win)."""
+        req = self.request_cls()
+        data: Any = None
+        if self.body_decoder is not None:
+            data = parse_json(body or b"")
+            if self.body == "*":
+                self.body_decoder(req, data, "")
+            elif data is not None:
+                self.body_decoder(req, data, self.body)
+        if self.query is not None and query:
+            self.query.apply(req, query)
+        for (parents, setter, canonical), (_, value) in zip(self.path_setters, match.values, strict=True):
+            target: Any = req
+            for p in parents:
+                target = getattr(target, p)
+            setter(target, [value], canonical)
+        if self.derive_mask and isinstance(data, dict) and not req.HasField("update_mask"):
+            assert self.mask_body_desc is not None
+            paths = [p for p in codec.body_field_mask(self.mask_body_desc, data) if p not in self.mask_exclude]
+            req.update_mask.SetInParent()  # type: ignore[attr-defined]
+            req.update_mask.paths.extend(paths)  # type: ignore[attr-defined]
+        return req
+
+
+async def _send_json(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [(b"content-type", _JSON), (b"content-length", str(len(body)).encode("ascii"))]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_status(send: Send, status: status_pb2.Status, http: int | None = None) -> None:
+    code = http if http is not None else http_status(status.code)
+    extra = [(b"www-authenticate", b"Bearer")] if code == 401 else None
+    await _send_json(send, code, dumps(error_payload(status, code)), extra)
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise _BodyTooLarge
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class Gateway:
+    """The ASGI callable serving every annotated RPC."""
+
+    def __init__(self, dispatcher: Dispatcher, max_body_bytes: int) -> None:
+        self.dispatcher = dispatcher
+        self.max_body_bytes = max_body_bytes
+        self.table: RouteTable = build_route_table(dispatcher.methods.values())
+        self.plans: dict[int, RoutePlan] = {id(b): RoutePlan(b) for b in self.table.bindings}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1000})
+            return
+        raw = scope.get("raw_path")
+        path = raw.decode("latin-1") if raw else scope["path"]
+        http_method: str = scope["method"]
+        found = self.table.match(http_method, path)
+        if found is None:
+            await _send_status(send, simple_status(code_pb2.NOT_FOUND, f"no route for {path}"), 404)
+            return
+        if not isinstance(found, Match):
+            allow = ", ".join(sorted(found))
+            await _send_status(
+                send,
+                simple_status(
+                    code_pb2.UNIMPLEMENTED, f"method {http_method} not allowed for {path} (allowed: {allow})"
+                ),
+                405,
+            )
+            return
+        plan = self.plans[id(found.binding)]
+
+        token: str | None = None
+        timeout: str | None = None
+        accept = ""
+        content_length: int | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, cred = value.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer" and cred.strip():
+                    token = cred.strip()
+            elif name == b"grpc-timeout":
+                timeout = value.decode("latin-1")
+            elif name == b"accept":
+                accept = value.decode("latin-1")
+            elif name == b"content-length":
+                with contextlib.suppress(ValueError):
+                    content_length = int(value)
+
+        query: list[tuple[str, str]] = []
+        qs = scope.get("query_string", b"")
+        if qs:
+            for key, value in parse_qsl(qs.decode("latin-1"), keep_blank_values=True):
+                if key in AUTH_QUERY_PARAMS:
+                    if token is None and value:
+                        token = value
+                else:
+                    query.append((key, value))
+
+        try:
+            body: bytes | None = None
+            if plan.body_decoder is not None:
+                if content_length is not None and content_length > self.max_body_bytes:
+                    raise _BodyTooLarge
+                body = await _read_body(receive, self.max_body_bytes)
+            deadline = parse_grpc_timeout(timeout) if timeout is not None else None
+            request = plan.build_request(found, query, body)
+            if plan.method.server_streaming:
+                await self._stream(plan, request, token, deadline, "text/event-stream" in accept, receive, send)
+                return
+            if deadline is None:
+                response = await self.dispatcher.call(plan.method, request, token)
+            else:
+                response = await asyncio.wait_for(self.dispatcher.call(plan.method, request, token), deadline)
+            payload = dumps(plan.encode(response))
+        except _BodyTooLarge:
+            await _send_status(
+                send,
+                simple_status(code_pb2.RESOURCE_EXHAUSTED, f"request body larger than {self.max_body_bytes} bytes"),
+                413,
+            )
+            return
+        except _ClientGone:
+            return
+        except Exception as exc:
+            await _send_status(send, status_for_exception(exc))
+            return
+        await _send_json(send, 200, payload)
+
+    async def _stream(
+        self,
+        plan: RoutePlan,
+        request: Message,
+        token: str | None,
+        deadline: float | None,
+        sse: bool,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Serve a server-streaming RPC; stops (and closes the handler) when the client goes away."""
+        loop = asyncio.get_running_loop()
+        expires = loop.time() + deadline if deadline is not None else None
+        if sse:
+            content_type, prefix, suffix = b"text/event-stream", b"data: ", b"\n\n"
+        else:
+            content_type, prefix, suffix = b"application/x-ndjson", b"", b"\n"
+
+        def frame(obj: Any) -> bytes:
+            return prefix + dumps(obj) + suffix
+
+        task = asyncio.current_task()
+        assert task is not None
+        gone = asyncio.Event()
+
+        async def watch_disconnect() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    gone.set()
+                    task.cancel()
+                    return
+
+        watcher = asyncio.create_task(watch_disconnect())
+        items: AsyncIterator[Message] = self.dispatcher.stream(plan.method, request, token)
+        started = False
+        try:
+            async with asyncio.timeout_at(expires):
+                first = asyncio.ensure_future(items.__anext__())
+                try:
+                    await asyncio.wait({first}, timeout=FIRST_ITEM_GRACE)
+                except BaseException:
+                    first.cancel()
+                    raise
+                if first.done():
+                    first_exc = first.exception()
+                    if first_exc is not None and not isinstance(first_exc, StopAsyncIteration):
+                        raise first_exc
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [
+                            (b"content-type", content_type),
+                            (b"cache-control", b"no-cache"),
+                            (b"x-accel-buffering", b"no"),
+                        ],
+                    }
+                )
+                started = True
+                try:
+                    item = await first
+                    await send(
+                        {"type": "http.response.body", "body": frame({"result": plan.encode(item)}), "more_body": True}
+                    )
+                    async for item in items:
+                        chunk = frame({"result": plan.encode(item)})
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                except StopAsyncIteration:
+                    pass
+            await send({"type": "http.response.body", "body": b""})
+        except asyncio.CancelledError:
+            if not gone.is_set():
+                raise
+            task.uncancel()
+        except Exception as exc:
+            status = status_for_exception(exc)
+            if not started:
+                await _send_status(send, status)
+            else:
+                await send({"type": "http.response.body", "body": frame(error_payload(status))})
+        finally:
+            watcher.cancel()
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+
+def build_gateway_app(
+    dispatcher: Dispatcher,
+    *,
+    max_body_bytes: int = 1_048_576,
+    ready: Callable[[], bool] = lambda: True,
+) -> Starlette:
+    """The REST app for every annotated method of `dispatcher`, plus health, readiness and OpenAPI.
+
+    Route templates are validated here: a malformed annotation fails start-up, not a request.
+    """
+    gateway = Gateway(dispatcher, max_body_bytes)
+    openapi_body = dumps(build_openapi(gateway.plans.values()))
+
+    async def healthz(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    async def readyz(request: Request) -> Response:
+        try:
+            ok = ready()
+        except Exception:
+            log.exception("readiness check failed")
+            ok = False
+        if ok:
+            return Response(b'{"status":"ready"}', media_type="application/json")
+        return Response(b'{"status":"not ready"}', status_code=503, media_type="application/json")
+
+    async def openapi(request: Request) -> Response:
+        return Response(openapi_body, media_type="application/json")
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Route("/readyz", readyz, methods=["GET", "HEAD"]),
+            Route(OPENAPI_PATH, openapi, methods=["GET", "HEAD"]),
+        ]
+    )
+    app.router.redirect_slashes = False
+    app.router.default = gateway  # every other path: the proto routes (and their JSON 404/405)
+    return app

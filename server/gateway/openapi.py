@@ -1,0 +1,330 @@
+"""An OpenAPI 3.0 document generated from the same descriptors the routes come from.
+
+So it cannot drift from what the gateway serves: one operation per HTTP
+binding, path and query parameters from the request fields the path and body
+leave over (the `QueryMapper` the gateway itself uses), request bodies and
+response schemas from the message types, written the way `codec` writes JSON
+(snake_case, enums as lower-case short names, int64 as strings, Timestamp as
+date-time strings, Struct as objects). `OUTPUT_ONLY` fields are `readOnly`,
+`INPUT_ONLY` ones `writeOnly` (and absent from responses).
+
+Two bindings whose templates differ only in variable names
+(`/conversations/{id}` for GET, `/conversations/{conversation.id}` for PUT) are
+one OpenAPI path: the first binding's names win and each operation documents
+which request field its parameter fills.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from google.api import field_behavior_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+from convhub.server.gateway import codec
+from convhub.server.gateway.routes import _ANY, _DEEP, _LITERAL, Binding
+
+if TYPE_CHECKING:
+    from convhub.server.gateway.app import RoutePlan
+
+FD = FieldDescriptor
+REF = "#/components/schemas/"
+
+_INT_SCHEMAS: dict[int, dict[str, Any]] = {
+    FD.CPPTYPE_INT32: {"type": "integer", "format": "int32", "minimum": -(2**31), "maximum": 2**31 - 1},
+    FD.CPPTYPE_UINT32: {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**32 - 1},
+    FD.CPPTYPE_INT64: {"type": "string", "format": "int64", "pattern": "^-?[0-9]+$"},
+    FD.CPPTYPE_UINT64: {"type": "string", "format": "uint64", "pattern": "^[0-9]+$"},
+}
+_NON_FINITE = {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}
+_WKT_SCHEMAS: dict[str, dict[str, Any]] = {
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    "google.protobuf.Duration": {"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,9})?s$", "example": "1.5s"},
+    "google.protobuf.FieldMask": {
+        "type": "string",
+        "description": "Comma-separated field paths (snake_case or lowerCamelCase).",
+    },
+    "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    "google.protobuf.Value": {"description": "Any JSON value."},
+    "google.protobuf.ListValue": {"type": "array", "items": {}},
+    "google.protobuf.Empty": {"type": "object"},
+    "google.protobuf.Any": {
+        "type": "object",
+        "properties": {"@type": {"type": "string"}},
+        "required": ["@type"],
+        "additionalProperties": True,
+    },
+}
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "status", "message", "details"],
+            "properties": {
+                "code": {"type": "integer", "description": "The HTTP status code."},
+                "status": {"type": "string", "description": "The gRPC status code name, e.g. NOT_FOUND."},
+                "message": {"type": "string"},
+                "details": {
+                    "type": "array",
+                    "description": "google.rpc.Status details (ErrorInfo, BadRequest ...), each with its @type.",
+                    "items": {
+                        "type": "object",
+                        "properties": {"@type": {"type": "string"}},
+                        "additionalProperties": True,
+                    },
+                },
+            },
+        }
+    },
+}
+
+
+def schema_name(full_name: str) -> str:
+    """Component name for a proto type: the package-qualified name, dotted (`convhub.v1.Conversation`)."""
+    return full_name
+
+
+class SchemaBuilder:
+    """Collects a component schema for every message and enum a document refers to."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
+
+    def ref(self, name: str) -> dict[str, Any]:
+        return {"$ref": REF + name}
+
+    def message(self, desc: Descriptor, *, exclude: frozenset[str] = frozenset(), name: str | None = None) -> Any:
+        """A reference to the message's component (built on first use; recursive types are fine)."""
+        wkt = _WKT_SCHEMAS.get(desc.full_name)
+        if wkt is not None:
+            return dict(wkt)
+        if desc.full_name in codec.WELL_KNOWN:  # wrappers: the wrapped scalar, nullable
+            inner = self.single(desc.fields_by_name["value"])
+            return {**inner, "nullable": True}
+        key = name or schema_name(desc.full_name)
+        if key not in self.schemas:
+            self.schemas[key] = {}  # placeholder against recursion
+            props: dict[str, Any] = {}
+            for f in desc.fields:
+                if f.name in exclude:
+                    continue
+                props[f.name] = self.field(f)
+            self.schemas[key] = {"type": "object", "properties": props}
+        return self.ref(key)
+
+    def enum(self, f: FieldDescriptor) -> dict[str, Any]:
+        key = schema_name(f.enum_type.full_name)
+        if key not in self.schemas:
+            names = codec.enum_names(f.enum_type)
+            self.schemas[key] = {
+                "type": "string",
+                "enum": names.names,
+                "description": "Lower-case value name without the enum prefix. "
+                "Input also accepts the full value name or its number.",
+            }
+        return self.ref(key)
+
+    def single(self, f: FieldDescriptor) -> dict[str, Any]:
+        """Schema of one value of `f` (an element, for repeated fields)."""
+        ct = f.cpp_type
+        if ct == FD.CPPTYPE_MESSAGE:
+            result: dict[str, Any] = self.message(f.message_type)
+            return result
+        if ct == FD.CPPTYPE_ENUM:
+            if f.enum_type.full_name == "google.protobuf.NullValue":
+                return {"nullable": True, "enum": [None]}
+            return self.enum(f)
+        if ct in _INT_SCHEMAS:
+            return dict(_INT_SCHEMAS[ct])
+        if ct in (FD.CPPTYPE_DOUBLE, FD.CPPTYPE_FLOAT):
+            fmt = "double" if ct == FD.CPPTYPE_DOUBLE else "float"
+            return {"oneOf": [{"type": "number", "format": fmt}, _NON_FINITE]}
+        if ct == FD.CPPTYPE_BOOL:
+            return {"type": "boolean"}
+        if f.type == FD.TYPE_BYTES:
+            return {"type": "string", "format": "byte"}
+        return {"type": "string"}
+
+    def field(self, f: FieldDescriptor) -> dict[str, Any]:
+        if codec.is_map(f):
+            schema: dict[str, Any] = {
+                "type": "object",
+                "additionalProperties": self.single(f.message_type.fields_by_name["value"]),
+            }
+        elif f.is_repeated:
+            schema = {"type": "array", "items": self.single(f)}
+        else:
+            schema = self.single(f)
+        behaviors = codec.field_behaviors(f)
+        extra: dict[str, Any] = {}
+        if field_behavior_pb2.OUTPUT_ONLY in behaviors:
+            extra["readOnly"] = True
+        if field_behavior_pb2.INPUT_ONLY in behaviors:
+            extra["writeOnly"] = True
+        if not extra:
+            return schema
+        if "$ref" in schema:
+            return {"allOf": [schema], **extra}
+        return {**schema, **extra}
+
+
+def _leaf(desc: Descriptor, path: tuple[str, ...]) -> FieldDescriptor:
+    d = desc
+    for part in path[:-1]:
+        d = d.fields_by_name[part].message_type
+    f: FieldDescriptor = d.fields_by_name[path[-1]]
+    return f
+
+
+def _shape(binding: Binding) -> tuple[Any, ...]:
+    return (tuple(kind if kind != _LITERAL else lit for kind, lit in binding.template.segments), binding.template.verb)
+
+
+def _render_path(binding: Binding, names_by_segment: dict[int, str]) -> str:
+    parts = []
+    for i, (kind, lit) in enumerate(binding.template.segments):
+        parts.append(lit if kind == _LITERAL else "{" + names_by_segment[i] + "}")
+    path = "/" + "/".join(parts)
+    if binding.template.verb:
+        path += ":" + binding.template.verb
+    return path
+
+
+def _segment_names(binding: Binding) -> dict[int, str]:
+    """OpenAPI parameter name per wildcard segment: the field path, numbered when a variable spans several."""
+    names: dict[int, str] = {}
+    for var in binding.template.variables:
+        end = var.end if var.end is not None else len(binding.template.segments)
+        wild = [i for i in range(var.start, end) if binding.template.segments[i][0] in (_ANY, _DEEP)]
+        base = ".".join(var.field_path)
+        for n, i in enumerate(wild):
+            names[i] = base if len(wild) == 1 else f"{base}_{n + 1}"
+    for i, (kind, _) in enumerate(binding.template.segments):
+        if kind != _LITERAL and i not in names:
+            names[i] = f"segment_{i}"
+    return names
+
+
+def build_openapi(plans: Iterable[RoutePlan], *, title: str = "convhub") -> dict[str, Any]:
+    """The OpenAPI 3.0 document (a JSON-ready dict) for the gateway's route plans.
+
+    Query parameters come from each plan's own `QueryMapper`, so the document lists exactly what is parsed.
+    """
+    sb = SchemaBuilder()
+    paths: dict[str, dict[str, Any]] = {}
+    canonical: dict[tuple[Any, ...], dict[int, str]] = {}
+    op_ids: dict[str, int] = {}
+    for plan in plans:
+        binding = plan.binding
+        method = binding.method
+        md = method.descriptor
+        req = md.input_type
+        own_names = _segment_names(binding)
+        names = canonical.setdefault(_shape(binding), own_names)
+        path = _render_path(binding, names)
+        params: list[dict[str, Any]] = []
+        for var in binding.template.variables:
+            end = var.end if var.end is not None else len(binding.template.segments)
+            wild = [i for i in range(var.start, end) if binding.template.segments[i][0] in (_ANY, _DEEP)]
+            leaf = _leaf(req, var.field_path)
+            for i in wild:
+                params.append(
+                    {
+                        "name": names[i],
+                        "in": "path",
+                        "required": True,
+                        "description": f"Fills `{'.'.join(var.field_path)}`.",
+                        "schema": {"type": "string"} if len(wild) > 1 else sb.single(leaf),
+                    }
+                )
+        if plan.query is not None:
+            for fpath, f in plan.query.leaves:
+                schema = sb.field(f)
+                schema.pop("readOnly", None)
+                param: dict[str, Any] = {"name": ".".join(fpath), "in": "query", "required": False, "schema": schema}
+                if f.is_repeated:
+                    param["style"] = "form"
+                    param["explode"] = True
+                params.append(param)
+        service = md.containing_service
+        op_id = f"{service.name}_{md.name}"
+        n = op_ids.get(op_id, 0)
+        op_ids[op_id] = n + 1
+        if n:
+            op_id = f"{op_id}_{n + 1}"
+        op: dict[str, Any] = {
+            "operationId": op_id,
+            "tags": [service.name],
+            "summary": f"{service.full_name}.{md.name}",
+            "parameters": params,
+        }
+        if binding.body == "*":
+            top_path_fields = frozenset(v.field_path[0] for v in binding.template.variables if len(v.field_path) == 1)
+            body_schema = (
+                sb.message(req, exclude=top_path_fields, name=f"{schema_name(req.full_name)}.Body")
+                if top_path_fields
+                else sb.message(req)
+            )
+            op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body_schema}}}
+        elif binding.body:
+            f = req.fields_by_name[binding.body]
+            op["requestBody"] = {"required": False, "content": {"application/json": {"schema": sb.field(f)}}}
+        resp = md.output_type
+        if binding.response_body:
+            resp_schema = sb.field(resp.fields_by_name[binding.response_body])
+        else:
+            resp_schema = sb.message(resp)
+        if method.server_streaming:
+            frame = {
+                "type": "object",
+                "description": "One per line (NDJSON) or per `data:` frame (SSE); a failure ends the stream "
+                "with an `error` object instead.",
+                "properties": {"result": resp_schema, "error": ERROR_SCHEMA["properties"]["error"]},
+            }
+            content = {"application/x-ndjson": {"schema": frame}, "text/event-stream": {"schema": {"type": "string"}}}
+            ok = {"description": "A stream of messages.", "content": content}
+        else:
+            ok = {"description": "OK", "content": {"application/json": {"schema": resp_schema}}}
+        op["responses"] = {
+            "200": ok,
+            "default": {"description": "Error", "content": {"application/json": {"schema": sb.ref("Error")}}},
+        }
+        paths.setdefault(path, {})[binding.http_method.lower()] = op
+
+    health_schema = {"type": "object", "properties": {"status": {"type": "string"}}}
+    for hpath, summary, codes in (
+        ("/healthz", "Liveness: 200 while the process runs.", ("200",)),
+        ("/readyz", "Readiness: 503 while starting, stopping or without a database.", ("200", "503")),
+    ):
+        paths[hpath] = {
+            "get": {
+                "operationId": hpath.strip("/"),
+                "tags": ["health"],
+                "summary": summary,
+                "security": [],
+                "responses": {
+                    c: {"description": c, "content": {"application/json": {"schema": health_schema}}} for c in codes
+                },
+            }
+        }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": title,
+            "version": "v1",
+            "description": "REST/JSON mapping of the gRPC API, generated from its google.api.http annotations.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": sb.schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "token": {"type": "apiKey", "in": "query", "name": "token"},
+                "accesskey": {"type": "apiKey", "in": "query", "name": "accesskey"},
+            },
+        },
+        "security": [{"bearer": []}, {"token": []}, {"accesskey": []}],
+    }
