@@ -16,13 +16,12 @@ import grpc
 import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from sqlalchemy import Engine
 
 from convhub.server.api.grpc_transport import generic_handlers
 from convhub.server.api.services import build_dispatcher
 from convhub.server.config import Settings
 from convhub.server.store.customers import ensure_default_customer
-from convhub.server.store.db import create_db_engine, upgrade_schema
+from convhub.server.store.db import Database, open_database, upgrade_schema
 
 log = logging.getLogger("convhub")
 
@@ -37,18 +36,18 @@ GRPC_OPTIONS = [
 ]
 
 
-def prepare_database(settings: Settings) -> Engine:
+def prepare_database(settings: Settings) -> Database:
     """Open the database and upgrade its schema; on an empty one, print the default customer's token once."""
-    engine = create_db_engine(settings.resolved_database_url, pool_size=settings.db_workers)
-    upgrade_schema(engine)
-    first = ensure_default_customer(engine)
+    db = open_database(settings.resolved_database_url, workers=settings.db_workers)
+    upgrade_schema(db.writer)
+    first = ensure_default_customer(db.writer)
     if first is not None:
         print(
             "convhub: created customer 'default' "
             f"({first.customer_id}). Its API token, shown only now:\n  {first.token}",
             flush=True,
         )
-    return engine
+    return db
 
 
 @dataclass
@@ -70,9 +69,9 @@ def _bind(address: str) -> socket.socket:
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT, then drain: health NOT_SERVING, stop accepting, finish in-flight calls."""
-    engine = prepare_database(settings)
+    db = prepare_database(settings)
     executor = ThreadPoolExecutor(settings.db_workers, thread_name_prefix="convhub-db")
-    dispatcher = build_dispatcher(engine, settings, executor)
+    dispatcher = build_dispatcher(db, settings, executor)
     life = _Lifecycle()
 
     server = grpc.aio.server(options=GRPC_OPTIONS)
@@ -118,7 +117,7 @@ async def serve(settings: Settings) -> None:
         await http_task
     await server.stop(settings.shutdown_grace)
     executor.shutdown(wait=True)
-    engine.dispose()
+    db.dispose()
     print("convhub: stopped", flush=True)
 
 

@@ -21,7 +21,7 @@ class Settings:
     grpc_address: str = field(default_factory=lambda: _env("CONVHUB_GRPC_ADDRESS", "127.0.0.1:50051"))
     # Empty disables the REST shim.
     http_address: str = field(default_factory=lambda: _env("CONVHUB_HTTP_ADDRESS", "127.0.0.1:8080"))
-    # Threads running database work; also the connection pool size.
+    # Threads running write transactions on PostgreSQL (and the writer pool size).
     db_workers: int = field(default_factory=lambda: int(_env("CONVHUB_DB_WORKERS", "8")))
     # Region for phone numbers given without a leading `+` (ISO 3166 code).
     default_region: str = field(default_factory=lambda: _env("CONVHUB_DEFAULT_REGION", "US"))

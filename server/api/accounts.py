@@ -8,7 +8,7 @@ from sqlalchemy import insert, select, update
 
 from convhub.server.api import convert, pagination, validation
 from convhub.server.api.base import Handlers, get_live
-from convhub.server.api.dispatch import Caller
+from convhub.server.api.dispatch import Caller, read_only
 from convhub.server.api.errors import InvalidArgument
 from convhub.server.domain.channels import address_type_for_account
 from convhub.server.domain.updates import ACCOUNT_UPDATABLE, MaskError, resolve_mask
@@ -20,6 +20,7 @@ from convhub.v1 import account_pb2, event_pb2
 from convhub.v1 import account_service_pb2 as pb
 
 accounts = Account.__table__
+_list = pagination.Lister(accounts)
 
 
 class AccountMethods(Handlers):
@@ -79,17 +80,17 @@ class AccountMethods(Handlers):
             append_events(conn, caller.customer_id, [(event_pb2.EVENT_TYPE_ACCOUNT_CREATED, result)])
         return result
 
+    @read_only
     def ListAccounts(self, request: pb.ListAccountsRequest, caller: Caller) -> pb.ListAccountsResponse:
         page = pagination.parse(request.page_size, request.page_token, "accounts")
-        query = select(accounts).where(accounts.c.customer_id == caller.customer_id, accounts.c.tm_delete.is_(None))
-        with self.engine.connect() as conn:
-            rows = conn.execute(pagination.apply(query, accounts, page)).all()
-        rows, token = pagination.finish(rows, page)
+        with self.reader.connect() as conn:
+            rows, token = _list.fetch(conn, page, caller.customer_id)
         return pb.ListAccountsResponse(result=[convert.account(r) for r in rows], next_page_token=token)
 
+    @read_only
     def GetAccount(self, request: pb.GetAccountRequest, caller: Caller) -> account_pb2.Account:
         account_id = validation.require_uuid("id", request.id)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return convert.account(get_live(conn, accounts, "account", caller.customer_id, account_id))
 
     def UpdateAccount(self, request: pb.UpdateAccountRequest, caller: Caller) -> account_pb2.Account:

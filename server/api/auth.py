@@ -24,6 +24,7 @@ class TokenAuthenticator:
         self._lock = threading.Lock()
 
     def authenticate(self, token: str) -> Caller | None:
+        """Cache first, then one indexed read (never waits on a lock: safe on the event loop)."""
         key = hash_token(token)
         now = time.monotonic()
         hit = self._cache.get(key)

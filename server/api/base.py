@@ -1,27 +1,52 @@
-"""What every handler group shares: the engine, settings and customer-scoped lookups."""
+"""What every handler group shares: the database, settings and customer-scoped lookups.
+
+Hot-path statements are built once (with bind parameters) and reused: building
+a SQLAlchemy statement and its cache key per call costs more than running it.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, select
+from sqlalchemy import Connection, Engine, Select, Table, bindparam, select
 
 from convhub.server.api.errors import NotFound
 from convhub.server.config import Settings
+from convhub.server.store.db import Database
 
 
 class Handlers:
-    def __init__(self, engine: Engine, settings: Settings) -> None:
-        self.engine = engine
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
         self.settings = settings
+
+    @property
+    def engine(self) -> Engine:
+        """For transactions (writes)."""
+        return self.db.writer
+
+    @property
+    def reader(self) -> Engine:
+        """For single-statement reads, run inline on the event loop."""
+        return self.db.reader
+
+
+@functools.cache
+def live_row_statement(table: Table, *extra: str) -> Select[Any]:
+    """SELECT one live row by id and customer (plus `extra` columns), with bind parameters."""
+    query = select(table).where(
+        table.c.id == bindparam("id"), table.c.customer_id == bindparam("customer_id"), table.c.tm_delete.is_(None)
+    )
+    for column in extra:
+        query = query.where(table.c[column] == bindparam(column))
+    return query
 
 
 def get_live(conn: Connection, table: Table, resource: str, customer_id: str, item_id: str, **extra: str) -> Any:
     """The caller's live (not deleted) row, or NOT_FOUND; another customer's id is simply not found."""
-    query = select(table).where(table.c.id == item_id, table.c.customer_id == customer_id, table.c.tm_delete.is_(None))
-    for column, value in extra.items():
-        query = query.where(table.c[column] == value)
-    row = conn.execute(query).first()
+    statement = live_row_statement(table, *extra)
+    row = conn.execute(statement, {"id": item_id, "customer_id": customer_id, **extra}).first()
     if row is None:
         raise NotFound(resource, item_id)
     return row

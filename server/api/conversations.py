@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 
 from convhub.server.api import convert, pagination, validation
 from convhub.server.api.base import Handlers, get_live
-from convhub.server.api.dispatch import Caller
+from convhub.server.api.dispatch import Caller, read_only
 from convhub.server.api.errors import AlreadyExists, InvalidArgument
 from convhub.server.domain.updates import CONVERSATION_UPDATABLE, MaskError, resolve_mask
 from convhub.server.events.outbox import append_events
@@ -17,22 +17,21 @@ from convhub.v1 import conversation_pb2, event_pb2
 from convhub.v1 import conversation_service_pb2 as pb
 
 conversations = Conversation.__table__
+_list = pagination.Lister(conversations)
 
 
 class ConversationMethods(Handlers):
+    @read_only
     def ListConversations(self, request: pb.ListConversationsRequest, caller: Caller) -> pb.ListConversationsResponse:
         page = pagination.parse(request.page_size, request.page_token, "conversations")
-        query = select(conversations).where(
-            conversations.c.customer_id == caller.customer_id, conversations.c.tm_delete.is_(None)
-        )
-        with self.engine.connect() as conn:
-            rows = conn.execute(pagination.apply(query, conversations, page)).all()
-        rows, token = pagination.finish(rows, page)
+        with self.reader.connect() as conn:
+            rows, token = _list.fetch(conn, page, caller.customer_id)
         return pb.ListConversationsResponse(result=[convert.conversation(r) for r in rows], next_page_token=token)
 
+    @read_only
     def GetConversation(self, request: pb.GetConversationRequest, caller: Caller) -> conversation_pb2.Conversation:
         conversation_id = validation.require_uuid("id", request.id)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return convert.conversation(
                 get_live(conn, conversations, "conversation", caller.customer_id, conversation_id)
             )

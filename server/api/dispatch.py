@@ -2,9 +2,14 @@
 
 gRPC (`grpc_transport.py`) and the REST shim (`convhub.server.gateway`) both
 resolve a method by its full name (`/convhub.v1.ConversationService/GetConversation`),
-authenticate the caller's token and call the same handler. Unary handlers are
-plain synchronous functions doing database work; they run on a bounded thread
-pool so a slow query never stalls the event loop that serves other calls.
+authenticate the caller's token and call the same handler.
+
+Unary handlers are plain synchronous functions doing short database work.
+Where they run is decided per method: *inline* on the event loop when the
+work cannot wait on a lock (reads marked `@read_only`, and every SQLite
+transaction: one process is SQLite's only writer), otherwise on a bounded
+thread pool so a write waiting on another replica's row lock never stalls
+the loop. Inline calls skip the thread hop and the GIL hand-offs it costs.
 """
 
 from __future__ import annotations
@@ -14,13 +19,16 @@ import inspect
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
+from sqlalchemy.exc import DBAPIError
 
-from convhub.server.api.errors import Unauthenticated
+from convhub.server.api.errors import Unauthenticated, Unavailable
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -30,18 +38,20 @@ class Caller:
     customer_id: str
 
 
-UnaryHandler = Callable[[Any, Caller], Message]
-StreamHandler = Callable[[Any, Caller], AsyncIterator[Message]]
-
-
 class TokenAuthenticator(Protocol):
     def authenticate(self, token: str) -> Caller | None:
-        """The caller a token belongs to, or None when it is unknown or revoked."""
+        """The caller a token belongs to, or None. Called on the event loop: must not wait on locks."""
+
+
+def read_only(fn: F) -> F:
+    """Mark a handler that only reads: it may run inline on the event loop."""
+    fn.convhub_read_only = True  # type: ignore[attr-defined]
+    return fn
 
 
 @dataclass(frozen=True)
 class Method:
-    """One RPC: its descriptor, message classes and the handler serving it."""
+    """One RPC: its descriptor, message classes, the handler serving it and where that runs."""
 
     full_name: str
     descriptor: MethodDescriptor
@@ -49,13 +59,16 @@ class Method:
     response_cls: type[Message]
     handler: Callable[..., Any]
     server_streaming: bool
+    inline: bool
 
 
 def message_class(descriptor: Any) -> type[Message]:
     return message_factory.GetMessageClass(descriptor)
 
 
-def collect_methods(services: Iterable[tuple[ServiceDescriptor, object]]) -> dict[str, Method]:
+def collect_methods(
+    services: Iterable[tuple[ServiceDescriptor, object]], *, inline_writes: bool = False
+) -> dict[str, Method]:
     """Pair every RPC of each service descriptor with the same-named method of its handler object.
 
     A missing handler is a start-up error, so the contract and the code cannot drift apart.
@@ -78,6 +91,7 @@ def collect_methods(services: Iterable[tuple[ServiceDescriptor, object]]) -> dic
                 response_cls=message_class(md.output_type),
                 handler=fn,
                 server_streaming=md.server_streaming,
+                inline=inline_writes or getattr(fn, "convhub_read_only", False),
             )
     return methods
 
@@ -97,25 +111,34 @@ class Dispatcher:
         self._authenticator = authenticator
         self._executor = executor
 
-    async def authenticate(self, token: str | None) -> Caller:
+    def authenticate(self, token: str | None) -> Caller:
         if not token:
             raise Unauthenticated("missing API token")
-        caller = await self.run_blocking(self._authenticator.authenticate, token)
+        caller = _guard_database(self._authenticator.authenticate, token)
         if caller is None:
             raise Unauthenticated("invalid API token")
         return caller
 
-    async def run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
     async def call(self, method: Method, request: Message, token: str | None) -> Message:
         """Run a unary method; raises ApiError for anything the caller got wrong."""
-        caller = await self.authenticate(token)
-        result: Message = await self.run_blocking(method.handler, request, caller)
-        return result
+        caller = self.authenticate(token)
+        if method.inline:
+            return _guard_database(method.handler, request, caller)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, _guard_database, method.handler, request, caller)
 
     async def stream(self, method: Method, request: Message, token: str | None) -> AsyncIterator[Message]:
         """Run a server-streaming method: authenticate first, then yield its messages."""
-        caller = await self.authenticate(token)
+        caller = self.authenticate(token)
         async for item in method.handler(request, caller):
             yield item
+
+
+def _guard_database(fn: Callable[..., Any], *args: Any) -> Any:
+    """A lost database connection is UNAVAILABLE (retryable), not an internal error."""
+    try:
+        return fn(*args)
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise Unavailable("database connection lost; retry", reason="DATABASE_UNAVAILABLE") from exc
+        raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from convhub.server.api import convert, validation
 from convhub.server.api.base import Handlers, get_live
@@ -29,6 +29,32 @@ conversations = Conversation.__table__
 messages = Message.__table__
 participants = Participant.__table__
 participant_addresses = ParticipantAddress.__table__
+
+_insert_message = insert(messages)
+_message_by_id = select(messages).where(
+    messages.c.customer_id == bindparam("customer_id"), messages.c.id == bindparam("message_id")
+)
+_message_by_provider_id = select(messages).where(
+    messages.c.customer_id == bindparam("customer_id"),
+    messages.c.dedupe_scope == bindparam("scope"),
+    messages.c.transaction_id == bindparam("transaction_id"),
+)
+_conversation_by_id = select(conversations).where(conversations.c.id == bindparam("conversation_id"))
+# The peer's participant (found by address) records the channel and time they last wrote.
+_mark_peer_active = (
+    update(participants)
+    .where(
+        participants.c.conversation_id == bindparam("room_id"),
+        participants.c.id.in_(
+            select(participant_addresses.c.participant_id).where(
+                participant_addresses.c.customer_id == bindparam("owner_id"),
+                participant_addresses.c.type == bindparam("peer_type"),
+                participant_addresses.c.target == bindparam("peer_target"),
+            )
+        ),
+    )
+    .values(last_active_channel=bindparam("channel"), tm_last_active=bindparam("now"))
+)
 
 
 class IngestMethods(Handlers):
@@ -50,25 +76,27 @@ class IngestMethods(Handlers):
         if account_id is None and not request.HasField("self"):
             raise InvalidArgument("self", "is required when no account_id is given")
 
-        with self.engine.begin() as conn:
-            account = get_live(conn, accounts, "account", caller.customer_id, account_id) if account_id else None
-            if account is not None:
-                account_channel = ACCOUNT_CHANNEL[account.type]
-                if channel is not None and channel != account_channel:
-                    raise InvalidArgument("channel", f"account {account_id} carries {account_channel}, not {channel}")
-                channel = account_channel
-            assert channel is not None
-            address_type = CHANNEL_ADDRESS_TYPE[channel]
-            region = self.settings.default_region
-            if request.HasField("self"):
-                self_addr = validation.address("self", request.self, expected_type=address_type, default_region=region)
-            elif account is not None and account.address_target:
-                self_addr = (account.address_type, account.address_target, account.address_name)
-            else:
-                raise InvalidArgument("self", "is required: the account has no address")
-            peer_addr = validation.address("peer", request.peer, expected_type=address_type, default_region=region)
+        account = None
+        if account_id:
+            with self.reader.connect() as conn:
+                account = get_live(conn, accounts, "account", caller.customer_id, account_id)
+            account_channel = ACCOUNT_CHANNEL[account.type]
+            if channel is not None and channel != account_channel:
+                raise InvalidArgument("channel", f"account {account_id} carries {account_channel}, not {channel}")
+            channel = account_channel
+        assert channel is not None
+        address_type = CHANNEL_ADDRESS_TYPE[channel]
+        region = self.settings.default_region
+        if request.HasField("self"):
+            self_addr = validation.address("self", request.self, expected_type=address_type, default_region=region)
+        elif account is not None and account.address_target:
+            self_addr = (account.address_type, account.address_target, account.address_name)
+        else:
+            raise InvalidArgument("self", "is required: the account has no address")
+        peer_addr = validation.address("peer", request.peer, expected_type=address_type, default_region=region)
+        scope = account_id or f"{channel}:{self_addr[1]}"
 
-            scope = account_id or f"{channel}:{self_addr[1]}"
+        with self.engine.begin() as conn:
             duplicate = self._find_duplicate(conn, caller, request_id, scope, transaction_id)
             if duplicate is not None:
                 return duplicate
@@ -98,9 +126,19 @@ class IngestMethods(Handlers):
                 "tm_update": now,
                 "tm_delete": None,
             }
-            conn.execute(insert(messages).values(message))
+            conn.execute(_insert_message, message)
             if not room.created:
-                self._mark_peer_active(conn, caller.customer_id, room.row.id, peer_addr, channel, now)
+                conn.execute(
+                    _mark_peer_active,
+                    {
+                        "room_id": room.row.id,
+                        "owner_id": caller.customer_id,
+                        "peer_type": peer_addr[0],
+                        "peer_target": peer_addr[1],
+                        "channel": channel,
+                        "now": now,
+                    },
+                )
             if request_id:
                 idempotency.record(conn, caller.customer_id, "IngestMessage", request_id, message["id"])
             response = pb.IngestMessageResponse(
@@ -125,35 +163,18 @@ class IngestMethods(Handlers):
         self, conn: Connection, caller: Caller, request_id: str | None, scope: str, transaction_id: str
     ) -> pb.IngestMessageResponse | None:
         message_id = idempotency.lookup(conn, caller.customer_id, "IngestMessage", request_id) if request_id else None
-        query = select(messages).where(messages.c.customer_id == caller.customer_id)
         if message_id:
-            query = query.where(messages.c.id == message_id)
+            row = conn.execute(_message_by_id, {"customer_id": caller.customer_id, "message_id": message_id}).first()
         elif transaction_id:
-            query = query.where(messages.c.dedupe_scope == scope, messages.c.transaction_id == transaction_id)
+            params = {"customer_id": caller.customer_id, "scope": scope, "transaction_id": transaction_id}
+            row = conn.execute(_message_by_provider_id, params).first()
         else:
             return None
-        row = conn.execute(query).first()
         if row is None:
             return None
-        room = conn.execute(select(conversations).where(conversations.c.id == row.conversation_id)).one()
+        room = conn.execute(_conversation_by_id, {"conversation_id": row.conversation_id}).one()
         return pb.IngestMessageResponse(
             message=convert.message(row), conversation=convert.conversation(room), duplicate=True
-        )
-
-    @staticmethod
-    def _mark_peer_active(
-        conn: Connection, customer_id: str, conversation_id: str, peer: tuple[str, str, str], channel: str, now: int
-    ) -> None:
-        """Record on the peer's participant the channel and time they last wrote."""
-        holders = select(participant_addresses.c.participant_id).where(
-            participant_addresses.c.customer_id == customer_id,
-            participant_addresses.c.type == peer[0],
-            participant_addresses.c.target == peer[1],
-        )
-        conn.execute(
-            update(participants)
-            .where(participants.c.conversation_id == conversation_id, participants.c.id.in_(holders))
-            .values(last_active_channel=channel, tm_last_active=now)
         )
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, Table, and_, or_
+from sqlalchemy import Connection, Table, and_, bindparam, or_, select
 
 from convhub.server.api.errors import InvalidArgument
 
@@ -44,21 +45,36 @@ def parse(page_size: int, page_token: str, scope: str) -> Page:
     return Page(size, (tm, item_id), scope)
 
 
-def apply(query: Select[Any], table: Table, page: Page) -> Select[Any]:
-    """Order by (tm_create, id), start after the token's key, fetch one extra row to detect a next page."""
-    if page.after is not None:
-        tm, item_id = page.after
-        query = query.where(
-            or_(table.c.tm_create > tm, and_(table.c.tm_create == tm, table.c.id > item_id)),
+class Lister:
+    """The live rows of one customer in `table` filtered by equality on `columns`, one page at a time.
+
+    Both statements (first page, and after a key) are built once; each fetch
+    asks for one extra row to learn whether a next page exists.
+    """
+
+    def __init__(self, table: Table, columns: Sequence[str] = ()) -> None:
+        base = select(table).where(table.c.customer_id == bindparam("customer_id"), table.c.tm_delete.is_(None))
+        for column in columns:
+            base = base.where(table.c[column] == bindparam(column))
+        after = or_(
+            table.c.tm_create > bindparam("after_tm"),
+            and_(table.c.tm_create == bindparam("after_tm"), table.c.id > bindparam("after_id")),
         )
-    return query.order_by(table.c.tm_create, table.c.id).limit(page.size + 1)
+        order = (table.c.tm_create, table.c.id)
+        self._first = base.order_by(*order).limit(bindparam("limit"))
+        self._next = base.where(after).order_by(*order).limit(bindparam("limit"))
 
-
-def finish(rows: list[Any], page: Page) -> tuple[list[Any], str]:
-    """This page's rows and the next page token ('' on the last page)."""
-    if len(rows) <= page.size:
-        return rows, ""
-    rows = rows[: page.size]
-    last = rows[-1]
-    raw = json.dumps([page.scope, last.tm_create, last.id], separators=(",", ":")).encode()
-    return rows, base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    def fetch(self, conn: Connection, page: Page, customer_id: str, **filters: str) -> tuple[list[Any], str]:
+        """This page's rows and the next page token ('' on the last page)."""
+        params: dict[str, Any] = {"customer_id": customer_id, "limit": page.size + 1, **filters}
+        if page.after is None:
+            rows = conn.execute(self._first, params).all()
+        else:
+            params["after_tm"], params["after_id"] = page.after
+            rows = conn.execute(self._next, params).all()
+        if len(rows) <= page.size:
+            return list(rows), ""
+        rows = rows[: page.size]
+        last = rows[-1]
+        raw = json.dumps([page.scope, last.tm_create, last.id], separators=(",", ":")).encode()
+        return list(rows), base64.urlsafe_b64encode(raw).decode().rstrip("=")

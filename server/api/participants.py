@@ -9,7 +9,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 
 from convhub.server.api import convert, pagination, validation
 from convhub.server.api.base import Handlers, get_live
-from convhub.server.api.dispatch import Caller
+from convhub.server.api.dispatch import Caller, read_only
 from convhub.server.api.errors import InvalidArgument
 from convhub.server.domain.updates import PARTICIPANT_UPDATABLE, MaskError, resolve_mask
 from convhub.server.events.outbox import append_events
@@ -22,6 +22,7 @@ from convhub.v1 import conversation_service_pb2 as pb
 conversations = Conversation.__table__
 participants = Participant.__table__
 addresses = ParticipantAddress.__table__
+_list = pagination.Lister(participants, ["conversation_id"])
 
 MAX_ADDRESSES = 20
 
@@ -66,17 +67,13 @@ class ParticipantMethods(Handlers):
             for i, a in enumerate(items)
         ]
 
+    @read_only
     def ListParticipants(self, request: pb.ListParticipantsRequest, caller: Caller) -> pb.ListParticipantsResponse:
         conversation_id = validation.require_uuid("conversation_id", request.conversation_id)
         page = pagination.parse(request.page_size, request.page_token, f"participants:{conversation_id}")
-        query = select(participants).where(
-            participants.c.conversation_id == conversation_id,
-            participants.c.customer_id == caller.customer_id,
-            participants.c.tm_delete.is_(None),
-        )
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             get_live(conn, conversations, "conversation", caller.customer_id, conversation_id)
-            rows, token = pagination.finish(conn.execute(pagination.apply(query, participants, page)).all(), page)
+            rows, token = _list.fetch(conn, page, caller.customer_id, conversation_id=conversation_id)
             result = [load_participant(conn, r) for r in rows]
         return pb.ListParticipantsResponse(result=result, next_page_token=token)
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import Engine
-
 from convhub.server.api.accounts import AccountMethods
 from convhub.server.api.auth import TokenAuthenticator
 from convhub.server.api.conversations import ConversationMethods
@@ -14,6 +12,7 @@ from convhub.server.api.ingest import IngestMethods
 from convhub.server.api.messages import MessageMethods
 from convhub.server.api.participants import ParticipantMethods
 from convhub.server.config import Settings
+from convhub.server.store.db import Database
 from convhub.v1 import account_service_pb2, conversation_service_pb2, ingest_service_pb2
 
 
@@ -21,15 +20,18 @@ class ConversationServiceHandlers(ConversationMethods, MessageMethods, Participa
     """convhub.v1.ConversationService: conversations, their messages and participants."""
 
 
-def build_dispatcher(engine: Engine, settings: Settings, executor: ThreadPoolExecutor) -> Dispatcher:
+def build_dispatcher(db: Database, settings: Settings, executor: ThreadPoolExecutor) -> Dispatcher:
     services = [
         (
             conversation_service_pb2.DESCRIPTOR.services_by_name["ConversationService"],
-            ConversationServiceHandlers(engine, settings),
+            ConversationServiceHandlers(db, settings),
         ),
-        (account_service_pb2.DESCRIPTOR.services_by_name["AccountService"], AccountMethods(engine, settings)),
-        (ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"], IngestMethods(engine, settings)),
+        (account_service_pb2.DESCRIPTOR.services_by_name["AccountService"], AccountMethods(db, settings)),
+        (ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"], IngestMethods(db, settings)),
     ]
     return Dispatcher(
-        collect_methods(services), TokenAuthenticator(engine), executor, services=[s for s, _ in services]
+        collect_methods(services, inline_writes=db.inline_writes),
+        TokenAuthenticator(db.reader),
+        executor,
+        services=[s for s, _ in services],
     )

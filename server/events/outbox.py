@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from google.protobuf.message import Message
-from sqlalchemy import Connection, insert, update
+from sqlalchemy import Connection, bindparam, insert, update
 
 from convhub.server.store.db import new_id, now_us
 from convhub.server.store.models import Customer, Event
@@ -20,6 +20,14 @@ from convhub.v1 import event_pb2
 
 _customers = Customer.__table__
 _events = Event.__table__
+
+_allocate = (
+    update(_customers)
+    .where(_customers.c.id == bindparam("customer_id"))
+    .values(event_seq=_customers.c.event_seq + bindparam("count"))
+    .returning(_customers.c.event_seq)
+)
+_insert = insert(_events)
 
 _RESOURCE_FIELD = {
     "Conversation": "conversation",
@@ -37,12 +45,7 @@ def append_events(conn: Connection, customer_id: str, changes: Sequence[tuple[in
     """Append one event per (EventType, resource) and return their sequence numbers."""
     if not changes:
         return []
-    last = conn.execute(
-        update(_customers)
-        .where(_customers.c.id == customer_id)
-        .values(event_seq=_customers.c.event_seq + len(changes))
-        .returning(_customers.c.event_seq)
-    ).scalar_one()
+    last = conn.execute(_allocate, {"customer_id": customer_id, "count": len(changes)}).scalar_one()
     first = last - len(changes) + 1
     now = now_us()
     rows = []
@@ -61,5 +64,5 @@ def append_events(conn: Connection, customer_id: str, changes: Sequence[tuple[in
                 "tm_create": now,
             }
         )
-    conn.execute(insert(_events), rows)
+    conn.execute(_insert, rows)
     return list(range(first, last + 1))

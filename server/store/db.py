@@ -6,6 +6,7 @@ import functools
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,8 +47,13 @@ def _sqlite_begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_db_engine(url: str, *, pool_size: int = 8) -> Engine:
-    """An engine for `sqlite:///path` (embedded default) or `postgresql+psycopg://...`."""
+def create_db_engine(url: str, *, pool_size: int = 8, read_only: bool = False) -> Engine:
+    """An engine for `sqlite:///path` (embedded default) or `postgresql+psycopg://...`.
+
+    `read_only` engines run each statement in its own implicit transaction
+    (SQLite autocommit, PostgreSQL AUTOCOMMIT): a one-statement read then
+    costs one round trip, with no BEGIN/ROLLBACK around it.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -58,18 +64,55 @@ def create_db_engine(url: str, *, pool_size: int = 8) -> Engine:
             max_overflow=pool_size,
             connect_args={"check_same_thread": False, "timeout": 10},
         )
-        # Let SQLAlchemy, not pysqlite, decide when transactions begin.
         event.listen(engine, "connect", _sqlite_pragmas)
 
         @event.listens_for(engine, "connect")
         def _no_autobegin(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+            # Let SQLAlchemy, not pysqlite, decide when transactions begin.
             dbapi_conn.isolation_level = None
 
-        event.listen(engine, "begin", _sqlite_begin_immediate)
+        if not read_only:
+            event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        # No pre-ping (a round trip per checkout): a connection that died
+        # with the server is invalidated on first use and the call answers
+        # UNAVAILABLE, which clients retry.
+        options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if read_only else {}
+        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, **options)
     raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}")
+
+
+@dataclass(frozen=True)
+class Database:
+    """One database through two engines: `writer` for transactions, `reader` for single-statement reads.
+
+    `inline_writes` says whether write transactions may run on the event loop:
+    true for SQLite, where one process is a single writer anyway and a
+    transaction takes tens of microseconds; false for PostgreSQL, where a
+    write may wait on a row lock held by another replica.
+    """
+
+    writer: Engine
+    reader: Engine
+    backend: str
+
+    @property
+    def inline_writes(self) -> bool:
+        return self.backend == "sqlite"
+
+    def dispose(self) -> None:
+        self.writer.dispose()
+        self.reader.dispose()
+
+
+def open_database(url: str, *, workers: int) -> Database:
+    """Engines for `url`; the writer pool matches the worker threads, the reader serves the event loop."""
+    return Database(
+        writer=create_db_engine(url, pool_size=workers),
+        reader=create_db_engine(url, pool_size=2, read_only=True),
+        backend=make_url(url).get_backend_name(),
+    )
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -84,6 +127,10 @@ def upgrade_schema(engine: Engine) -> None:
     command.upgrade(alembic_config(engine), "head")
 
 
+class WriteConflict(Exception):
+    """A write lost a race it can win by running again (see retry_on_conflict)."""
+
+
 def retry_on_conflict(fn: F) -> F:
     """Run a write once more if it lost a uniqueness race (request id, provider id, room key).
 
@@ -96,7 +143,7 @@ def retry_on_conflict(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except IntegrityError:
+        except (IntegrityError, WriteConflict):
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -8,7 +8,7 @@ retry finds the winner's resource.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 
 from convhub.server.store.db import now_us
 from convhub.server.store.models import IdempotencyKey
@@ -16,18 +16,26 @@ from convhub.server.store.models import IdempotencyKey
 _keys = IdempotencyKey.__table__
 
 
+_lookup = select(_keys.c.resource_id).where(
+    _keys.c.customer_id == bindparam("customer_id"),
+    _keys.c.method == bindparam("method"),
+    _keys.c.request_id == bindparam("request_id"),
+)
+_record = insert(_keys)
+
+
 def lookup(conn: Connection, customer_id: str, method: str, request_id: str) -> str | None:
     """The id of the resource an earlier call with this request id created, if any."""
-    return conn.execute(
-        select(_keys.c.resource_id).where(
-            _keys.c.customer_id == customer_id, _keys.c.method == method, _keys.c.request_id == request_id
-        )
-    ).scalar()
+    params = {"customer_id": customer_id, "method": method, "request_id": request_id}
+    return conn.execute(_lookup, params).scalar()
 
 
 def record(conn: Connection, customer_id: str, method: str, request_id: str, resource_id: str) -> None:
-    conn.execute(
-        insert(_keys).values(
-            customer_id=customer_id, method=method, request_id=request_id, resource_id=resource_id, tm_create=now_us()
-        )
-    )
+    params = {
+        "customer_id": customer_id,
+        "method": method,
+        "request_id": request_id,
+        "resource_id": resource_id,
+        "tm_create": now_us(),
+    }
+    conn.execute(_record, params)

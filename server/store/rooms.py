@@ -1,9 +1,10 @@
 """Room matching (DESIGN.md invariant 2): one open conversation per (customer, channel, self, peer).
 
-`match_room` looks the room up and, if there is none, inserts it inside a
-savepoint. The partial unique index `uq_conversations_open_room` is what makes
-this race-free across threads and replicas: a concurrent opener loses on the
-index, rolls back only its savepoint, and joins the winner's room.
+`match_room` looks the room up and, if there is none, inserts it with
+`ON CONFLICT DO NOTHING` on the partial unique index `uq_conversations_open_room`.
+The index is what makes this race-free across threads and replicas: a
+concurrent opener's insert waits for the winner's commit, inserts nothing,
+and the opener joins the winner's room.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, bindparam, insert, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from convhub.server.store.db import RowValues, new_id, now_us
+from convhub.server.store.db import RowValues, WriteConflict, new_id, now_us
 from convhub.server.store.models import Conversation, Participant, ParticipantAddress
 
 conversations = Conversation.__table__
@@ -32,6 +34,10 @@ class RoomKey:
     peer_target: str
 
 
+class RoomRaceLost(WriteConflict):
+    """The room another opener created was closed before this one could join it; retry the ingest."""
+
+
 @dataclass(frozen=True)
 class Room:
     row: Any
@@ -39,17 +45,35 @@ class Room:
     peer_participant: Any | None  # the participant row opened with the room
 
 
+OPEN_ROOM = text("state = 'open' AND tm_delete IS NULL")
+ROOM_KEY_COLUMNS = ["customer_id", "type", "self_target", "peer_target"]
+
+_find_room = select(conversations).where(
+    conversations.c.customer_id == bindparam("customer_id"),
+    conversations.c.type == bindparam("channel"),
+    conversations.c.self_target == bindparam("self_target"),
+    conversations.c.peer_target == bindparam("peer_target"),
+    conversations.c.state == "open",
+    conversations.c.tm_delete.is_(None),
+)
+_insert_room = {
+    dialect: insert_(conversations)
+    .on_conflict_do_nothing(index_elements=ROOM_KEY_COLUMNS, index_where=OPEN_ROOM)
+    .returning(conversations.c.id)
+    for dialect, insert_ in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+_insert_participant = insert(participants)
+_insert_address = insert(participant_addresses)
+
+
 def find_room(conn: Connection, key: RoomKey) -> Any | None:
-    return conn.execute(
-        select(conversations).where(
-            conversations.c.customer_id == key.customer_id,
-            conversations.c.type == key.channel,
-            conversations.c.self_target == key.self_target,
-            conversations.c.peer_target == key.peer_target,
-            conversations.c.state == "open",
-            conversations.c.tm_delete.is_(None),
-        )
-    ).first()
+    params = {
+        "customer_id": key.customer_id,
+        "channel": key.channel,
+        "self_target": key.self_target,
+        "peer_target": key.peer_target,
+    }
+    return conn.execute(_find_room, params).first()
 
 
 def match_room(conn: Connection, key: RoomKey, *, account_id: str | None, self_name: str, peer_name: str) -> Room:
@@ -80,13 +104,10 @@ def match_room(conn: Connection, key: RoomKey, *, account_id: str | None, self_n
         "tm_update": now,
         "tm_delete": None,
     }
-    try:
-        with conn.begin_nested():
-            conn.execute(insert(conversations).values(values))
-    except IntegrityError:
-        row = find_room(conn, key)
-        if row is None:  # the winner's room closed again in between: let the caller retry
-            raise
+    if conn.execute(_insert_room[conn.dialect.name], values).first() is None:
+        row = find_room(conn, key)  # a concurrent opener won: join its room
+        if row is None:  # ...which closed again in between: let the caller retry
+            raise RoomRaceLost(key)
         return Room(row, created=False, peer_participant=None)
     participant = {
         "id": new_id(),
@@ -100,16 +121,17 @@ def match_room(conn: Connection, key: RoomKey, *, account_id: str | None, self_n
         "tm_update": now,
         "tm_delete": None,
     }
-    conn.execute(insert(participants).values(participant))
+    conn.execute(_insert_participant, participant)
     conn.execute(
-        insert(participant_addresses).values(
-            id=new_id(),
-            participant_id=participant["id"],
-            customer_id=key.customer_id,
-            position=0,
-            type=key.peer_type,
-            target=key.peer_target,
-            target_name=peer_name,
-        )
+        _insert_address,
+        {
+            "id": new_id(),
+            "participant_id": participant["id"],
+            "customer_id": key.customer_id,
+            "position": 0,
+            "type": key.peer_type,
+            "target": key.peer_target,
+            "target_name": peer_name,
+        },
     )
     return Room(RowValues(values), created=True, peer_participant=RowValues(participant))
