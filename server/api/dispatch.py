@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -60,6 +60,7 @@ class Method:
     handler: Callable[..., Any]
     server_streaming: bool
     inline: bool
+    is_async: bool  # a coroutine handler: awaited on the loop, does its own scheduling
 
 
 def message_class(descriptor: Any) -> type[Message]:
@@ -92,6 +93,7 @@ def collect_methods(
                 handler=fn,
                 server_streaming=md.server_streaming,
                 inline=inline_writes or getattr(fn, "convhub_read_only", False),
+                is_async=inspect.iscoroutinefunction(fn),
             )
     return methods
 
@@ -122,6 +124,8 @@ class Dispatcher:
     async def call(self, method: Method, request: Message, token: str | None) -> Message:
         """Run a unary method; raises ApiError for anything the caller got wrong."""
         caller = self.authenticate(token)
+        if method.is_async:
+            return await _guard_database_async(method.handler(request, caller))
         if method.inline:
             return _guard_database(method.handler, request, caller)
         loop = asyncio.get_running_loop()
@@ -132,6 +136,15 @@ class Dispatcher:
         caller = self.authenticate(token)
         async for item in method.handler(request, caller):
             yield item
+
+
+async def _guard_database_async(call: Awaitable[Any]) -> Any:
+    try:
+        return await call
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise Unavailable("database connection lost; retry", reason="DATABASE_UNAVAILABLE") from exc
+        raise
 
 
 def _guard_database(fn: Callable[..., Any], *args: Any) -> Any:

@@ -7,6 +7,9 @@ return the first message and store nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
@@ -15,12 +18,15 @@ from convhub.server.api import convert, validation
 from convhub.server.api.base import Handlers, get_live
 from convhub.server.api.dispatch import Caller
 from convhub.server.api.errors import InvalidArgument
+from convhub.server.config import Settings
 from convhub.server.domain.channels import ACCOUNT_CHANNEL, CHANNEL_ADDRESS_TYPE
-from convhub.server.events.outbox import append_events
+from convhub.server.events.outbox import append_event_groups
 from convhub.server.store import idempotency
-from convhub.server.store.db import RowValues, new_id, now_us, retry_on_conflict
+from convhub.server.store.db import Database, RowValues, new_id, now_us, retry_on_conflict
+from convhub.server.store.deferred import DeferredWrites
+from convhub.server.store.group_commit import GroupCommit
 from convhub.server.store.models import Account, Conversation, Message, Participant, ParticipantAddress
-from convhub.server.store.rooms import RoomKey, match_room
+from convhub.server.store.rooms import PARTICIPANT_INSERTS, RoomKey, match_room
 from convhub.v1 import event_pb2
 from convhub.v1 import ingest_service_pb2 as pb
 
@@ -57,9 +63,38 @@ _mark_peer_active = (
 )
 
 
+@dataclass(frozen=True)
+class PreparedIngest:
+    """An ingest request that passed validation: everything the write needs, nothing it must look up."""
+
+    customer_id: str
+    account_id: str | None
+    channel: str
+    self_addr: tuple[str, str, str]
+    peer_addr: tuple[str, str, str]
+    text: str
+    subject: str
+    medias: list[dict[str, object]]
+    transaction_id: str
+    request_id: str | None
+    scope: str  # provider message ids are unique within this (the account, or channel + self address)
+
+
+Change = tuple[int, Any]
+
+
 class IngestMethods(Handlers):
-    @retry_on_conflict
-    def IngestMessage(self, request: pb.IngestMessageRequest, caller: Caller) -> pb.IngestMessageResponse:
+    def __init__(self, db: Database, settings: Settings, executor: Executor | None = None) -> None:
+        super().__init__(db, settings)
+        # Batches are written on a worker thread even on SQLite: while one batch
+        # commits, the loop keeps accepting calls, and those form the next batch.
+        self._group = GroupCommit(self._write_batch, inline=False, executor=executor)
+
+    async def IngestMessage(self, request: pb.IngestMessageRequest, caller: Caller) -> pb.IngestMessageResponse:
+        """Validate here (errors name the field), then write through group commit."""
+        return await self._group.submit(self._prepare(request, caller))
+
+    def _prepare(self, request: pb.IngestMessageRequest, caller: Caller) -> PreparedIngest:
         account_id = validation.optional_uuid("account_id", request.account_id)
         channel = validation.enum_name("channel", convert.CONVERSATION_TYPE, request.channel, required=False)
         if not request.HasField("peer"):
@@ -94,79 +129,132 @@ class IngestMethods(Handlers):
         else:
             raise InvalidArgument("self", "is required: the account has no address")
         peer_addr = validation.address("peer", request.peer, expected_type=address_type, default_region=region)
-        scope = account_id or f"{channel}:{self_addr[1]}"
+        return PreparedIngest(
+            customer_id=caller.customer_id,
+            account_id=account_id,
+            channel=channel,
+            self_addr=self_addr,
+            peer_addr=peer_addr,
+            text=text,
+            subject=subject,
+            medias=medias,
+            transaction_id=transaction_id,
+            request_id=request_id,
+            scope=account_id or f"{channel}:{self_addr[1]}",
+        )
 
+    def _write_batch(self, items: Sequence[PreparedIngest]) -> list[pb.IngestMessageResponse | BaseException]:
+        """All items in one transaction; if that fails, each alone so only the culprit fails."""
+        if len(items) > 1:
+            try:
+                return list(self._write(items))
+            except Exception:  # retried one by one below, where each error is reported
+                pass
+        outcomes: list[pb.IngestMessageResponse | BaseException] = []
+        for item in items:
+            try:
+                outcomes.append(self._write_one(item))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    @retry_on_conflict
+    def _write_one(self, item: PreparedIngest) -> pb.IngestMessageResponse:
+        return self._write([item])[0]
+
+    def _write(self, items: Sequence[PreparedIngest]) -> list[pb.IngestMessageResponse]:
         with self.engine.begin() as conn:
-            duplicate = self._find_duplicate(conn, caller, request_id, scope, transaction_id)
-            if duplicate is not None:
-                return duplicate
+            batch = _Batch()
+            responses = [self._apply(conn, item, batch) for item in items]
+            batch.rows.flush(conn)
+            append_event_groups(conn, batch.events)
+        return responses
 
-            key = RoomKey(caller.customer_id, channel, self_addr[0], self_addr[1], peer_addr[0], peer_addr[1])
-            room = match_room(conn, key, account_id=account_id, self_name=self_addr[2], peer_name=peer_addr[2])
-            now = now_us()
-            message = {
-                "id": new_id(),
-                "customer_id": caller.customer_id,
-                "conversation_id": room.row.id,
-                "direction": "incoming",
-                "status": "done",
-                "channel": channel,
-                "source_type": peer_addr[0],
-                "source_target": peer_addr[1],
-                "source_name": peer_addr[2],
-                "destination_type": self_addr[0],
-                "destination_target": self_addr[1],
-                "destination_name": self_addr[2],
-                "text": text,
-                "subject": subject,
-                "medias": medias,
-                "transaction_id": transaction_id or None,
-                "dedupe_scope": scope,
-                "tm_create": now,
-                "tm_update": now,
-                "tm_delete": None,
-            }
-            conn.execute(_insert_message, message)
-            if not room.created:
-                conn.execute(
-                    _mark_peer_active,
-                    {
-                        "room_id": room.row.id,
-                        "owner_id": caller.customer_id,
-                        "peer_type": peer_addr[0],
-                        "peer_target": peer_addr[1],
-                        "channel": channel,
-                        "now": now,
-                    },
-                )
-            if request_id:
-                idempotency.record(conn, caller.customer_id, "IngestMessage", request_id, message["id"])
-            response = pb.IngestMessageResponse(
-                message=convert.message(RowValues(message)),
-                conversation=convert.conversation(room.row),
-                conversation_created=room.created,
+    def _apply(self, conn: Connection, item: PreparedIngest, batch: _Batch) -> pb.IngestMessageResponse:
+        """Match or open the room and queue the message, its side rows and events on `batch`."""
+        keys = _dedupe_keys(item)
+        for key in keys:
+            if key in batch.seen:  # a repeat within this very batch
+                return _as_duplicate(batch.seen[key])
+        duplicate = self._find_duplicate(conn, item)
+        if duplicate is not None:
+            return duplicate
+        self_addr, peer_addr = item.self_addr, item.peer_addr
+        key = RoomKey(item.customer_id, item.channel, self_addr[0], self_addr[1], peer_addr[0], peer_addr[1])
+        room = match_room(
+            conn,
+            key,
+            account_id=item.account_id,
+            self_name=self_addr[2],
+            peer_name=peer_addr[2],
+            deferred=batch.rows,
+        )
+        now = now_us()
+        message = {
+            "id": new_id(),
+            "customer_id": item.customer_id,
+            "conversation_id": room.row.id,
+            "direction": "incoming",
+            "status": "done",
+            "channel": item.channel,
+            "source_type": peer_addr[0],
+            "source_target": peer_addr[1],
+            "source_name": peer_addr[2],
+            "destination_type": self_addr[0],
+            "destination_target": self_addr[1],
+            "destination_name": self_addr[2],
+            "text": item.text,
+            "subject": item.subject,
+            "medias": item.medias,
+            "transaction_id": item.transaction_id or None,
+            "dedupe_scope": item.scope,
+            "tm_create": now,
+            "tm_update": now,
+            "tm_delete": None,
+        }
+        batch.rows.add(_insert_message, message)
+        if not room.created:
+            batch.rows.add(
+                _mark_peer_active,
+                {
+                    "room_id": room.row.id,
+                    "owner_id": item.customer_id,
+                    "peer_type": peer_addr[0],
+                    "peer_target": peer_addr[1],
+                    "channel": item.channel,
+                    "now": now,
+                },
             )
-            changes: list[tuple[int, Any]] = []
-            if room.created:
-                changes.append((event_pb2.EVENT_TYPE_CONVERSATION_CREATED, response.conversation))
-                changes.append(
-                    (
-                        event_pb2.EVENT_TYPE_PARTICIPANT_ADDED,
-                        convert.participant(room.peer_participant, [_peer(peer_addr)]),
-                    )
-                )
-            changes.append((event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED, response.message))
-            append_events(conn, caller.customer_id, changes)
+        if item.request_id:
+            batch.rows.add(
+                idempotency.RECORD,
+                idempotency.key_row(item.customer_id, "IngestMessage", item.request_id, message["id"]),
+            )
+        response = pb.IngestMessageResponse(
+            message=convert.message(RowValues(message)),
+            conversation=convert.conversation(room.row),
+            conversation_created=room.created,
+        )
+        changes: list[Change] = []
+        if room.created:
+            changes.append((event_pb2.EVENT_TYPE_CONVERSATION_CREATED, response.conversation))
+            participant = convert.participant(room.peer_participant, [_peer(peer_addr)])
+            changes.append((event_pb2.EVENT_TYPE_PARTICIPANT_ADDED, participant))
+        changes.append((event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED, response.message))
+        batch.events.append((item.customer_id, changes))
+        for key in keys:
+            batch.seen[key] = response
         return response
 
-    def _find_duplicate(
-        self, conn: Connection, caller: Caller, request_id: str | None, scope: str, transaction_id: str
-    ) -> pb.IngestMessageResponse | None:
-        message_id = idempotency.lookup(conn, caller.customer_id, "IngestMessage", request_id) if request_id else None
+    @staticmethod
+    def _find_duplicate(conn: Connection, item: PreparedIngest) -> pb.IngestMessageResponse | None:
+        """The first result of an earlier call with the same request id or provider message id."""
+        request_id = item.request_id
+        message_id = idempotency.lookup(conn, item.customer_id, "IngestMessage", request_id) if request_id else None
         if message_id:
-            row = conn.execute(_message_by_id, {"customer_id": caller.customer_id, "message_id": message_id}).first()
-        elif transaction_id:
-            params = {"customer_id": caller.customer_id, "scope": scope, "transaction_id": transaction_id}
+            row = conn.execute(_message_by_id, {"customer_id": item.customer_id, "message_id": message_id}).first()
+        elif item.transaction_id:
+            params = {"customer_id": item.customer_id, "scope": item.scope, "transaction_id": item.transaction_id}
             row = conn.execute(_message_by_provider_id, params).first()
         else:
             return None
@@ -176,6 +264,30 @@ class IngestMethods(Handlers):
         return pb.IngestMessageResponse(
             message=convert.message(row), conversation=convert.conversation(room), duplicate=True
         )
+
+
+class _Batch:
+    """What one transaction's items queue: rows for executemany, events, and ids already used."""
+
+    def __init__(self) -> None:
+        self.rows = DeferredWrites(
+            [*PARTICIPANT_INSERTS, _insert_message, idempotency.RECORD, _mark_peer_active]  # parents first
+        )
+        self.events: list[tuple[str, list[Change]]] = []
+        self.seen: dict[tuple[str, ...], pb.IngestMessageResponse] = {}
+
+
+def _dedupe_keys(item: PreparedIngest) -> list[tuple[str, ...]]:
+    keys: list[tuple[str, ...]] = []
+    if item.request_id:
+        keys.append((item.customer_id, "request", item.request_id))
+    if item.transaction_id:
+        keys.append((item.customer_id, "provider", item.scope, item.transaction_id))
+    return keys
+
+
+def _as_duplicate(first: pb.IngestMessageResponse) -> pb.IngestMessageResponse:
+    return pb.IngestMessageResponse(message=first.message, conversation=first.conversation, duplicate=True)
 
 
 def _peer(peer: tuple[str, str, str]) -> RowValues:

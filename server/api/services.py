@@ -27,7 +27,7 @@ def build_dispatcher(db: Database, settings: Settings, executor: ThreadPoolExecu
             ConversationServiceHandlers(db, settings),
         ),
         (account_service_pb2.DESCRIPTOR.services_by_name["AccountService"], AccountMethods(db, settings)),
-        (ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"], IngestMethods(db, settings)),
+        (ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"], IngestMethods(db, settings, executor)),
     ]
     return Dispatcher(
         collect_methods(services, inline_writes=db.inline_writes),

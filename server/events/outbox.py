@@ -43,26 +43,41 @@ EVENT_TYPE_NAMES = {
 
 def append_events(conn: Connection, customer_id: str, changes: Sequence[tuple[int, Message]]) -> list[int]:
     """Append one event per (EventType, resource) and return their sequence numbers."""
-    if not changes:
-        return []
-    last = conn.execute(_allocate, {"customer_id": customer_id, "count": len(changes)}).scalar_one()
-    first = last - len(changes) + 1
-    now = now_us()
+    return append_event_groups(conn, [(customer_id, changes)])
+
+
+def append_event_groups(conn: Connection, groups: Sequence[tuple[str, Sequence[tuple[int, Message]]]]) -> list[int]:
+    """Append the events of several writes (possibly of several customers) in one go.
+
+    Each customer's counter is bumped once, customers in id order so that two
+    batches never wait on each other's counters in opposite orders (no deadlock).
+    """
+    per_customer: dict[str, list[tuple[int, Message]]] = {}
+    for customer_id, changes in groups:
+        per_customer.setdefault(customer_id, []).extend(changes)
     rows = []
-    for offset, (event_type, resource) in enumerate(changes):
-        event = event_pb2.Event(id=new_id(), customer_id=customer_id, sequence=first + offset, type=event_type)
-        event.tm_create.FromMicroseconds(now)
-        getattr(event, _RESOURCE_FIELD[resource.DESCRIPTOR.name]).CopyFrom(resource)
-        rows.append(
-            {
-                "id": event.id,
-                "customer_id": customer_id,
-                "sequence": event.sequence,
-                "type": EVENT_TYPE_NAMES[event_type],
-                "resource_id": getattr(resource, "id"),  # noqa: B009
-                "payload": event.SerializeToString(),
-                "tm_create": now,
-            }
-        )
-    conn.execute(_insert, rows)
-    return list(range(first, last + 1))
+    for customer_id in sorted(per_customer):
+        changes = per_customer[customer_id]
+        if not changes:
+            continue
+        last = conn.execute(_allocate, {"customer_id": customer_id, "count": len(changes)}).scalar_one()
+        first = last - len(changes) + 1
+        now = now_us()  # after the counter lock: event times follow sequence order
+        for offset, (event_type, resource) in enumerate(changes):
+            event = event_pb2.Event(id=new_id(), customer_id=customer_id, sequence=first + offset, type=event_type)
+            event.tm_create.FromMicroseconds(now)
+            getattr(event, _RESOURCE_FIELD[resource.DESCRIPTOR.name]).CopyFrom(resource)
+            rows.append(
+                {
+                    "id": event.id,
+                    "customer_id": customer_id,
+                    "sequence": event.sequence,
+                    "type": EVENT_TYPE_NAMES[event_type],
+                    "resource_id": getattr(resource, "id"),  # noqa: B009
+                    "payload": event.SerializeToString(),
+                    "tm_create": now,
+                }
+            )
+    if rows:
+        conn.execute(_insert, rows)
+    return [row["sequence"] for row in rows]

@@ -21,7 +21,7 @@ _lookup = select(_keys.c.resource_id).where(
     _keys.c.method == bindparam("method"),
     _keys.c.request_id == bindparam("request_id"),
 )
-_record = insert(_keys)
+RECORD = insert(_keys)
 
 
 def lookup(conn: Connection, customer_id: str, method: str, request_id: str) -> str | None:
@@ -30,12 +30,16 @@ def lookup(conn: Connection, customer_id: str, method: str, request_id: str) -> 
     return conn.execute(_lookup, params).scalar()
 
 
-def record(conn: Connection, customer_id: str, method: str, request_id: str, resource_id: str) -> None:
-    params = {
+def key_row(customer_id: str, method: str, request_id: str, resource_id: str) -> dict[str, object]:
+    """The row RECORD inserts (for callers that batch their inserts)."""
+    return {
         "customer_id": customer_id,
         "method": method,
         "request_id": request_id,
         "resource_id": resource_id,
         "tm_create": now_us(),
     }
-    conn.execute(_record, params)
+
+
+def record(conn: Connection, customer_id: str, method: str, request_id: str, resource_id: str) -> None:
+    conn.execute(RECORD, key_row(customer_id, method, request_id, resource_id))

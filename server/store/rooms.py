@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from convhub.server.store.db import RowValues, WriteConflict, new_id, now_us
+from convhub.server.store.deferred import DeferredWrites
 from convhub.server.store.models import Conversation, Participant, ParticipantAddress
 
 conversations = Conversation.__table__
@@ -64,6 +65,8 @@ _insert_room = {
 }
 _insert_participant = insert(participants)
 _insert_address = insert(participant_addresses)
+# Deferred statements of a room's opening, parents first.
+PARTICIPANT_INSERTS = (_insert_participant, _insert_address)
 
 
 def find_room(conn: Connection, key: RoomKey) -> Any | None:
@@ -76,8 +79,14 @@ def find_room(conn: Connection, key: RoomKey) -> Any | None:
     return conn.execute(_find_room, params).first()
 
 
-def match_room(conn: Connection, key: RoomKey, *, account_id: str | None, self_name: str, peer_name: str) -> Room:
-    """The open room for `key`, opening it (with a participant for the peer) when there is none."""
+def match_room(
+    conn: Connection, key: RoomKey, *, account_id: str | None, self_name: str, peer_name: str, deferred: DeferredWrites
+) -> Room:
+    """The open room for `key`, opening it (with a participant for the peer) when there is none.
+
+    The room row is written at once (the unique index must decide now); the
+    participant rows go to `deferred`, which must order PARTICIPANT_INSERTS first.
+    """
     row = find_room(conn, key)
     if row is not None:
         return Room(row, created=False, peer_participant=None)
@@ -121,8 +130,8 @@ def match_room(conn: Connection, key: RoomKey, *, account_id: str | None, self_n
         "tm_update": now,
         "tm_delete": None,
     }
-    conn.execute(_insert_participant, participant)
-    conn.execute(
+    deferred.add(_insert_participant, participant)
+    deferred.add(
         _insert_address,
         {
             "id": new_id(),
