@@ -83,14 +83,14 @@ class AccountMethods(Handlers):
     @read_only
     def ListAccounts(self, request: pb.ListAccountsRequest, caller: Caller) -> pb.ListAccountsResponse:
         page = pagination.parse(request.page_size, request.page_token, "accounts")
-        with self.reader.connect() as conn:
+        with self.db.read() as conn:
             rows, token = _list.fetch(conn, page, caller.customer_id)
         return pb.ListAccountsResponse(result=[convert.account(r) for r in rows], next_page_token=token)
 
     @read_only
     def GetAccount(self, request: pb.GetAccountRequest, caller: Caller) -> account_pb2.Account:
         account_id = validation.require_uuid("id", request.id)
-        with self.reader.connect() as conn:
+        with self.db.read() as conn:
             return convert.account(get_live(conn, accounts, "account", caller.customer_id, account_id))
 
     def UpdateAccount(self, request: pb.UpdateAccountRequest, caller: Caller) -> account_pb2.Account:

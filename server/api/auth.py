@@ -9,15 +9,14 @@ from __future__ import annotations
 import threading
 import time
 
-from sqlalchemy import Engine
-
 from convhub.server.api.dispatch import Caller
 from convhub.server.store.customers import customer_for_token, hash_token
+from convhub.server.store.db import Database
 
 
 class TokenAuthenticator:
-    def __init__(self, engine: Engine, *, ttl: float = 30.0, max_entries: int = 10_000) -> None:
-        self._engine = engine
+    def __init__(self, db: Database, *, ttl: float = 30.0, max_entries: int = 10_000) -> None:
+        self._db = db
         self._ttl = ttl
         self._max = max_entries
         self._cache: dict[str, tuple[float, Caller]] = {}
@@ -30,7 +29,8 @@ class TokenAuthenticator:
         hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        customer_id = customer_for_token(self._engine, token)
+        with self._db.read() as conn:
+            customer_id = customer_for_token(conn, token)
         if customer_id is None:
             return None
         caller = Caller(customer_id)

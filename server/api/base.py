@@ -26,11 +26,6 @@ class Handlers:
         """For transactions (writes)."""
         return self.db.writer
 
-    @property
-    def reader(self) -> Engine:
-        """For single-statement reads, run inline on the event loop."""
-        return self.db.reader
-
 
 @functools.cache
 def live_row_statement(table: Table, *extra: str) -> Select[Any]:

@@ -24,14 +24,14 @@ class ConversationMethods(Handlers):
     @read_only
     def ListConversations(self, request: pb.ListConversationsRequest, caller: Caller) -> pb.ListConversationsResponse:
         page = pagination.parse(request.page_size, request.page_token, "conversations")
-        with self.reader.connect() as conn:
+        with self.db.read() as conn:
             rows, token = _list.fetch(conn, page, caller.customer_id)
         return pb.ListConversationsResponse(result=[convert.conversation(r) for r in rows], next_page_token=token)
 
     @read_only
     def GetConversation(self, request: pb.GetConversationRequest, caller: Caller) -> conversation_pb2.Conversation:
         conversation_id = validation.require_uuid("id", request.id)
-        with self.reader.connect() as conn:
+        with self.db.read() as conn:
             return convert.conversation(
                 get_live(conn, conversations, "conversation", caller.customer_id, conversation_id)
             )

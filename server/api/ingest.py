@@ -113,7 +113,7 @@ class IngestMethods(Handlers):
 
         account = None
         if account_id:
-            with self.reader.connect() as conn:
+            with self.db.read() as conn:
                 account = get_live(conn, accounts, "account", caller.customer_id, account_id)
             account_channel = ACCOUNT_CHANNEL[account.type]
             if channel is not None and channel != account_channel:

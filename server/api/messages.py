@@ -24,7 +24,7 @@ class MessageMethods(Handlers):
     def ListMessages(self, request: pb.ListMessagesRequest, caller: Caller) -> pb.ListMessagesResponse:
         conversation_id = validation.require_uuid("conversation_id", request.conversation_id)
         page = pagination.parse(request.page_size, request.page_token, f"messages:{conversation_id}")
-        with self.reader.connect() as conn:
+        with self.db.read() as conn:
             rows, token = _list.fetch(conn, page, caller.customer_id, conversation_id=conversation_id)
             if not rows:  # only an empty page pays for telling "no messages" from "no conversation"
                 get_live(conn, conversations, "conversation", caller.customer_id, conversation_id)
@@ -34,7 +34,7 @@ class MessageMethods(Handlers):
     def GetMessage(self, request: pb.GetMessageRequest, caller: Caller) -> message_pb2.Message:
         conversation_id = validation.require_uuid("conversation_id", request.conversation_id)
         message_id = validation.require_uuid("id", request.id)
-        with self.reader.connect() as conn:
+        with self.db.read() as conn:
             row = get_live(conn, messages, "message", caller.customer_id, message_id, conversation_id=conversation_id)
         return convert.message(row)
 
@@ -45,7 +45,7 @@ class MessageMethods(Handlers):
         validation.max_length("text", request.text, validation.MAX_TEXT)
         validation.medias("medias", request.medias)
         validation.request_id(request.request_id)
-        with self.reader.connect() as conn:
+        with self.db.read() as conn:
             get_live(conn, conversations, "conversation", caller.customer_id, conversation_id)
         raise Unimplemented(
             "sending messages is not available yet: outbound channel delivery is not part of this release",

@@ -71,7 +71,7 @@ class ParticipantMethods(Handlers):
     def ListParticipants(self, request: pb.ListParticipantsRequest, caller: Caller) -> pb.ListParticipantsResponse:
         conversation_id = validation.require_uuid("conversation_id", request.conversation_id)
         page = pagination.parse(request.page_size, request.page_token, f"participants:{conversation_id}")
-        with self.reader.connect() as conn:
+        with self.db.read() as conn:
             get_live(conn, conversations, "conversation", caller.customer_id, conversation_id)
             rows, token = _list.fetch(conn, page, caller.customer_id, conversation_id=conversation_id)
             result = [load_participant(conn, r) for r in rows]

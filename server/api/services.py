@@ -31,7 +31,7 @@ def build_dispatcher(db: Database, settings: Settings, executor: ThreadPoolExecu
     ]
     return Dispatcher(
         collect_methods(services, inline_writes=db.inline_writes),
-        TokenAuthenticator(db.reader),
+        TokenAuthenticator(db),
         executor,
         services=[s for s, _ in services],
     )

@@ -10,7 +10,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select
 
 from convhub.server.store.db import new_id, now_us
 from convhub.server.store.models import ApiToken, Customer
@@ -57,18 +57,20 @@ def create_token(engine: Engine, customer_id: str, name: str = "default") -> New
     return NewToken(customer_id, token_id, token)
 
 
-def customer_for_token(engine: Engine, token: str) -> str | None:
+_customer_for_token = (
+    select(_tokens.c.customer_id)
+    .join(_customers, _customers.c.id == _tokens.c.customer_id)
+    .where(
+        _tokens.c.token_hash == bindparam("token_hash"),
+        _tokens.c.tm_delete.is_(None),
+        _customers.c.tm_delete.is_(None),
+    )
+)
+
+
+def customer_for_token(conn: Connection, token: str) -> str | None:
     """The customer a live token belongs to, or None."""
-    with engine.connect() as conn:
-        return conn.execute(
-            select(_tokens.c.customer_id)
-            .join(_customers, _customers.c.id == _tokens.c.customer_id)
-            .where(
-                _tokens.c.token_hash == hash_token(token),
-                _tokens.c.tm_delete.is_(None),
-                _customers.c.tm_delete.is_(None),
-            )
-        ).scalar()
+    return conn.execute(_customer_for_token, {"token_hash": hash_token(token)}).scalar()
 
 
 def list_customers(engine: Engine) -> list[tuple[str, str]]:
