@@ -32,7 +32,6 @@ from convhub.server.store.db import create_db_engine
 
 PG_ADMIN_URL = os.environ.get("CONVHUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ["sqlite", "postgresql"]
-HTTP_ENABLED = False  # TEMP until the gateway lands
 SERVING = re.compile(r"serving gRPC on (\S+?)(?:, REST on (\S+))?$")
 
 
@@ -136,7 +135,7 @@ def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     backend = request.param
     tmp_dir = tmp_path_factory.mktemp(backend)
     for url in create_database(backend, tmp_dir):
-        proc, grpc_target, http_base, lines = start_server(url, data_dir=tmp_dir, http=HTTP_ENABLED)
+        proc, grpc_target, http_base, lines = start_server(url, data_dir=tmp_dir)
         engine = create_db_engine(url, pool_size=2)
         try:
             yield Hub(backend, url, grpc_target, http_base, proc, lines, engine)

@@ -37,7 +37,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from convhub.server.api.dispatch import Dispatcher, Method
-from convhub.server.api.errors import ApiError, InvalidArgument
+from convhub.server.api.errors import InvalidArgument
 from convhub.server.gateway import codec
 from convhub.server.gateway.errors import (
     dumps,
@@ -169,8 +169,8 @@ class RoutePlan:
         if self.derive_mask and isinstance(data, dict) and not req.HasField("update_mask"):
             assert self.mask_body_desc is not None
             paths = [p for p in codec.body_field_mask(self.mask_body_desc, data) if p not in self.mask_exclude]
-            req.update_mask.SetInParent()  # type: ignore[attr-defined]
-            req.update_mask.paths.extend(paths)  # type: ignore[attr-defined]
+            req.update_mask.SetInParent()
+            req.update_mask.paths.extend(paths)
         return req
 
 
@@ -182,9 +182,12 @@ async def _send_json(send: Send, status: int, body: bytes, extra: list[tuple[byt
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_status(send: Send, status: status_pb2.Status, http: int | None = None) -> None:
+async def _send_status(
+    send: Send, status: status_pb2.Status, http: int | None = None, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     code = http if http is not None else http_status(status.code)
-    extra = [(b"www-authenticate", b"Bearer")] if code == 401 else None
+    if code == 401:
+        extra = [*(extra or []), (b"www-authenticate", b"Bearer")]
     await _send_json(send, code, dumps(error_payload(status, code)), extra)
 
 
@@ -220,7 +223,7 @@ class Gateway:
                 await send({"type": "websocket.close", "code": 1000})
             return
         raw = scope.get("raw_path")
-        path = raw.decode("latin-1") if raw else scope["path"]
+        path = raw.decode("utf-8", "replace") if raw else scope["path"]
         http_method: str = scope["method"]
         found = self.table.match(http_method, path)
         if found is None:
@@ -234,6 +237,7 @@ class Gateway:
                     code_pb2.UNIMPLEMENTED, f"method {http_method} not allowed for {path} (allowed: {allow})"
                 ),
                 405,
+                [(b"allow", allow.encode("ascii"))],
             )
             return
         plan = self.plans[id(found.binding)]
@@ -258,7 +262,7 @@ class Gateway:
         query: list[tuple[str, str]] = []
         qs = scope.get("query_string", b"")
         if qs:
-            for key, value in parse_qsl(qs.decode("latin-1"), keep_blank_values=True):
+            for key, value in parse_qsl(qs.decode("utf-8", "replace"), keep_blank_values=True):
                 if key in AUTH_QUERY_PARAMS:
                     if token is None and value:
                         token = value

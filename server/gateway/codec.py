@@ -79,6 +79,19 @@ WELL_KNOWN = {
 }
 
 
+def msg_type(f: FieldDescriptor) -> Descriptor:
+    """The message type of a message (or map) field; typed non-optional for the callers that know it is one."""
+    d = f.message_type
+    assert d is not None, f.full_name
+    return d
+
+
+def enum_type(f: FieldDescriptor) -> EnumDescriptor:
+    d = f.enum_type
+    assert d is not None, f.full_name
+    return d
+
+
 def join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
@@ -201,9 +214,9 @@ def _scalar_encoder(f: FieldDescriptor) -> Encoder | None:
     """Converter for one non-message value of field `f`; None means "use as is"."""
     ct = f.cpp_type
     if ct == FD.CPPTYPE_ENUM:
-        if f.enum_type.full_name == "google.protobuf.NullValue":
+        if enum_type(f).full_name == "google.protobuf.NullValue":
             return lambda v: None
-        out = enum_names(f.enum_type).out
+        out = enum_names(enum_type(f)).out
         return lambda v: out.get(v, v)
     if ct in (FD.CPPTYPE_INT64, FD.CPPTYPE_UINT64):
         return str
@@ -270,15 +283,15 @@ def message_encoder(desc: Descriptor) -> Encoder:
 
 def _single_encoder(f: FieldDescriptor) -> Encoder | None:
     if f.cpp_type == FD.CPPTYPE_MESSAGE:
-        return message_encoder(f.message_type)
+        return message_encoder(msg_type(f))
     return _scalar_encoder(f)
 
 
 def field_encoder(f: FieldDescriptor) -> Encoder | None:
     """Converter for a whole field value (a scalar, a repeated container or a map)."""
     if is_map(f):
-        key_f = f.message_type.fields_by_name["key"]
-        val = _single_encoder(f.message_type.fields_by_name["value"])
+        key_f = msg_type(f).fields_by_name["key"]
+        val = _single_encoder(msg_type(f).fields_by_name["value"])
         if key_f.cpp_type == FD.CPPTYPE_BOOL:
             key: Encoder = lambda k: "true" if k else "false"  # noqa: E731
         else:
@@ -295,7 +308,7 @@ def field_encoder(f: FieldDescriptor) -> Encoder | None:
 
 
 def encode_message(msg: Message) -> dict[str, Any]:
-    result: dict[str, Any] = message_encoder(msg.DESCRIPTOR)(msg)
+    result: dict[str, Any] = message_encoder(msg.DESCRIPTOR)(msg)  # type: ignore[arg-type]
     return result
 
 
@@ -398,7 +411,7 @@ def scalar_parser(f: FieldDescriptor, *, from_string: bool) -> StringParser:
     if ct == FD.CPPTYPE_BOOL:
         return _bool_string if from_string else _bool_json
     if ct == FD.CPPTYPE_ENUM:
-        return enum_names(f.enum_type).parse
+        return enum_names(enum_type(f)).parse
     if f.type == FD.TYPE_BYTES:
         return _bytes_parser
     return _string_json
@@ -515,9 +528,7 @@ def message_decoder(desc: Descriptor) -> JsonDecoder:
     for f in desc.fields:
         oneof = f.containing_oneof
         real_oneof = oneof.name if oneof is not None and len(oneof.fields) > 1 else None
-        null_ok = (
-            f.message_type is not None and f.message_type.full_name == "google.protobuf.Value" and not f.is_repeated
-        )
+        null_ok = f.message_type is not None and msg_type(f).full_name == "google.protobuf.Value" and not f.is_repeated
         entry = (f.name, field_decoder(f), real_oneof, null_ok)
         table[f.name] = entry
         table[f.json_name] = entry
@@ -528,12 +539,12 @@ def field_decoder(f: FieldDescriptor) -> JsonDecoder:
     """The `(parent message, json value, path)` setter for field `f`."""
     name = f.name
     if is_map(f):
-        key_f = f.message_type.fields_by_name["key"]
-        val_f = f.message_type.fields_by_name["value"]
+        key_f = msg_type(f).fields_by_name["key"]
+        val_f = msg_type(f).fields_by_name["value"]
         key_parse = scalar_parser(key_f, from_string=True)
         if val_f.cpp_type == FD.CPPTYPE_MESSAGE:
-            val_dec = message_decoder(val_f.message_type)
-            val_null = val_f.message_type.full_name == "google.protobuf.Value"
+            val_dec = message_decoder(msg_type(val_f))
+            val_null = msg_type(val_f).full_name == "google.protobuf.Value"
 
             def map_msg(msg: Any, v: Any, path: str) -> None:
                 if not isinstance(v, dict):
@@ -558,8 +569,8 @@ def field_decoder(f: FieldDescriptor) -> JsonDecoder:
 
         return map_scalar
     if f.cpp_type == FD.CPPTYPE_MESSAGE:
-        sub = message_decoder(f.message_type)
-        is_value = f.message_type.full_name == "google.protobuf.Value"
+        sub = message_decoder(msg_type(f))
+        is_value = msg_type(f).full_name == "google.protobuf.Value"
         if f.is_repeated:
 
             def rep_msg(msg: Any, v: Any, path: str) -> None:
@@ -597,7 +608,7 @@ def field_decoder(f: FieldDescriptor) -> JsonDecoder:
 
 def decode_into(msg: Message, data: Any, path: str = "") -> None:
     """Fill `msg` from a parsed JSON value; raises InvalidArgument naming the bad field."""
-    message_decoder(msg.DESCRIPTOR)(msg, data, path)
+    message_decoder(msg.DESCRIPTOR)(msg, data, path)  # type: ignore[arg-type]
 
 
 def lookup_field(desc: Descriptor, key: str) -> FieldDescriptor | None:
@@ -628,9 +639,9 @@ def body_field_mask(desc: Descriptor, data: dict[str, Any], prefix: str = "") ->
             and value
             and f.cpp_type == FD.CPPTYPE_MESSAGE
             and not f.is_repeated
-            and f.message_type.full_name not in WELL_KNOWN
+            and msg_type(f).full_name not in WELL_KNOWN
         ):
-            paths.extend(body_field_mask(f.message_type, value, p))
+            paths.extend(body_field_mask(msg_type(f), value, p))
         else:
             paths.append(p)
     return paths
@@ -650,13 +661,13 @@ def string_setter(f: FieldDescriptor) -> Setter | None:
     if f.cpp_type == FD.CPPTYPE_MESSAGE:
         if f.is_repeated:
             return None
-        mname = f.message_type.full_name
+        mname = msg_type(f).full_name
         if mname in ("google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask") or (
             mname in _WRAPPERS
         ):
-            dec = message_decoder(f.message_type)
+            dec = message_decoder(msg_type(f))
             if mname in _WRAPPERS:
-                inner = scalar_parser(f.message_type.fields_by_name["value"], from_string=True)
+                inner = scalar_parser(msg_type(f).fields_by_name["value"], from_string=True)
 
                 def wrapper(msg: Any, values: list[str], pname: str) -> None:
                     getattr(msg, name).value = inner(_single(values, pname), pname)
@@ -724,10 +735,10 @@ class QueryMapper:
             elif (
                 f.cpp_type == FD.CPPTYPE_MESSAGE
                 and not f.is_repeated
-                and f.message_type.full_name not in WELL_KNOWN
+                and msg_type(f).full_name not in WELL_KNOWN
                 and depth < self.MAX_DEPTH
             ):
-                self._walk(f.message_type, path, names, depth + 1)
+                self._walk(msg_type(f), path, names, depth + 1)
 
     def apply(self, msg: Message, pairs: Iterable[tuple[str, str]]) -> None:
         grouped: dict[str, list[str]] = {}

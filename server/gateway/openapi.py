@@ -112,13 +112,23 @@ class SchemaBuilder:
                 if f.name in exclude:
                     continue
                 props[f.name] = self.field(f)
-            self.schemas[key] = {"type": "object", "properties": props}
+            schema: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+            groups = [
+                [f.name for f in o.fields if f.name in props]
+                for o in desc.oneofs
+                if len(o.fields) > 1  # a proto3 `optional` is a synthetic one-field oneof
+            ]
+            pairs = [[a, b] for g in groups for i, a in enumerate(g) for b in g[i + 1 :]]
+            if pairs:
+                schema["description"] = "; ".join(f"At most one of {', '.join(g)}." for g in groups)
+                schema["not"] = {"anyOf": [{"required": p} for p in pairs]}
+            self.schemas[key] = schema
         return self.ref(key)
 
     def enum(self, f: FieldDescriptor) -> dict[str, Any]:
-        key = schema_name(f.enum_type.full_name)
+        key = schema_name(codec.enum_type(f).full_name)
         if key not in self.schemas:
-            names = codec.enum_names(f.enum_type)
+            names = codec.enum_names(codec.enum_type(f))
             self.schemas[key] = {
                 "type": "string",
                 "enum": names.names,
@@ -131,10 +141,10 @@ class SchemaBuilder:
         """Schema of one value of `f` (an element, for repeated fields)."""
         ct = f.cpp_type
         if ct == FD.CPPTYPE_MESSAGE:
-            result: dict[str, Any] = self.message(f.message_type)
+            result: dict[str, Any] = self.message(codec.msg_type(f))
             return result
         if ct == FD.CPPTYPE_ENUM:
-            if f.enum_type.full_name == "google.protobuf.NullValue":
+            if codec.enum_type(f).full_name == "google.protobuf.NullValue":
                 return {"nullable": True, "enum": [None]}
             return self.enum(f)
         if ct in _INT_SCHEMAS:
@@ -152,7 +162,7 @@ class SchemaBuilder:
         if codec.is_map(f):
             schema: dict[str, Any] = {
                 "type": "object",
-                "additionalProperties": self.single(f.message_type.fields_by_name["value"]),
+                "additionalProperties": self.single(codec.msg_type(f).fields_by_name["value"]),
             }
         elif f.is_repeated:
             schema = {"type": "array", "items": self.single(f)}
@@ -174,7 +184,7 @@ class SchemaBuilder:
 def _leaf(desc: Descriptor, path: tuple[str, ...]) -> FieldDescriptor:
     d = desc
     for part in path[:-1]:
-        d = d.fields_by_name[part].message_type
+        d = codec.msg_type(d.fields_by_name[part])
     f: FieldDescriptor = d.fields_by_name[path[-1]]
     return f
 
@@ -215,15 +225,18 @@ def build_openapi(plans: Iterable[RoutePlan], *, title: str = "convhub") -> dict
     """
     sb = SchemaBuilder()
     paths: dict[str, dict[str, Any]] = {}
+    plans = list(plans)
+    # One OpenAPI path per template shape, named after its plainest variables (`{id}` over `{conversation.id}`).
     canonical: dict[tuple[Any, ...], dict[int, str]] = {}
+    for plan in sorted(plans, key=lambda p: sum(len(v.field_path) for v in p.binding.template.variables)):
+        canonical.setdefault(_shape(plan.binding), _segment_names(plan.binding))
     op_ids: dict[str, int] = {}
     for plan in plans:
         binding = plan.binding
         method = binding.method
         md = method.descriptor
         req = md.input_type
-        own_names = _segment_names(binding)
-        names = canonical.setdefault(_shape(binding), own_names)
+        names = canonical[_shape(binding)]
         path = _render_path(binding, names)
         params: list[dict[str, Any]] = []
         for var in binding.template.variables:

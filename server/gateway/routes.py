@@ -22,8 +22,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from convhub.server.api.dispatch import Method
 from google.api import annotations_pb2, http_pb2
+
+from convhub.server.api.dispatch import Method
 
 HTTP_VERBS = ("get", "put", "post", "delete", "patch")
 
@@ -228,14 +229,6 @@ class RouteTable:
             )
         slot[b.http_method] = b
         self.bindings.append(b)
-
-    def lookup(self, raw_path: str) -> dict[str, Binding] | None:
-        """Bindings (by HTTP method) whose template matches the path, or None for an unknown path.
-
-        `raw_path` is still percent-encoded, so an encoded '/' inside an id stays inside one segment.
-        """
-        found = self._lookup_segments(raw_path)
-        return found[0] if found is not None else None
 
     def _lookup_segments(self, raw_path: str) -> tuple[dict[str, Binding], list[str]] | None:
         if not raw_path.startswith("/"):

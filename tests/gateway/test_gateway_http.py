@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-import socket
 
 import httpx
 import pytest
-from conftest import GOOD, MAX_BODY, EchoHandlers, Readiness
-from gwtest.v1 import echo_pb2
+from gwsupport import GOOD, MAX_BODY, EchoHandlers, Readiness, echo_pb2
 
 # --- path templates -----------------------------------------------------------
 
@@ -175,7 +174,7 @@ async def test_bad_query_value_is_400_naming_the_field(gw: httpx.AsyncClient, qu
     err = r.json()["error"]
     assert err["status"] == "INVALID_ARGUMENT"
     assert err["message"].startswith(f"{field}:")
-    violations = [d for d in err["details"] if d["@type"].endswith("BadRequest")][0]["field_violations"]
+    violations = next(d for d in err["details"] if d["@type"].endswith("BadRequest"))["field_violations"]
     assert violations[0]["field"] == field
 
 
@@ -271,7 +270,7 @@ async def test_bad_body_is_400_naming_the_field(gw: httpx.AsyncClient, body: dic
     err = r.json()["error"]
     assert err["status"] == "INVALID_ARGUMENT"
     assert err["code"] == 400
-    violations = [d for d in err["details"] if d["@type"].endswith("BadRequest")][0]["field_violations"]
+    violations = next(d for d in err["details"] if d["@type"].endswith("BadRequest"))["field_violations"]
     assert violations[0]["field"] == field, err
 
 
@@ -483,12 +482,21 @@ async def test_stream_deadline_ends_with_error(gw: httpx.AsyncClient) -> None:
     assert lines[-1]["error"]["status"] == "DEADLINE_EXCEEDED"
 
 
-async def test_stream_client_disconnect_stops_the_handler(gw_url: str) -> None:
+async def test_stream_client_disconnect_stops_the_handler(gw_url: str, gw_handlers: EchoHandlers) -> None:
     port = int(gw_url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(b"GET /v1/watch?count=100000&interval=0.01&token=good HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert s.recv(100).startswith(b"HTTP/1.1 200")
-    # The server keeps serving afterwards.
+    closed = gw_handlers.streams_closed
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /v1/watch?count=400&interval=0.01&token=good HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+    await reader.readuntil(b"\n{")  # past the headers, into the first line
+    writer.close()
+    await writer.wait_closed()
+    for _ in range(100):
+        if gw_handlers.streams_closed > closed:
+            break
+        await asyncio.sleep(0.02)
+    assert gw_handlers.streams_closed == closed + 1
     async with httpx.AsyncClient(base_url=gw_url) as c:
         assert (await c.get("/healthz")).status_code == 200
 
