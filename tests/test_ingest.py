@@ -238,3 +238,22 @@ def test_ingest_naming_another_customers_account_is_not_found(
         text="x",
     )
     expect_error(api.ingest.IngestMessage, request, grpc.StatusCode.NOT_FOUND)
+
+
+async def test_concurrent_calls_with_one_request_id_store_one_message(hub: Hub, tenant: Tenant) -> None:
+    async with grpc.aio.insecure_channel(hub.grpc_target) as ch:
+        stub = ingest_service_pb2_grpc.IngestServiceStub(ch)
+        request = ip.IngestMessageRequest(
+            channel=SMS,
+            self=common_pb2.Address(type=TEL, target="+15559990000"),
+            peer=common_pb2.Address(type=TEL, target="+15557770002"),
+            text="once",
+            request_id="req-race",
+        )
+        results = await asyncio.gather(
+            *(stub.IngestMessage(request, metadata=tenant.metadata, timeout=30) for _ in range(20))
+        )
+    assert len({r.message.id for r in results}) == 1
+    assert sum(not r.duplicate for r in results) == 1
+    assert count(hub, Message, tenant.customer_id) == 1
+    assert count(hub, Event, tenant.customer_id) == 3  # conversation, participant, message

@@ -7,7 +7,7 @@ import time
 
 from convhub.server.store.customers import create_customer
 from convhub.server.store.deferred import DeferredWrites
-from convhub.server.store.rooms import PARTICIPANT_INSERTS, RoomKey, match_room
+from convhub.server.store.rooms import PARTICIPANT_INSERTS, RoomKey, RoomRequest, match_room
 from tests.conftest import Hub
 
 
@@ -17,20 +17,11 @@ def test_an_opener_blocked_by_an_uncommitted_room_joins_it_after_commit(hub: Hub
     second: dict[str, object] = {}
 
     with hub.engine.begin() as conn:
-        first = match_room(
-            conn, key, account_id=None, self_name="", peer_name="", deferred=DeferredWrites(PARTICIPANT_INSERTS)
-        )
+        first = match_room(conn, RoomRequest(key, None, "", ""), DeferredWrites(PARTICIPANT_INSERTS))
 
         def racer() -> None:
             with hub.engine.begin() as conn2:
-                room = match_room(
-                    conn2,
-                    key,
-                    account_id=None,
-                    self_name="",
-                    peer_name="",
-                    deferred=DeferredWrites(PARTICIPANT_INSERTS),
-                )
+                room = match_room(conn2, RoomRequest(key, None, "", ""), DeferredWrites(PARTICIPANT_INSERTS))
                 second.update(id=room.row.id, created=room.created)
 
         thread = threading.Thread(target=racer)

@@ -12,7 +12,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, tuple_, update
 
 from convhub.server.api import convert, validation
 from convhub.server.api.base import Handlers, get_live
@@ -26,7 +26,7 @@ from convhub.server.store.db import Database, RowValues, new_id, now_us, retry_o
 from convhub.server.store.deferred import DeferredWrites
 from convhub.server.store.group_commit import GroupCommit
 from convhub.server.store.models import Account, Conversation, Message, Participant, ParticipantAddress
-from convhub.server.store.rooms import PARTICIPANT_INSERTS, RoomKey, match_room
+from convhub.server.store.rooms import PARTICIPANT_INSERTS, Room, RoomKey, RoomRequest, match_rooms
 from convhub.v1 import event_pb2
 from convhub.v1 import ingest_service_pb2 as pb
 
@@ -37,15 +37,13 @@ participants = Participant.__table__
 participant_addresses = ParticipantAddress.__table__
 
 _insert_message = insert(messages)
-_message_by_id = select(messages).where(
-    messages.c.customer_id == bindparam("customer_id"), messages.c.id == bindparam("message_id")
+_messages_by_id = select(messages).where(messages.c.id.in_(bindparam("ids", expanding=True)))
+_messages_by_provider_id = select(messages).where(
+    tuple_(messages.c.customer_id, messages.c.dedupe_scope, messages.c.transaction_id).in_(
+        bindparam("keys", expanding=True)
+    )
 )
-_message_by_provider_id = select(messages).where(
-    messages.c.customer_id == bindparam("customer_id"),
-    messages.c.dedupe_scope == bindparam("scope"),
-    messages.c.transaction_id == bindparam("transaction_id"),
-)
-_conversation_by_id = select(conversations).where(conversations.c.id == bindparam("conversation_id"))
+_conversations_by_id = select(conversations).where(conversations.c.id.in_(bindparam("ids", expanding=True)))
 # The peer's participant (found by address) records the channel and time they last wrote.
 _mark_peer_active = (
     update(participants)
@@ -163,32 +161,30 @@ class IngestMethods(Handlers):
         return self._write([item])[0]
 
     def _write(self, items: Sequence[PreparedIngest]) -> list[pb.IngestMessageResponse]:
+        """One transaction for `items`, with a fixed number of statements per batch, not per item."""
         with self.engine.begin() as conn:
-            batch = _Batch()
-            responses = [self._apply(conn, item, batch) for item in items]
+            batch = _Batch(_find_earlier(conn, items))
+            fresh = [item for item in items if not any(k in batch.earlier for k in _dedupe_keys(item))]
+            rooms = match_rooms(conn, [_room_request(item) for item in fresh], batch.rows)
+            responses = [self._apply(item, rooms, batch) for item in items]
             batch.rows.flush(conn)
             append_event_groups(conn, batch.events)
         return responses
 
-    def _apply(self, conn: Connection, item: PreparedIngest, batch: _Batch) -> pb.IngestMessageResponse:
-        """Match or open the room and queue the message, its side rows and events on `batch`."""
+    @staticmethod
+    def _apply(item: PreparedIngest, rooms: dict[RoomKey, Room], batch: _Batch) -> pb.IngestMessageResponse:
+        """Queue one message, its side rows and events on `batch` (or answer a repeat)."""
         keys = _dedupe_keys(item)
         for key in keys:
+            if key in batch.earlier:  # stored by an earlier call
+                return batch.earlier[key]
             if key in batch.seen:  # a repeat within this very batch
                 return _as_duplicate(batch.seen[key])
-        duplicate = self._find_duplicate(conn, item)
-        if duplicate is not None:
-            return duplicate
         self_addr, peer_addr = item.self_addr, item.peer_addr
-        key = RoomKey(item.customer_id, item.channel, self_addr[0], self_addr[1], peer_addr[0], peer_addr[1])
-        room = match_room(
-            conn,
-            key,
-            account_id=item.account_id,
-            self_name=self_addr[2],
-            peer_name=peer_addr[2],
-            deferred=batch.rows,
-        )
+        room_key = _room_request(item).key
+        room = rooms[room_key]
+        created = room.created and room_key not in batch.opened  # only the first message opened it
+        batch.opened.add(room_key)
         now = now_us()
         message = {
             "id": new_id(),
@@ -213,7 +209,7 @@ class IngestMethods(Handlers):
             "tm_delete": None,
         }
         batch.rows.add(_insert_message, message)
-        if not room.created:
+        if not created:
             batch.rows.add(
                 _mark_peer_active,
                 {
@@ -233,10 +229,10 @@ class IngestMethods(Handlers):
         response = pb.IngestMessageResponse(
             message=convert.message(RowValues(message)),
             conversation=convert.conversation(room.row),
-            conversation_created=room.created,
+            conversation_created=created,
         )
         changes: list[Change] = []
-        if room.created:
+        if created:
             changes.append((event_pb2.EVENT_TYPE_CONVERSATION_CREATED, response.conversation))
             participant = convert.participant(room.peer_participant, [_peer(peer_addr)])
             changes.append((event_pb2.EVENT_TYPE_PARTICIPANT_ADDED, participant))
@@ -246,39 +242,61 @@ class IngestMethods(Handlers):
             batch.seen[key] = response
         return response
 
-    @staticmethod
-    def _find_duplicate(conn: Connection, item: PreparedIngest) -> pb.IngestMessageResponse | None:
-        """The first result of an earlier call with the same request id or provider message id."""
-        request_id = item.request_id
-        message_id = idempotency.lookup(conn, item.customer_id, "IngestMessage", request_id) if request_id else None
-        if message_id:
-            row = conn.execute(_message_by_id, {"customer_id": item.customer_id, "message_id": message_id}).first()
-        elif item.transaction_id:
-            params = {"customer_id": item.customer_id, "scope": item.scope, "transaction_id": item.transaction_id}
-            row = conn.execute(_message_by_provider_id, params).first()
-        else:
-            return None
-        if row is None:
-            return None
-        room = conn.execute(_conversation_by_id, {"conversation_id": row.conversation_id}).one()
-        return pb.IngestMessageResponse(
-            message=convert.message(row), conversation=convert.conversation(room), duplicate=True
+
+def _room_request(item: PreparedIngest) -> RoomRequest:
+    self_addr, peer_addr = item.self_addr, item.peer_addr
+    key = RoomKey(item.customer_id, item.channel, self_addr[0], self_addr[1], peer_addr[0], peer_addr[1])
+    return RoomRequest(key, item.account_id, self_name=self_addr[2], peer_name=peer_addr[2])
+
+
+def _find_earlier(conn: Connection, items: Sequence[PreparedIngest]) -> dict[DedupeKey, pb.IngestMessageResponse]:
+    """Duplicates of earlier calls (same request id or provider message id), keyed like _dedupe_keys."""
+    by_request = {(i.customer_id, i.request_id) for i in items if i.request_id}
+    by_provider = {(i.customer_id, i.scope, i.transaction_id) for i in items if i.transaction_id}
+    if not by_request and not by_provider:
+        return {}
+    found: dict[DedupeKey, Any] = {}
+    if by_provider:
+        for row in conn.execute(_messages_by_provider_id, {"keys": list(by_provider)}):
+            found[(row.customer_id, "provider", row.dedupe_scope, row.transaction_id)] = row
+    if by_request:
+        resources = idempotency.lookup_many(conn, "IngestMessage", by_request)
+        if resources:
+            rows = {r.id: r for r in conn.execute(_messages_by_id, {"ids": list(resources.values())})}
+            for (customer_id, request_id), message_id in resources.items():
+                message = rows.get(message_id)
+                if message is not None and message.customer_id == customer_id:
+                    found[(customer_id, "request", request_id)] = message
+    if not found:
+        return {}
+    ids = list({row.conversation_id for row in found.values()})
+    rooms = {r.id: convert.conversation(r) for r in conn.execute(_conversations_by_id, {"ids": ids})}
+    return {
+        key: pb.IngestMessageResponse(
+            message=convert.message(row), conversation=rooms[row.conversation_id], duplicate=True
         )
+        for key, row in found.items()
+    }
+
+
+DedupeKey = tuple[str, ...]
 
 
 class _Batch:
     """What one transaction's items queue: rows for executemany, events, and ids already used."""
 
-    def __init__(self) -> None:
+    def __init__(self, earlier: dict[DedupeKey, pb.IngestMessageResponse]) -> None:
+        self.earlier = earlier
+        self.opened: set[RoomKey] = set()
         self.rows = DeferredWrites(
             [*PARTICIPANT_INSERTS, _insert_message, idempotency.RECORD, _mark_peer_active]  # parents first
         )
         self.events: list[tuple[str, list[Change]]] = []
-        self.seen: dict[tuple[str, ...], pb.IngestMessageResponse] = {}
+        self.seen: dict[DedupeKey, pb.IngestMessageResponse] = {}
 
 
-def _dedupe_keys(item: PreparedIngest) -> list[tuple[str, ...]]:
-    keys: list[tuple[str, ...]] = []
+def _dedupe_keys(item: PreparedIngest) -> list[DedupeKey]:
+    keys: list[DedupeKey] = []
     if item.request_id:
         keys.append((item.customer_id, "request", item.request_id))
     if item.transaction_id:

@@ -8,7 +8,9 @@ retry finds the winner's resource.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, bindparam, insert, select
+from collections.abc import Collection
+
+from sqlalchemy import Connection, bindparam, insert, select, tuple_
 
 from convhub.server.store.db import now_us
 from convhub.server.store.models import IdempotencyKey
@@ -21,6 +23,10 @@ _lookup = select(_keys.c.resource_id).where(
     _keys.c.method == bindparam("method"),
     _keys.c.request_id == bindparam("request_id"),
 )
+_lookup_many = select(_keys).where(
+    _keys.c.method == bindparam("method"),
+    tuple_(_keys.c.customer_id, _keys.c.request_id).in_(bindparam("keys", expanding=True)),
+)
 RECORD = insert(_keys)
 
 
@@ -28,6 +34,12 @@ def lookup(conn: Connection, customer_id: str, method: str, request_id: str) -> 
     """The id of the resource an earlier call with this request id created, if any."""
     params = {"customer_id": customer_id, "method": method, "request_id": request_id}
     return conn.execute(_lookup, params).scalar()
+
+
+def lookup_many(conn: Connection, method: str, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """For many (customer, request_id) pairs at once: the resource ids earlier calls created."""
+    rows = conn.execute(_lookup_many, {"method": method, "keys": list(keys)})
+    return {(r.customer_id, r.request_id): r.resource_id for r in rows}
 
 
 def key_row(customer_id: str, method: str, request_id: str, resource_id: str) -> dict[str, object]:

@@ -1,18 +1,20 @@
 """Room matching (DESIGN.md invariant 2): one open conversation per (customer, channel, self, peer).
 
-`match_room` looks the room up and, if there is none, inserts it with
-`ON CONFLICT DO NOTHING` on the partial unique index `uq_conversations_open_room`.
-The index is what makes this race-free across threads and replicas: a
-concurrent opener's insert waits for the winner's commit, inserts nothing,
-and the opener joins the winner's room.
+`match_rooms` serves a whole batch of inbound messages with two statements:
+one SELECT for every key's open room, then one multi-row
+`INSERT .. ON CONFLICT DO NOTHING RETURNING` for the keys that have none. The
+partial unique index `uq_conversations_open_room` makes this race-free across
+threads and replicas: a concurrent opener's insert waits for the winner's
+commit, inserts nothing, and the opener joins the winner's room.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, text
+from sqlalchemy import Connection, bindparam, insert, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -34,6 +36,21 @@ class RoomKey:
     peer_type: str
     peer_target: str
 
+    @property
+    def index_values(self) -> tuple[str, str, str, str]:
+        """The columns of uq_conversations_open_room, in its order."""
+        return (self.customer_id, self.channel, self.self_target, self.peer_target)
+
+
+@dataclass(frozen=True)
+class RoomRequest:
+    """A key to match, and what to open the room with if there is none."""
+
+    key: RoomKey
+    account_id: str | None
+    self_name: str
+    peer_name: str
+
 
 class RoomRaceLost(WriteConflict):
     """The room another opener created was closed before this one could join it; retry the ingest."""
@@ -48,16 +65,14 @@ class Room:
 
 OPEN_ROOM = text("state = 'open' AND tm_delete IS NULL")
 ROOM_KEY_COLUMNS = ["customer_id", "type", "self_target", "peer_target"]
+_key_tuple = tuple_(*(conversations.c[name] for name in ROOM_KEY_COLUMNS))
 
-_find_room = select(conversations).where(
-    conversations.c.customer_id == bindparam("customer_id"),
-    conversations.c.type == bindparam("channel"),
-    conversations.c.self_target == bindparam("self_target"),
-    conversations.c.peer_target == bindparam("peer_target"),
+_find_rooms = select(conversations).where(
+    _key_tuple.in_(bindparam("keys", expanding=True)),
     conversations.c.state == "open",
     conversations.c.tm_delete.is_(None),
 )
-_insert_room = {
+_insert_rooms = {
     dialect: insert_(conversations)
     .on_conflict_do_nothing(index_elements=ROOM_KEY_COLUMNS, index_where=OPEN_ROOM)
     .returning(conversations.c.id)
@@ -69,41 +84,60 @@ _insert_address = insert(participant_addresses)
 PARTICIPANT_INSERTS = (_insert_participant, _insert_address)
 
 
-def find_room(conn: Connection, key: RoomKey) -> Any | None:
-    params = {
-        "customer_id": key.customer_id,
-        "channel": key.channel,
-        "self_target": key.self_target,
-        "peer_target": key.peer_target,
-    }
-    return conn.execute(_find_room, params).first()
+def find_rooms(conn: Connection, keys: Sequence[RoomKey]) -> dict[tuple[str, str, str, str], Any]:
+    """The open rooms for `keys`, by index values."""
+    rows = conn.execute(_find_rooms, {"keys": [k.index_values for k in keys]}).all()
+    return {(r.customer_id, r.type, r.self_target, r.peer_target): r for r in rows}
 
 
-def match_room(
-    conn: Connection, key: RoomKey, *, account_id: str | None, self_name: str, peer_name: str, deferred: DeferredWrites
-) -> Room:
-    """The open room for `key`, opening it (with a participant for the peer) when there is none.
+def match_rooms(conn: Connection, requests: Sequence[RoomRequest], deferred: DeferredWrites) -> dict[RoomKey, Room]:
+    """The open room for each request's key, opening (with a peer participant) those that have none.
 
-    The room row is written at once (the unique index must decide now); the
+    Room rows are written at once (the unique index must decide now); the
     participant rows go to `deferred`, which must order PARTICIPANT_INSERTS first.
     """
-    row = find_room(conn, key)
-    if row is not None:
-        return Room(row, created=False, peer_participant=None)
+    unique = list({r.key: r for r in requests}.values())
+    found = find_rooms(conn, [r.key for r in unique])
+    rooms = {r.key: Room(found[r.key.index_values], False, None) for r in unique if r.key.index_values in found}
+    missing = [r for r in unique if r.key not in rooms]
+    if not missing:
+        return rooms
     now = now_us()
-    values = {
+    values = [_room_values(r, now) for r in missing]
+    # executemany with RETURNING: SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues").
+    inserted = {row.id for row in conn.execute(_insert_rooms[conn.dialect.name], values).all()}
+    lost = [r for r, v in zip(missing, values, strict=True) if v["id"] not in inserted]
+    winners = find_rooms(conn, [r.key for r in lost]) if lost else {}
+    for request, room_values in zip(missing, values, strict=True):
+        key = request.key
+        if room_values["id"] in inserted:
+            rooms[key] = Room(RowValues(room_values), True, _open_participant(deferred, request, room_values, now))
+        elif key.index_values in winners:  # a concurrent opener won: join its room
+            rooms[key] = Room(winners[key.index_values], False, None)
+        else:  # ...which closed again in between: let the caller retry
+            raise RoomRaceLost(key)
+    return rooms
+
+
+def match_room(conn: Connection, request: RoomRequest, deferred: DeferredWrites) -> Room:
+    return match_rooms(conn, [request], deferred)[request.key]
+
+
+def _room_values(request: RoomRequest, now: int) -> dict[str, Any]:
+    key = request.key
+    return {
         "id": new_id(),
         "customer_id": key.customer_id,
-        "account_id": account_id,
+        "account_id": request.account_id,
         "name": "",
         "detail": "",
         "type": key.channel,
         "self_type": key.self_type,
         "self_target": key.self_target,
-        "self_name": self_name,
+        "self_name": request.self_name,
         "peer_type": key.peer_type,
         "peer_target": key.peer_target,
-        "peer_name": peer_name,
+        "peer_name": request.peer_name,
         "owner_type": "",
         "owner_id": "",
         "metadata": {},
@@ -113,16 +147,15 @@ def match_room(
         "tm_update": now,
         "tm_delete": None,
     }
-    if conn.execute(_insert_room[conn.dialect.name], values).first() is None:
-        row = find_room(conn, key)  # a concurrent opener won: join its room
-        if row is None:  # ...which closed again in between: let the caller retry
-            raise RoomRaceLost(key)
-        return Room(row, created=False, peer_participant=None)
+
+
+def _open_participant(deferred: DeferredWrites, request: RoomRequest, room: dict[str, Any], now: int) -> RowValues:
+    key = request.key
     participant = {
         "id": new_id(),
         "customer_id": key.customer_id,
-        "conversation_id": values["id"],
-        "name": peer_name,
+        "conversation_id": room["id"],
+        "name": request.peer_name,
         "preferred_channel": key.channel,
         "last_active_channel": key.channel,
         "tm_last_active": now,
@@ -140,7 +173,7 @@ def match_room(
             "position": 0,
             "type": key.peer_type,
             "target": key.peer_target,
-            "target_name": peer_name,
+            "target_name": request.peer_name,
         },
     )
-    return Room(RowValues(values), created=True, peer_participant=RowValues(participant))
+    return RowValues(participant)
