@@ -131,7 +131,8 @@ def open_database(url: str, *, workers: int) -> Database:
     """Engines for `url`; the writer pool matches the worker threads, the reader serves the event loop."""
     return Database(
         writer=create_db_engine(url, pool_size=workers),
-        reader=create_db_engine(url, pool_size=2, read_only=True),
+        # Readers keep one connection per thread that reads (see read()): room for all of them.
+        reader=create_db_engine(url, pool_size=workers + 2, read_only=True),
         backend=make_url(url).get_backend_name(),
     )
 
