@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from sqlalchemy import func, select
 
 from convhub.server.api.dispatch import Caller
@@ -22,8 +21,7 @@ from tests.conftest import Hub
 from tests.support import SMS, TEL
 
 
-@pytest.mark.parametrize("inline", [True, False], ids=["inline", "executor"])
-async def test_items_submitted_together_are_written_in_one_batch_in_order(inline: bool) -> None:
+async def test_items_submitted_together_are_written_in_one_batch_in_order() -> None:
     batches: list[list[int]] = []
 
     def write_batch(items: Sequence[int]) -> list[int | BaseException]:
@@ -31,7 +29,7 @@ async def test_items_submitted_together_are_written_in_one_batch_in_order(inline
         return [ValueError(i) if i == 3 else i * 10 for i in items]
 
     with ThreadPoolExecutor(1) as executor:
-        group = GroupCommit(write_batch, inline=inline, executor=executor, max_batch=4)
+        group = GroupCommit(write_batch, executor=executor, max_batch=4)
         results = await asyncio.gather(*(group.submit(i) for i in range(6)), return_exceptions=True)
     assert batches == [[0, 1, 2, 3], [4, 5]]
     assert results[:3] == [0, 10, 20] and results[4:] == [40, 50]

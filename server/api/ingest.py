@@ -84,9 +84,7 @@ Change = tuple[int, Any]
 class IngestMethods(Handlers):
     def __init__(self, db: Database, settings: Settings, executor: Executor | None = None) -> None:
         super().__init__(db, settings)
-        # Batches are written on a worker thread even on SQLite: while one batch
-        # commits, the loop keeps accepting calls, and those form the next batch.
-        self._group = GroupCommit(self._write_batch, inline=False, executor=executor)
+        self._group = GroupCommit(self._write_batch, executor=executor)
 
     async def IngestMessage(self, request: pb.IngestMessageRequest, caller: Caller) -> pb.IngestMessageResponse:
         """Validate here (errors name the field), then write through group commit."""

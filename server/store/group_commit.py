@@ -3,8 +3,9 @@
 Ingest is the hot write path. Each call's own work is a few indexed
 statements; what dominates is per-transaction cost: BEGIN, the event
 sequence UPDATE (a row lock), the event INSERT and COMMIT. `GroupCommit`
-queues items submitted in the same event-loop turn (or while the previous
-batch is being written) and writes them in one transaction.
+writes one batch at a time on a worker thread; items submitted while a batch
+is being written queue up and form the next batch. (Writing on the event loop
+instead was tried: calls then arrive one per loop turn and batches stay at 1.)
 
 Correctness does not depend on batching: when a batch fails as a whole (a
 uniqueness race, a deadlock, any error) it is rolled back and every item is
@@ -29,20 +30,18 @@ Outcome: TypeAlias = R | BaseException
 class GroupCommit(Generic[T, R]):
     """Queue items and hand them to `write_batch` in groups of at most `max_batch`.
 
-    `write_batch(items)` returns one outcome per item. It runs inline on the
-    event loop when `inline` (SQLite), otherwise on `executor`, one batch at a time.
+    `write_batch(items)` returns one outcome per item; it runs on `executor`
+    (None: the loop's default), one batch at a time.
     """
 
     def __init__(
         self,
         write_batch: Callable[[Sequence[T]], list[Outcome[R]]],
         *,
-        inline: bool,
         executor: Executor | None,
         max_batch: int = 64,
     ) -> None:
         self._write_batch = write_batch
-        self._inline = inline
         self._executor = executor
         self._max_batch = max_batch
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
@@ -65,14 +64,6 @@ class GroupCommit(Generic[T, R]):
             return
         batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
         items = [item for item, _ in batch]
-        if self._inline:
-            try:
-                outcomes = self._write_batch(items)
-            except BaseException as exc:  # write_batch reports per item; this is a bug guard
-                outcomes = [exc] * len(items)
-            self._settle(batch, outcomes)
-            self._next()
-            return
         self._writing = True
         loop = asyncio.get_running_loop()
         task = loop.run_in_executor(self._executor, self._write_batch, items)
