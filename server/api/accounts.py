@@ -7,11 +7,11 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 from convhub.server.api import convert, pagination, validation
-from convhub.server.api.base import Handlers, get_live
+from convhub.server.api.base import Handlers, get_live, soft_delete
 from convhub.server.api.dispatch import Caller, read_only
 from convhub.server.api.errors import InvalidArgument
 from convhub.server.domain.channels import address_type_for_account
-from convhub.server.domain.updates import ACCOUNT_UPDATABLE, MaskError, resolve_mask
+from convhub.server.domain.updates import ACCOUNT_UPDATABLE
 from convhub.server.events.outbox import append_events
 from convhub.server.store import idempotency
 from convhub.server.store.db import new_id, now_us, retry_on_conflict
@@ -98,15 +98,7 @@ class AccountMethods(Handlers):
             raise InvalidArgument("account", "is required")
         a = request.account
         account_id = validation.require_uuid("account.id", a.id)
-        try:
-            fields = resolve_mask(
-                request.update_mask.paths,
-                ACCOUNT_UPDATABLE,
-                (f.name for f in a.DESCRIPTOR.fields),
-                [f.name for f, _ in a.ListFields()],
-            )
-        except MaskError as exc:
-            raise InvalidArgument("update_mask", f"{exc.args[0]!r}: {exc.args[1]}") from None
+        fields = validation.update_fields(request.update_mask, a, ACCOUNT_UPDATABLE)
         with self.engine.begin() as conn:
             row = get_live(conn, accounts, "account", caller.customer_id, account_id)
             values: dict[str, Any] = {}
@@ -128,10 +120,7 @@ class AccountMethods(Handlers):
 
     def DeleteAccount(self, request: pb.DeleteAccountRequest, caller: Caller) -> account_pb2.Account:
         account_id = validation.require_uuid("id", request.id)
-        now = now_us()
         with self.engine.begin() as conn:
-            get_live(conn, accounts, "account", caller.customer_id, account_id)
-            conn.execute(update(accounts).where(accounts.c.id == account_id).values(tm_delete=now, tm_update=now))
-            result = convert.account(conn.execute(select(accounts).where(accounts.c.id == account_id)).one())
+            result = convert.account(soft_delete(conn, accounts, "account", caller.customer_id, account_id))
             append_events(conn, caller.customer_id, [(event_pb2.EVENT_TYPE_ACCOUNT_DELETED, result)])
         return result

@@ -9,11 +9,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, Table, bindparam, select
+from sqlalchemy import Connection, Engine, Select, Table, bindparam, select, update
 
 from convhub.server.api.errors import NotFound
 from convhub.server.config import Settings
-from convhub.server.store.db import Database
+from convhub.server.store.db import Database, now_us
 
 
 class Handlers:
@@ -36,6 +36,23 @@ def live_row_statement(table: Table, *extra: str) -> Select[Any]:
     for column in extra:
         query = query.where(table.c[column] == bindparam(column))
     return query
+
+
+def soft_delete(
+    conn: Connection,
+    table: Table,
+    resource: str,
+    customer_id: str,
+    item_id: str,
+    *,
+    also_set: dict[str, Any] | None = None,
+    **extra: str,
+) -> Any:
+    """Mark the caller's live row deleted (NOT_FOUND if there is none); returns the row as it is now."""
+    get_live(conn, table, resource, customer_id, item_id, **extra)
+    now = now_us()
+    conn.execute(update(table).where(table.c.id == item_id).values(tm_delete=now, tm_update=now, **(also_set or {})))
+    return conn.execute(select(table).where(table.c.id == item_id)).one()
 
 
 def get_live(conn: Connection, table: Table, resource: str, customer_id: str, item_id: str, **extra: str) -> Any:

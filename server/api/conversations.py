@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from convhub.server.api import convert, pagination, validation
-from convhub.server.api.base import Handlers, get_live
+from convhub.server.api.base import Handlers, get_live, soft_delete
 from convhub.server.api.dispatch import Caller, read_only
 from convhub.server.api.errors import AlreadyExists, InvalidArgument
-from convhub.server.domain.updates import CONVERSATION_UPDATABLE, MaskError, resolve_mask
+from convhub.server.domain.updates import CONVERSATION_UPDATABLE
 from convhub.server.events.outbox import append_events
 from convhub.server.store.db import now_us
 from convhub.server.store.models import Conversation
@@ -43,16 +43,7 @@ class ConversationMethods(Handlers):
             raise InvalidArgument("conversation", "is required")
         patch = request.conversation
         conversation_id = validation.require_uuid("conversation.id", patch.id)
-        set_fields = [f.name for f, _ in patch.ListFields()]
-        try:
-            fields = resolve_mask(
-                request.update_mask.paths,
-                CONVERSATION_UPDATABLE,
-                (f.name for f in patch.DESCRIPTOR.fields),
-                set_fields,
-            )
-        except MaskError as exc:
-            raise InvalidArgument("update_mask", f"{exc.args[0]!r}: {exc.args[1]}") from None
+        fields = validation.update_fields(request.update_mask, patch, CONVERSATION_UPDATABLE)
         values: dict[str, object] = {}
         for name in fields:
             if name in ("name", "owner_id"):
@@ -91,15 +82,10 @@ class ConversationMethods(Handlers):
         self, request: pb.DeleteConversationRequest, caller: Caller
     ) -> conversation_pb2.Conversation:
         conversation_id = validation.require_uuid("id", request.id)
-        now = now_us()
         with self.engine.begin() as conn:
-            get_live(conn, conversations, "conversation", caller.customer_id, conversation_id)
-            conn.execute(
-                update(conversations)
-                .where(conversations.c.id == conversation_id)
-                .values(tm_delete=now, tm_update=now, state="closed")
+            row = soft_delete(
+                conn, conversations, "conversation", caller.customer_id, conversation_id, also_set={"state": "closed"}
             )
-            row = conn.execute(select(conversations).where(conversations.c.id == conversation_id)).one()
             result = convert.conversation(row)
             append_events(conn, caller.customer_id, [(event_pb2.EVENT_TYPE_CONVERSATION_DELETED, result)])
         return result

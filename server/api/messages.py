@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
-
 from convhub.server.api import convert, pagination, validation
-from convhub.server.api.base import Handlers, get_live
+from convhub.server.api.base import Handlers, get_live, soft_delete
 from convhub.server.api.dispatch import Caller, read_only
 from convhub.server.api.errors import Unimplemented
 from convhub.server.events.outbox import append_events
-from convhub.server.store.db import now_us
 from convhub.server.store.models import Conversation, Message
 from convhub.v1 import conversation_service_pb2 as pb
 from convhub.v1 import event_pb2, message_pb2
@@ -55,10 +52,10 @@ class MessageMethods(Handlers):
     def DeleteMessage(self, request: pb.DeleteMessageRequest, caller: Caller) -> message_pb2.Message:
         conversation_id = validation.require_uuid("conversation_id", request.conversation_id)
         message_id = validation.require_uuid("id", request.id)
-        now = now_us()
         with self.engine.begin() as conn:
-            get_live(conn, messages, "message", caller.customer_id, message_id, conversation_id=conversation_id)
-            conn.execute(update(messages).where(messages.c.id == message_id).values(tm_delete=now, tm_update=now))
-            result = convert.message(conn.execute(select(messages).where(messages.c.id == message_id)).one())
+            row = soft_delete(
+                conn, messages, "message", caller.customer_id, message_id, conversation_id=conversation_id
+            )
+            result = convert.message(row)
             append_events(conn, caller.customer_id, [(event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_DELETED, result)])
         return result

@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, update
 
 from convhub.server.api import convert, pagination, validation
-from convhub.server.api.base import Handlers, get_live
+from convhub.server.api.base import Handlers, get_live, soft_delete
 from convhub.server.api.dispatch import Caller, read_only
 from convhub.server.api.errors import InvalidArgument
-from convhub.server.domain.updates import PARTICIPANT_UPDATABLE, MaskError, resolve_mask
+from convhub.server.domain.updates import PARTICIPANT_UPDATABLE
 from convhub.server.events.outbox import append_events
 from convhub.server.store import idempotency
 from convhub.server.store.db import new_id, now_us, retry_on_conflict
@@ -126,15 +126,7 @@ class ParticipantMethods(Handlers):
         p = request.participant
         conversation_id = validation.require_uuid("participant.conversation_id", p.conversation_id)
         participant_id = validation.require_uuid("participant.id", p.id)
-        try:
-            fields = resolve_mask(
-                request.update_mask.paths,
-                PARTICIPANT_UPDATABLE,
-                (f.name for f in p.DESCRIPTOR.fields),
-                [f.name for f, _ in p.ListFields()],
-            )
-        except MaskError as exc:
-            raise InvalidArgument("update_mask", f"{exc.args[0]!r}: {exc.args[1]}") from None
+        fields = validation.update_fields(request.update_mask, p, PARTICIPANT_UPDATABLE)
         values: dict[str, object] = {}
         new_addresses = None
         if "name" in fields:
@@ -168,16 +160,10 @@ class ParticipantMethods(Handlers):
     def RemoveParticipant(self, request: pb.RemoveParticipantRequest, caller: Caller) -> participant_pb2.Participant:
         conversation_id = validation.require_uuid("conversation_id", request.conversation_id)
         participant_id = validation.require_uuid("id", request.id)
-        now = now_us()
         with self.engine.begin() as conn:
-            get_live(
+            row = soft_delete(
                 conn, participants, "participant", caller.customer_id, participant_id, conversation_id=conversation_id
             )
-            conn.execute(
-                update(participants).where(participants.c.id == participant_id).values(tm_delete=now, tm_update=now)
-            )
-            result = load_participant(
-                conn, conn.execute(select(participants).where(participants.c.id == participant_id)).one()
-            )
+            result = load_participant(conn, row)
             append_events(conn, caller.customer_id, [(event_pb2.EVENT_TYPE_PARTICIPANT_REMOVED, result)])
         return result

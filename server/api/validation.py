@@ -5,9 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
+from google.protobuf import field_mask_pb2
+from google.protobuf.message import Message
+
 from convhub.server.api import convert
 from convhub.server.api.errors import InvalidArgument
 from convhub.server.domain.addresses import AddressError, normalize_target
+from convhub.server.domain.updates import MaskError, resolve_mask
 from convhub.v1 import common_pb2
 
 MAX_NAME = 255
@@ -23,6 +27,16 @@ MAX_TRANSACTION_ID = 255
 MAX_OWNER = 255
 MAX_CREDENTIALS = 20
 MAX_CREDENTIAL_VALUE = 4096
+
+
+def update_fields(mask: field_mask_pb2.FieldMask, patch: Message, updatable: tuple[str, ...]) -> list[str]:
+    """The top-level fields an update writes (AIP-134); a bad mask path is INVALID_ARGUMENT on update_mask."""
+    try:
+        return resolve_mask(
+            mask.paths, updatable, (f.name for f in patch.DESCRIPTOR.fields), [f.name for f, _ in patch.ListFields()]
+        )
+    except MaskError as exc:
+        raise InvalidArgument("update_mask", f"{exc.args[0]!r}: {exc.args[1]}") from None
 
 
 def require_uuid(field: str, value: str) -> str:
