@@ -12,7 +12,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, tuple_, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from convhub.server.api import convert, validation
 from convhub.server.api.base import Handlers, get_live
@@ -25,6 +25,7 @@ from convhub.server.store import idempotency
 from convhub.server.store.db import Database, RowValues, new_id, now_us, retry_on_conflict
 from convhub.server.store.deferred import DeferredWrites
 from convhub.server.store.group_commit import GroupCommit
+from convhub.server.store.keysets import KeyLookup
 from convhub.server.store.models import Account, Conversation, Message, Participant, ParticipantAddress
 from convhub.server.store.rooms import PARTICIPANT_INSERTS, Room, RoomKey, RoomRequest, match_rooms
 from convhub.v1 import event_pb2
@@ -38,11 +39,7 @@ participant_addresses = ParticipantAddress.__table__
 
 _insert_message = insert(messages)
 _messages_by_id = select(messages).where(messages.c.id.in_(bindparam("ids", expanding=True)))
-_messages_by_provider_id = select(messages).where(
-    tuple_(messages.c.customer_id, messages.c.dedupe_scope, messages.c.transaction_id).in_(
-        bindparam("keys", expanding=True)
-    )
-)
+_messages_by_provider_id = KeyLookup(messages, ("customer_id", "dedupe_scope", "transaction_id"))
 _conversations_by_id = select(conversations).where(conversations.c.id.in_(bindparam("ids", expanding=True)))
 # The peer's participant (found by address) records the channel and time they last wrote.
 _mark_peer_active = (
@@ -255,7 +252,7 @@ def _find_earlier(conn: Connection, items: Sequence[PreparedIngest]) -> dict[Ded
         return {}
     found: dict[DedupeKey, Any] = {}
     if by_provider:
-        for row in conn.execute(_messages_by_provider_id, {"keys": list(by_provider)}):
+        for row in _messages_by_provider_id.fetch(conn, list(by_provider)):
             found[(row.customer_id, "provider", row.dedupe_scope, row.transaction_id)] = row
     if by_request:
         resources = idempotency.lookup_many(conn, "IngestMessage", by_request)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import Connection, bindparam, insert, select, tuple_
+from sqlalchemy import Connection, bindparam, insert, select
 
 from convhub.server.store.db import now_us
+from convhub.server.store.keysets import KeyLookup
 from convhub.server.store.models import IdempotencyKey
 
 _keys = IdempotencyKey.__table__
@@ -23,10 +24,7 @@ _lookup = select(_keys.c.resource_id).where(
     _keys.c.method == bindparam("method"),
     _keys.c.request_id == bindparam("request_id"),
 )
-_lookup_many = select(_keys).where(
-    _keys.c.method == bindparam("method"),
-    tuple_(_keys.c.customer_id, _keys.c.request_id).in_(bindparam("keys", expanding=True)),
-)
+_lookup_many = KeyLookup(_keys, ("customer_id", "request_id"), _keys.c.method == bindparam("method"))
 RECORD = insert(_keys)
 
 
@@ -38,7 +36,7 @@ def lookup(conn: Connection, customer_id: str, method: str, request_id: str) -> 
 
 def lookup_many(conn: Connection, method: str, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], str]:
     """For many (customer, request_id) pairs at once: the resource ids earlier calls created."""
-    rows = conn.execute(_lookup_many, {"method": method, "keys": list(keys)})
+    rows = _lookup_many.fetch(conn, list(keys), method=method)
     return {(r.customer_id, r.request_id): r.resource_id for r in rows}
 
 

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, text, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Connection, insert, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from convhub.server.store.db import RowValues, WriteConflict, new_id, now_us
 from convhub.server.store.deferred import DeferredWrites
+from convhub.server.store.keysets import KeyLookup
 from convhub.server.store.models import Conversation, Participant, ParticipantAddress
 
 conversations = Conversation.__table__
@@ -65,19 +65,39 @@ class Room:
 
 OPEN_ROOM = text("state = 'open' AND tm_delete IS NULL")
 ROOM_KEY_COLUMNS = ["customer_id", "type", "self_target", "peer_target"]
-_key_tuple = tuple_(*(conversations.c[name] for name in ROOM_KEY_COLUMNS))
 
-_find_rooms = select(conversations).where(
-    _key_tuple.in_(bindparam("keys", expanding=True)),
-    conversations.c.state == "open",
-    conversations.c.tm_delete.is_(None),
+_find_rooms = KeyLookup(
+    conversations, ROOM_KEY_COLUMNS, conversations.c.state == "open", conversations.c.tm_delete.is_(None)
 )
-_insert_rooms = {
-    dialect: insert_(conversations)
+# SQLite: a multi-row INSERT ("insertmanyvalues").
+_insert_rooms_sqlite = (
+    sqlite_insert(conversations)
     .on_conflict_do_nothing(index_elements=ROOM_KEY_COLUMNS, index_where=OPEN_ROOM)
     .returning(conversations.c.id)
-    for dialect, insert_ in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
-}
+)
+# PostgreSQL: one array per column through unnest, for the reason given in keysets.py.
+_ROOM_ARRAY_COLUMNS = (
+    "id",
+    "customer_id",
+    "account_id",
+    "type",
+    "self_type",
+    "self_target",
+    "self_name",
+    "peer_type",
+    "peer_target",
+    "peer_name",
+)
+_insert_rooms_pg = text(
+    "INSERT INTO conversations (id, customer_id, account_id, type, self_type, self_target, self_name,"
+    " peer_type, peer_target, peer_name, name, detail, owner_type, owner_id, metadata, tags, state,"
+    " tm_create, tm_update)"
+    f" SELECT r.*, '', '', '', '', '{{}}'::json, '[]'::json, 'open', :now, :now"
+    f" FROM unnest({', '.join(f'CAST(:{c} AS text[])' for c in _ROOM_ARRAY_COLUMNS)})"
+    f" AS r({', '.join(_ROOM_ARRAY_COLUMNS)})"
+    " ON CONFLICT (customer_id, type, self_target, peer_target) WHERE state = 'open' AND tm_delete IS NULL"
+    " DO NOTHING RETURNING id"
+)
 _insert_participant = insert(participants)
 _insert_address = insert(participant_addresses)
 # Deferred statements of a room's opening, parents first.
@@ -86,8 +106,18 @@ PARTICIPANT_INSERTS = (_insert_participant, _insert_address)
 
 def find_rooms(conn: Connection, keys: Sequence[RoomKey]) -> dict[tuple[str, str, str, str], Any]:
     """The open rooms for `keys`, by index values."""
-    rows = conn.execute(_find_rooms, {"keys": [k.index_values for k in keys]}).all()
+    rows = _find_rooms.fetch(conn, [k.index_values for k in keys])
     return {(r.customer_id, r.type, r.self_target, r.peer_target): r for r in rows}
+
+
+def insert_rooms(conn: Connection, values: list[dict[str, Any]], now: int) -> set[str]:
+    """Insert the rooms that no open room's key blocks; the ids of those inserted."""
+    if conn.dialect.name == "postgresql":
+        params: dict[str, Any] = {c: [v[c] for v in values] for c in _ROOM_ARRAY_COLUMNS}
+        result = conn.execute(_insert_rooms_pg, {**params, "now": now})
+    else:
+        result = conn.execute(_insert_rooms_sqlite, values)
+    return {row.id for row in result.all()}
 
 
 def match_rooms(conn: Connection, requests: Sequence[RoomRequest], deferred: DeferredWrites) -> dict[RoomKey, Room]:
@@ -104,8 +134,7 @@ def match_rooms(conn: Connection, requests: Sequence[RoomRequest], deferred: Def
         return rooms
     now = now_us()
     values = [_room_values(r, now) for r in missing]
-    # executemany with RETURNING: SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues").
-    inserted = {row.id for row in conn.execute(_insert_rooms[conn.dialect.name], values).all()}
+    inserted = insert_rooms(conn, values, now)
     lost = [r for r, v in zip(missing, values, strict=True) if v["id"] not in inserted]
     winners = find_rooms(conn, [r.key for r in lost]) if lost else {}
     for request, room_values in zip(missing, values, strict=True):
