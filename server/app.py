@@ -36,9 +36,16 @@ GRPC_OPTIONS = [
 ]
 
 
+class StartupError(Exception):
+    """A setting the service cannot start with; the message says which and why."""
+
+
 def prepare_database(settings: Settings) -> Database:
     """Open the database and upgrade its schema; on an empty one, print the default customer's token once."""
-    db = open_database(settings.resolved_database_url, workers=settings.db_workers)
+    try:
+        db = open_database(settings.resolved_database_url, workers=settings.db_workers)
+    except ValueError as exc:  # an unsupported or malformed URL
+        raise StartupError(f"CONVHUB_DATABASE_URL: {exc}") from None
     upgrade_schema(db.writer)
     first = ensure_default_customer(db.writer)
     if first is not None:
@@ -82,9 +89,12 @@ async def serve(settings: Settings) -> None:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_names = [s.full_name for s in dispatcher.services]
     reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    grpc_port = server.add_insecure_port(settings.grpc_address)
+    try:
+        grpc_port = server.add_insecure_port(settings.grpc_address)
+    except RuntimeError:
+        grpc_port = 0
     if grpc_port == 0:
-        raise SystemExit(f"convhub: cannot listen on {settings.grpc_address}")
+        raise StartupError(f"grpc address {settings.grpc_address}: cannot listen there (in use or not local)")
     await server.start()
     for name in ["", *service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -96,7 +106,11 @@ async def serve(settings: Settings) -> None:
         from convhub.server.gateway import build_gateway_app
 
         app = build_gateway_app(dispatcher, max_body_bytes=settings.max_body_bytes, ready=lambda: life.ready)
-        sock = _bind(settings.http_address)
+        try:
+            sock = _bind(settings.http_address)
+        except (OSError, ValueError) as exc:
+            await server.stop(0)
+            raise StartupError(f"http address {settings.http_address}: {exc}") from None
         http_server = _EmbeddedUvicorn(
             uvicorn.Config(app, access_log=False, lifespan="off", log_level="warning", timeout_graceful_shutdown=5)
         )

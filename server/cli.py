@@ -27,9 +27,13 @@ def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from convhub.server.app import run
+    from convhub.server.app import StartupError, run
 
-    run(_settings(args))
+    try:
+        run(_settings(args))
+    except StartupError as exc:
+        print(f"convhub: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

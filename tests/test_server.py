@@ -118,3 +118,24 @@ def test_health_command_reports_serving_and_fails_when_nothing_listens(hub: Hub)
     assert ok.returncode == 0 and ok.stdout.strip() == "SERVING"
     down = subprocess.run([*cmd, "--address", "127.0.0.1:1"], capture_output=True, text=True, timeout=30)
     assert down.returncode == 1 and "UNAVAILABLE" in down.stderr
+
+
+def test_unusable_settings_fail_with_a_message_not_a_traceback(hub: Hub, tmp_path: Path) -> None:
+    taken = hub.grpc_target
+    cases = [
+        (["--database-url", "mysql://nowhere/db", "serve"], "CONVHUB_DATABASE_URL"),
+        (["--database-url", f"sqlite:///{tmp_path / 'a.db'}", "serve", "--grpc-address", taken], "grpc address"),
+        (
+            [
+                *("--database-url", f"sqlite:///{tmp_path / 'b.db'}", "serve"),
+                *("--grpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:notaport"),
+            ],
+            "http address",
+        ),
+    ]
+    for args, expected in cases:
+        result = subprocess.run(
+            [sys.executable, "-m", "convhub.server.cli", *args], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 2, (args, result.stderr)
+        assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
