@@ -1,10 +1,12 @@
 """Look up many rows by composite keys in one statement, on either database.
 
 SQLite gets `(a, b, c) IN (VALUES ...)`. PostgreSQL gets the keys as one array
-per column joined through `unnest`, so the statement text is the same for any
-number of keys: psycopg caches its parse (it does not for statements with
-over 50 parameters, which an expanding IN over a 32-item batch exceeds) and
-the server prepares it once.
+per column through `unnest`, so the statement text is the same for any number
+of keys: psycopg caches its parse (it does not for statements with over 50
+parameters, which an expanding IN over a 32-item batch exceeds) and the server
+prepares it once. Each key is looked up by a LATERAL subquery with LIMIT 1,
+which PostgreSQL cannot flatten into a hash join over a sequential scan: it
+stays one index probe per key however large the table grows.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ARRAY, Connection, String, Table, and_, bindparam, cast, func, select, tuple_
+from sqlalchemy import ARRAY, Connection, String, Table, bindparam, cast, func, select, true, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 
 class KeyLookup:
-    """SELECT the rows of `table` whose `columns` equal one of many keys, plus fixed `where` conditions.
+    """SELECT the row of `table` whose unique `columns` equal each of many keys, plus fixed `where` conditions.
 
-    Both statements are built once; `where` may use bind parameters passed to fetch().
+    At most one row per key (the columns must be unique among rows matching
+    `where`). Both statements are built once; `where` may use bind parameters
+    passed to fetch().
     """
 
     def __init__(self, table: Table, columns: Sequence[str], *where: ColumnElement[bool]) -> None:
@@ -32,9 +36,10 @@ class KeyLookup:
             .table_valued(*self.columns)
             .render_derived(name="k", with_types=False)
         )
-        self._postgresql = (
-            select(table).join(keys, and_(*(table.c[c] == keys.c[c] for c in self.columns))).where(*where)
+        one_per_key = (
+            select(table).where(*(table.c[c] == keys.c[c] for c in self.columns), *where).limit(1).lateral("found")
         )
+        self._postgresql = select(one_per_key).select_from(keys).join(one_per_key, true())
 
     def fetch(self, conn: Connection, keys: Sequence[tuple[Any, ...]], **params: Any) -> list[Any]:
         if not keys:
