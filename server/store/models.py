@@ -175,21 +175,21 @@ class Message(Base):
 class Event(Base):
     """The outbox: one row per change, written in the change's transaction.
 
-    `sequence` is gap-free and in commit order per customer (allocated from
+    Keyed by (customer_id, sequence): the order readers resume in. `sequence`
+    is gap-free and in commit order per customer (allocated from
     customers.event_seq under the row lock), so a reader resuming from N never
-    skips a late commit. `payload` is the serialized convhub.v1.Event.
+    skips a late commit. `id` is the event's UUID (webhook idempotency key);
+    `payload` is the serialized convhub.v1.Event.
     """
 
     __tablename__ = "events"
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
-    sequence: Mapped[int] = mapped_column(BigInteger)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    id: Mapped[str] = mapped_column(ID)
     type: Mapped[str] = mapped_column(String(64))
     resource_id: Mapped[str] = mapped_column(ID)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     tm_create: Mapped[int] = mapped_column(BigInteger)
-
-    __table_args__ = (Index("uq_events_customer_sequence", "customer_id", "sequence", unique=True),)
 
 
 class IdempotencyKey(Base):

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 14:21:54.876947
+Create Date: 2026-11-26 15:39:21.472437
 """
 
 from collections.abc import Sequence
@@ -100,19 +100,16 @@ def upgrade() -> None:
 
     op.create_table(
         "events",
-        sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("customer_id", sa.String(length=36), nullable=False),
         sa.Column("sequence", sa.BigInteger(), nullable=False),
+        sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("type", sa.String(length=64), nullable=False),
         sa.Column("resource_id", sa.String(length=36), nullable=False),
         sa.Column("payload", sa.LargeBinary(), nullable=False),
         sa.Column("tm_create", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(["customer_id"], ["customers.id"], name=op.f("fk_events_customer_id_customers")),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
+        sa.PrimaryKeyConstraint("customer_id", "sequence", name=op.f("pk_events")),
     )
-    with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.create_index("uq_events_customer_sequence", ["customer_id", "sequence"], unique=True)
-
     op.create_table(
         "idempotency_keys",
         sa.Column("customer_id", sa.String(length=36), nullable=False),
@@ -221,9 +218,6 @@ def downgrade() -> None:
 
     op.drop_table("messages")
     op.drop_table("idempotency_keys")
-    with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.drop_index("uq_events_customer_sequence")
-
     op.drop_table("events")
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.drop_index(
