@@ -1,6 +1,8 @@
 """Look up many rows by composite keys in one statement, on either database.
 
-SQLite gets `(a, b, c) IN (VALUES ...)`. PostgreSQL gets the keys as one array
+SQLite gets `(a = ? AND b = ?) OR (a = ? AND b = ?) ...`, which it runs as one
+index search per key (a row-value `IN (VALUES ...)` is planned as a scan of the
+whole index). PostgreSQL gets the keys as one array
 per column through `unnest`, so the statement text is the same for any number
 of keys: psycopg caches its parse (it does not for statements with over 50
 parameters, which an expanding IN over a 32-item batch exceeds) and the server
@@ -11,10 +13,11 @@ stays one index probe per key however large the table grows.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ARRAY, Connection, String, Table, bindparam, cast, func, select, true, tuple_
+from sqlalchemy import ARRAY, Connection, Select, String, Table, and_, bindparam, cast, func, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 
@@ -22,15 +25,15 @@ class KeyLookup:
     """SELECT the row of `table` whose unique `columns` equal each of many keys, plus fixed `where` conditions.
 
     At most one row per key (the columns must be unique among rows matching
-    `where`). Both statements are built once; `where` may use bind parameters
+    `where`). The PostgreSQL statement is built once; SQLite's once per number
+    of keys (one OR term per key), kept for the batch sizes seen. `where` may use bind parameters
     passed to fetch().
     """
 
     def __init__(self, table: Table, columns: Sequence[str], *where: ColumnElement[bool]) -> None:
         self.columns = tuple(columns)
-        self._sqlite = select(table).where(
-            tuple_(*(table.c[c] for c in self.columns)).in_(bindparam("keys", expanding=True)), *where
-        )
+        self._table = table
+        self._where = where
         keys = (
             func.unnest(*(cast(bindparam(f"key_{c}"), ARRAY(String)) for c in self.columns))
             .table_valued(*self.columns)
@@ -46,6 +49,15 @@ class KeyLookup:
             return []
         if conn.dialect.name == "postgresql":
             per_column = zip(*keys, strict=True)
-            arrays = {f"key_{c}": list(values) for c, values in zip(self.columns, per_column, strict=True)}
+            arrays = {
+                f"key_{c}": list(column_values) for c, column_values in zip(self.columns, per_column, strict=True)
+            }
             return list(conn.execute(self._postgresql, {**arrays, **params}))
-        return list(conn.execute(self._sqlite, {"keys": list(keys), **params}))
+        by_position = {f"key_{i}_{j}": value for i, key in enumerate(keys) for j, value in enumerate(key)}
+        return list(conn.execute(self._sqlite_for(len(keys)), {**by_position, **params}))
+
+    @functools.lru_cache(maxsize=128)  # noqa: B019 - lookups are module-level singletons
+    def _sqlite_for(self, count: int) -> Select[Any]:
+        cols = [self._table.c[c] for c in self.columns]
+        any_key = or_(*(and_(*(col == bindparam(f"key_{i}_{j}") for j, col in enumerate(cols))) for i in range(count)))
+        return select(self._table).where(any_key, *self._where)

@@ -66,9 +66,10 @@ class Room:
 OPEN_ROOM = text("state = 'open' AND tm_delete IS NULL")
 ROOM_KEY_COLUMNS = ["customer_id", "type", "self_target", "peer_target"]
 
-_find_rooms = KeyLookup(
-    conversations, ROOM_KEY_COLUMNS, conversations.c.state == "open", conversations.c.tm_delete.is_(None)
-)
+# The open-room condition is literal SQL, not a bound "open": only then can a planner
+# prove it implies the partial index's predicate (PostgreSQL generic plans, SQLite
+# always) and probe uq_conversations_open_room instead of scanning.
+_find_rooms = KeyLookup(conversations, ROOM_KEY_COLUMNS, OPEN_ROOM)
 # SQLite: a multi-row INSERT ("insertmanyvalues").
 _insert_rooms_sqlite = (
     sqlite_insert(conversations)
