@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 from sqlalchemy import Connection, bindparam, insert, update
 
 from convhub.server.store.db import new_id, now_us
+from convhub.server.store.doorbell import mark_events_written
 from convhub.server.store.models import Customer, Event
 from convhub.v1 import event_pb2
 
@@ -80,4 +81,5 @@ def append_event_groups(conn: Connection, groups: Sequence[tuple[str, Sequence[t
             )
     if rows:
         conn.execute(_insert, rows)
+        mark_events_written(conn)
     return [row["sequence"] for row in rows]

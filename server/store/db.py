@@ -18,6 +18,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from convhub.server.store.doorbell import Doorbell
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -104,6 +106,8 @@ class Database:
     writer: Engine
     reader: Engine
     backend: str
+    # Rung after each commit that wrote events (see doorbell.py).
+    doorbell: Doorbell = field(default_factory=Doorbell, compare=False)
     _local: threading.local = field(default_factory=threading.local, compare=False, repr=False)
 
     @property
@@ -135,12 +139,14 @@ class Database:
 
 def open_database(url: str, *, workers: int) -> Database:
     """Engines for `url`; the writer pool matches the worker threads, the reader serves the event loop."""
-    return Database(
+    db = Database(
         writer=create_db_engine(url, pool_size=workers),
         # Readers keep one connection per thread that reads (see read()): room for all of them.
         reader=create_db_engine(url, pool_size=workers + 2, read_only=True),
         backend=make_url(url).get_backend_name(),
     )
+    db.doorbell.attach(db.writer)
+    return db
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -1,0 +1,83 @@
+"""The doorbell: "events were committed, look at the event table".
+
+A ring carries no data. Consumers (the event broadcaster, the webhook
+emitter) read the table, which is the truth, and also re-poll on a timer, so
+a lost or early ring costs latency, never an event.
+
+Writers never ring by hand: a transaction that appended events marks its
+connection (`mark_events_written`), and the pool rings when that connection
+is checked back in, which is after COMMIT. A rollback clears the mark, so a
+failed write rings nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import weakref
+from typing import Any
+
+from sqlalchemy import Connection, Engine, event
+
+_MARK = "convhub.events_written"
+
+
+class DoorbellListener:
+    """One consumer's view of the doorbell; belongs to the event loop that created it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._rung = asyncio.Event()
+
+    async def wait(self, timeout: float) -> bool:
+        """True when rung since the previous wait (at once if so), False after `timeout` seconds."""
+        if not self._rung.is_set():
+            try:
+                await asyncio.wait_for(self._rung.wait(), timeout)
+            except TimeoutError:
+                return False
+        self._rung.clear()
+        return True
+
+    def _ring(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
+            self._loop.call_soon_threadsafe(self._rung.set)
+
+
+class Doorbell:
+    """Rings every listener of this process; safe to ring from any thread."""
+
+    def __init__(self) -> None:
+        self._listeners: weakref.WeakSet[DoorbellListener] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def listener(self) -> DoorbellListener:
+        """A new listener bound to the running loop (kept while the caller holds it)."""
+        listener = DoorbellListener(asyncio.get_running_loop())
+        with self._lock:
+            self._listeners.add(listener)
+        return listener
+
+    def ring(self) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener._ring()
+
+    def attach(self, engine: Engine) -> None:
+        """Ring after every transaction on `engine` that called mark_events_written, once it committed."""
+
+        @event.listens_for(engine, "rollback")
+        def _forget(conn: Connection) -> None:
+            conn.info.pop(_MARK, None)
+
+        @event.listens_for(engine.pool, "checkin")
+        def _ring_after_commit(_dbapi_conn: Any, record: Any) -> None:
+            if record is not None and record.info.pop(_MARK, False):
+                self.ring()
+
+
+def mark_events_written(conn: Connection) -> None:
+    """Called by the outbox inside the writing transaction."""
+    conn.info[_MARK] = True
