@@ -2,20 +2,32 @@
 
 Phone numbers become E.164 (libphonenumber), emails are lower-cased, LINE and
 web chat ids are kept as given but checked for shape. Invalid input raises
-AddressError with a description; the API layer names the field.
+AddressError (a bare target) or RuleViolation (an address of a command,
+naming the field).
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 
 import phonenumbers
 
-ADDRESS_TYPES = ("tel", "email", "line", "webchat")
+from convhub.server.domain.violations import RuleViolation
+
 MAX_TARGET_LENGTH = 320
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _OPAQUE_ID = re.compile(r"^[A-Za-z0-9._:@\-]{1,128}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """An endpoint: `type` is the stored short name (`tel`, `email`, `line`, `webchat`; "" when unset)."""
+
+    type: str
+    target: str
+    name: str = ""
 
 
 class AddressError(ValueError):
@@ -52,3 +64,23 @@ def normalize_target(address_type: str, target: str, *, default_region: str) -> 
             raise AddressError("must be 1-128 characters of letters, digits and . _ : @ -")
         return target
     raise AddressError(f"unknown address type {address_type!r}")
+
+
+def normalize_address(field: str, address: Address, *, expected_type: str | None, default_region: str) -> Address:
+    """`address` with its target in canonical form, its type checked against the channel's (`expected_type`).
+
+    An unset type takes the expected one; without an expected type (a
+    participant's addresses may be of any channel) the type is required.
+    """
+    address_type = address.type or expected_type
+    if address_type is None:
+        raise RuleViolation(f"{field}.type", "is required")
+    if expected_type is not None and address_type != expected_type:
+        raise RuleViolation(f"{field}.type", f"must be {expected_type} on this channel")
+    if not address.target:
+        raise RuleViolation(f"{field}.target", "is required")
+    try:
+        target = normalize_target(address_type, address.target, default_region=default_region)
+    except AddressError as exc:
+        raise RuleViolation(f"{field}.target", str(exc)) from None
+    return Address(address_type, target, address.name)
