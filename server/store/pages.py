@@ -1,0 +1,75 @@
+"""Keyset pages (AIP-158): stable (tm_create, id) order and opaque page tokens.
+
+A token encodes the last item's sort key and which list it belongs to, so a
+page never skips or repeats an item while new rows are appended, and a token
+from one list is refused by another (`decode_page_token` raises ValueError;
+the API names the field).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Row, Table, and_, bindparam, or_, select
+
+
+@dataclass(frozen=True)
+class Page:
+    size: int
+    after: tuple[int, str] | None
+    scope: str  # which list: e.g. `messages:<conversation id>`
+
+
+def encode_page_token(scope: str, tm_create: int, item_id: str) -> str:
+    raw = json.dumps([scope, tm_create, item_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str, scope: str) -> tuple[int, str]:
+    """The (tm_create, id) a token continues after; ValueError if it is malformed or from another list."""
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        token_scope, tm, item_id = json.loads(base64.urlsafe_b64decode(padded))
+    except (ValueError, TypeError):
+        raise ValueError("invalid page token") from None
+    if token_scope != scope or not isinstance(tm, int) or not isinstance(item_id, str):
+        raise ValueError("page token from another list")
+    return tm, item_id
+
+
+class Lister:
+    """The live rows of one customer in `table` filtered by equality on `columns`, one page at a time.
+
+    Both statements (first page, and after a key) are built once; each fetch
+    asks for one extra row to learn whether a next page exists.
+    """
+
+    def __init__(self, table: Table, columns: Sequence[str] = ()) -> None:
+        base = select(table).where(table.c.customer_id == bindparam("customer_id"), table.c.tm_delete.is_(None))
+        for column in columns:
+            base = base.where(table.c[column] == bindparam(column))
+        after = or_(
+            table.c.tm_create > bindparam("after_tm"),
+            and_(table.c.tm_create == bindparam("after_tm"), table.c.id > bindparam("after_id")),
+        )
+        order = (table.c.tm_create, table.c.id)
+        self._first = base.order_by(*order).limit(bindparam("limit"))
+        self._next = base.where(after).order_by(*order).limit(bindparam("limit"))
+
+    def fetch(self, conn: Connection, page: Page, customer_id: str, **filters: str) -> tuple[list[Row[Any]], str]:
+        """This page's rows and the next page token ('' on the last page)."""
+        params: dict[str, Any] = {"customer_id": customer_id, "limit": page.size + 1, **filters}
+        if page.after is None:
+            rows = conn.execute(self._first, params).all()
+        else:
+            params["after_tm"], params["after_id"] = page.after
+            rows = conn.execute(self._next, params).all()
+        if len(rows) <= page.size:
+            return list(rows), ""
+        rows = rows[: page.size]
+        last = rows[-1]
+        return list(rows), encode_page_token(page.scope, last.tm_create, last.id)

@@ -1,0 +1,92 @@
+"""Queries on participants and their addresses (an address row per position, in order)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
+
+from convhub.server.domain.addresses import Address
+from convhub.server.store import live_rows
+from convhub.server.store.db import new_id
+from convhub.server.store.models import Participant, ParticipantAddress
+from convhub.server.store.pages import Lister, Page
+from convhub.server.store.rows import ParticipantAddressRow, ParticipantRow
+
+participants = Participant.__table__
+participant_addresses = ParticipantAddress.__table__
+
+INSERT_PARTICIPANT = insert(participants)
+INSERT_ADDRESS = insert(participant_addresses)
+# The peer's participant (found by address) records the channel and time they last wrote.
+MARK_PEER_ACTIVE = (
+    update(participants)
+    .where(
+        participants.c.conversation_id == bindparam("room_id"),
+        participants.c.id.in_(
+            select(participant_addresses.c.participant_id).where(
+                participant_addresses.c.customer_id == bindparam("owner_id"),
+                participant_addresses.c.type == bindparam("peer_type"),
+                participant_addresses.c.target == bindparam("peer_target"),
+            )
+        ),
+    )
+    .values(last_active_channel=bindparam("channel"), tm_last_active=bindparam("now"))
+)
+_by_id = select(participants).where(participants.c.id == bindparam("id"))
+_addresses_of = (
+    select(participant_addresses)
+    .where(participant_addresses.c.participant_id == bindparam("participant_id"))
+    .order_by(participant_addresses.c.position)
+)
+_lister = Lister(participants, ["conversation_id"])
+
+
+def address_row(customer_id: str, participant_id: str, position: int, address: Address) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "participant_id": participant_id,
+        "customer_id": customer_id,
+        "position": position,
+        "type": address.type,
+        "target": address.target,
+        "target_name": address.name,
+    }
+
+
+def addresses_of(conn: Connection, participant_id: str) -> list[ParticipantAddressRow]:
+    return cast("list[ParticipantAddressRow]", conn.execute(_addresses_of, {"participant_id": participant_id}).all())
+
+
+def get_live(conn: Connection, customer_id: str, conversation_id: str, participant_id: str) -> ParticipantRow | None:
+    row = live_rows.get_live(conn, participants, customer_id, participant_id, conversation_id=conversation_id)
+    return cast("ParticipantRow | None", row)
+
+
+def by_id(conn: Connection, participant_id: str) -> ParticipantRow:
+    """A row known to exist (just written, or named by an idempotency key)."""
+    return cast("ParticipantRow", conn.execute(_by_id, {"id": participant_id}).one())
+
+
+def insert_participant(conn: Connection, values: dict[str, Any]) -> None:
+    conn.execute(INSERT_PARTICIPANT, values)
+
+
+def update_participant(conn: Connection, participant_id: str, values: dict[str, Any]) -> None:
+    conn.execute(update(participants).where(participants.c.id == participant_id).values(values))
+
+
+def replace_addresses(conn: Connection, customer_id: str, participant_id: str, addresses: Sequence[Address]) -> None:
+    conn.execute(delete(participant_addresses).where(participant_addresses.c.participant_id == participant_id))
+    conn.execute(INSERT_ADDRESS, [address_row(customer_id, participant_id, i, a) for i, a in enumerate(addresses)])
+
+
+def soft_delete(conn: Connection, customer_id: str, conversation_id: str, participant_id: str) -> ParticipantRow | None:
+    row = live_rows.soft_delete(conn, participants, customer_id, participant_id, conversation_id=conversation_id)
+    return cast("ParticipantRow | None", row)
+
+
+def list_page(conn: Connection, page: Page, customer_id: str, conversation_id: str) -> tuple[list[ParticipantRow], str]:
+    rows, token = _lister.fetch(conn, page, customer_id, conversation_id=conversation_id)
+    return cast("list[ParticipantRow]", rows), token
