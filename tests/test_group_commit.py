@@ -8,17 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import func, select
 
-from convhub.server.api.dispatch import Caller
-from convhub.server.api.ingest import IngestMethods
 from convhub.server.config import Settings
+from convhub.server.domain.addresses import Address
+from convhub.server.services.ingest import InboundMessage, IngestService
 from convhub.server.store.customers import create_customer
 from convhub.server.store.db import open_database
 from convhub.server.store.group_commit import GroupCommit
 from convhub.server.store.models import Event, Message
-from convhub.v1 import common_pb2
-from convhub.v1 import ingest_service_pb2 as ip
 from tests.conftest import Hub
-from tests.support import SMS, TEL
 
 
 async def test_items_submitted_together_are_written_in_one_batch_in_order() -> None:
@@ -36,11 +33,12 @@ async def test_items_submitted_together_are_written_in_one_batch_in_order() -> N
     assert isinstance(results[3], ValueError)
 
 
-def request(peer: str) -> ip.IngestMessageRequest:
-    return ip.IngestMessageRequest(
-        channel=SMS,
-        self=common_pb2.Address(type=TEL, target="+15559990000"),
-        peer=common_pb2.Address(type=TEL, target=peer),
+def inbound(customer_id: str, peer: str) -> InboundMessage:
+    return InboundMessage(
+        customer_id=customer_id,
+        channel="message",
+        self_address=Address("tel", "+15559990000"),
+        peer=Address("tel", peer),
         text="hi",
     )
 
@@ -48,24 +46,24 @@ def request(peer: str) -> ip.IngestMessageRequest:
 async def test_a_failing_ingest_in_a_batch_fails_alone_and_writes_nothing(hub: Hub) -> None:
     db = open_database(hub.database_url, workers=2)
     with ThreadPoolExecutor(2) as executor:
-        handlers = IngestMethods(db, Settings(), executor)
-        good = Caller(create_customer(db.writer, "good"))
-        ghost = Caller("00000000-0000-4000-8000-00000000dead")  # no such customer: its writes violate a foreign key
+        service = IngestService(db, Settings(), executor)
+        good = create_customer(db.writer, "good")
+        ghost = "00000000-0000-4000-8000-00000000dead"  # no such customer: its writes violate a foreign key
         results = await asyncio.gather(
-            handlers.IngestMessage(request("+15550000001"), good),
-            handlers.IngestMessage(request("+15550000002"), ghost),
-            handlers.IngestMessage(request("+15550000003"), good),
+            service.ingest(inbound(good, "+15550000001")),
+            service.ingest(inbound(ghost, "+15550000002")),
+            service.ingest(inbound(good, "+15550000003")),
             return_exceptions=True,
         )
     try:
         assert not isinstance(results[0], BaseException) and not isinstance(results[2], BaseException)
         assert isinstance(results[1], Exception)
         with db.reader.connect() as conn:
-            for model, expected in ((Message, {good.customer_id: 2}), (Event, {good.customer_id: 6})):
+            for model, expected in ((Message, {good: 2}), (Event, {good: 6})):
                 table = model.__table__
                 counts = dict(
                     conn.execute(select(table.c.customer_id, func.count()).group_by(table.c.customer_id)).all()
                 )
-                assert {k: v for k, v in counts.items() if k in (good.customer_id, ghost.customer_id)} == expected
+                assert {k: v for k, v in counts.items() if k in (good, ghost)} == expected
     finally:
         db.dispose()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
+from convhub.server.domain.rooms import RoomKey, RoomRequest
 from convhub.server.store.customers import create_customer
 from convhub.server.store.deferred import DeferredWrites
-from convhub.server.store.rooms import PARTICIPANT_INSERTS, RoomKey, RoomRequest, match_room
+from convhub.server.store.rooms import PARTICIPANT_INSERTS, match_rooms
 from tests.conftest import Hub
 
 
@@ -17,11 +18,11 @@ def test_an_opener_blocked_by_an_uncommitted_room_joins_it_after_commit(hub: Hub
     second: dict[str, object] = {}
 
     with hub.engine.begin() as conn:
-        first = match_room(conn, RoomRequest(key, None, "", ""), DeferredWrites(PARTICIPANT_INSERTS))
+        first = match_rooms(conn, [RoomRequest(key, None, "", "")], DeferredWrites(PARTICIPANT_INSERTS))[key]
 
         def racer() -> None:
             with hub.engine.begin() as conn2:
-                room = match_room(conn2, RoomRequest(key, None, "", ""), DeferredWrites(PARTICIPANT_INSERTS))
+                room = match_rooms(conn2, [RoomRequest(key, None, "", "")], DeferredWrites(PARTICIPANT_INSERTS))[key]
                 second.update(id=room.row.id, created=room.created)
 
         thread = threading.Thread(target=racer)

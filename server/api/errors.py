@@ -96,10 +96,6 @@ class Unauthenticated(ApiError):
         super().__init__(message=message, reason="UNAUTHENTICATED")
 
 
-class FailedPrecondition(ApiError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
-
-
 class AlreadyExists(ApiError):
     code = grpc.StatusCode.ALREADY_EXISTS
 

@@ -12,6 +12,7 @@ from convhub.server.api.ingest import IngestMethods
 from convhub.server.api.messages import MessageMethods
 from convhub.server.api.participants import ParticipantMethods
 from convhub.server.config import Settings
+from convhub.server.services.use_cases import UseCases
 from convhub.server.store.db import Database
 from convhub.v1 import account_service_pb2, conversation_service_pb2, ingest_service_pb2
 
@@ -19,15 +20,24 @@ from convhub.v1 import account_service_pb2, conversation_service_pb2, ingest_ser
 class ConversationServiceHandlers(ConversationMethods, MessageMethods, ParticipantMethods):
     """convhub.v1.ConversationService: conversations, their messages and participants."""
 
+    def __init__(self, use_cases: UseCases) -> None:
+        self.conversations = use_cases.conversations
+        self.messages = use_cases.messages
+        self.participants = use_cases.participants
 
-def build_dispatcher(db: Database, settings: Settings, executor: ThreadPoolExecutor) -> Dispatcher:
+
+def build_dispatcher(
+    db: Database, settings: Settings, executor: ThreadPoolExecutor, *, use_cases: UseCases | None = None
+) -> Dispatcher:
+    """Handlers for every contract service over `use_cases` (built here when the caller shares none)."""
+    use_cases = use_cases or UseCases.build(db, settings, executor)
     services = [
         (
             conversation_service_pb2.DESCRIPTOR.services_by_name["ConversationService"],
-            ConversationServiceHandlers(db, settings),
+            ConversationServiceHandlers(use_cases),
         ),
-        (account_service_pb2.DESCRIPTOR.services_by_name["AccountService"], AccountMethods(db, settings)),
-        (ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"], IngestMethods(db, settings, executor)),
+        (account_service_pb2.DESCRIPTOR.services_by_name["AccountService"], AccountMethods(use_cases.accounts)),
+        (ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"], IngestMethods(use_cases.ingest)),
     ]
     return Dispatcher(
         collect_methods(services, inline_writes=db.inline_writes),

@@ -10,8 +10,11 @@ from google.protobuf.message import Message
 
 from convhub.server.api import convert
 from convhub.server.api.errors import InvalidArgument
-from convhub.server.domain.addresses import AddressError, normalize_target
+from convhub.server.domain.addresses import Address
+from convhub.server.domain.messages import Media
 from convhub.server.domain.updates import MaskError, resolve_mask
+from convhub.server.services import resources
+from convhub.server.services.resources import StoredEnum
 from convhub.v1 import common_pb2
 
 MAX_NAME = 255
@@ -24,7 +27,6 @@ MAX_TAGS = 50
 MAX_TAG = 64
 MAX_REQUEST_ID = 64
 MAX_TRANSACTION_ID = 255
-MAX_OWNER = 255
 MAX_CREDENTIALS = 20
 MAX_CREDENTIAL_VALUE = 4096
 
@@ -68,7 +70,7 @@ def request_id(value: str, field: str = "request_id") -> str | None:
     return value
 
 
-def enum_name(field: str, names: convert.EnumNames, number: int, *, required: bool) -> str | None:
+def enum_name(field: str, names: StoredEnum, number: int, *, required: bool) -> str | None:
     if number == 0:
         if required:
             raise InvalidArgument(field, "is required")
@@ -78,25 +80,13 @@ def enum_name(field: str, names: convert.EnumNames, number: int, *, required: bo
     return names.name(number)
 
 
-def address(
-    field: str, addr: common_pb2.Address, *, expected_type: str | None, default_region: str
-) -> tuple[str, str, str]:
-    """(type, normalised target, name) of an address, checked against the channel's address type."""
-    type_ = enum_name(f"{field}.type", convert.ADDRESS_TYPE, addr.type, required=expected_type is None)
-    type_ = type_ or expected_type
-    assert type_ is not None
-    if expected_type is not None and type_ != expected_type:
-        raise InvalidArgument(f"{field}.type", f"must be {expected_type} on this channel")
-    if not addr.target:
-        raise InvalidArgument(f"{field}.target", "is required")
-    try:
-        target = normalize_target(type_, addr.target, default_region=default_region)
-    except AddressError as exc:
-        raise InvalidArgument(f"{field}.target", str(exc)) from None
-    return type_, target, max_length(f"{field}.target_name", addr.target_name, MAX_NAME)
+def address(field: str, addr: common_pb2.Address) -> Address:
+    """The address as given (type as its stored name, "" when unset); services normalise it for the channel."""
+    type_ = enum_name(f"{field}.type", resources.ADDRESS_TYPE, addr.type, required=False) or ""
+    return Address(type_, addr.target, max_length(f"{field}.target_name", addr.target_name, MAX_NAME))
 
 
-def medias(field: str, items: Iterable[common_pb2.Media]) -> list[dict[str, object]]:
+def medias(field: str, items: Iterable[common_pb2.Media]) -> list[Media]:
     items = list(items)
     if len(items) > MAX_MEDIAS:
         raise InvalidArgument(field, f"at most {MAX_MEDIAS} items")

@@ -1,4 +1,7 @@
-"""Room matching (DESIGN.md invariant 2): one open conversation per (customer, channel, self, peer).
+"""Room matching in SQL (DESIGN.md invariant 2): one open conversation per (customer, channel, self, peer).
+
+The rule (which key, what counts as opening) is domain/rooms.py's; this is
+how it is kept race-free.
 
 `match_rooms` serves a whole batch of inbound messages with two statements:
 one SELECT for every key's open room, then one multi-row
@@ -12,55 +15,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, insert, text
+from sqlalchemy import Connection, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from convhub.server.domain.addresses import Address
+from convhub.server.domain.rooms import RoomKey, RoomRequest
 from convhub.server.store.db import RowValues, WriteConflict, new_id, now_us
 from convhub.server.store.deferred import DeferredWrites
 from convhub.server.store.keysets import KeyLookup
-from convhub.server.store.models import Conversation, Participant, ParticipantAddress
+from convhub.server.store.models import Conversation
+from convhub.server.store.participants import INSERT_ADDRESS, INSERT_PARTICIPANT, address_row
+from convhub.server.store.rows import ConversationRow, ParticipantRow
 
 conversations = Conversation.__table__
-participants = Participant.__table__
-participant_addresses = ParticipantAddress.__table__
-
-
-@dataclass(frozen=True)
-class RoomKey:
-    customer_id: str
-    channel: str
-    self_type: str
-    self_target: str
-    peer_type: str
-    peer_target: str
-
-    @property
-    def index_values(self) -> tuple[str, str, str, str]:
-        """The columns of uq_conversations_open_room, in its order."""
-        return (self.customer_id, self.channel, self.self_target, self.peer_target)
-
-
-@dataclass(frozen=True)
-class RoomRequest:
-    """A key to match, and what to open the room with if there is none."""
-
-    key: RoomKey
-    account_id: str | None
-    self_name: str
-    peer_name: str
 
 
 class RoomRaceLost(WriteConflict):
     """The room another opener created was closed before this one could join it; retry the ingest."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Room:
-    row: Any
-    created: bool
-    peer_participant: Any | None  # the participant row opened with the room
+    row: ConversationRow
+    created: bool  # inserted by this transaction
+    peer_participant: ParticipantRow | None  # the participant row opened with the room
 
 
 OPEN_ROOM = text("state = 'open' AND tm_delete IS NULL")
@@ -99,15 +79,13 @@ _insert_rooms_pg = text(
     " ON CONFLICT (customer_id, type, self_target, peer_target) WHERE state = 'open' AND tm_delete IS NULL"
     " DO NOTHING RETURNING id"
 )
-_insert_participant = insert(participants)
-_insert_address = insert(participant_addresses)
 # Deferred statements of a room's opening, parents first.
-PARTICIPANT_INSERTS = (_insert_participant, _insert_address)
+PARTICIPANT_INSERTS = (INSERT_PARTICIPANT, INSERT_ADDRESS)
 
 
-def find_rooms(conn: Connection, keys: Sequence[RoomKey]) -> dict[tuple[str, str, str, str], Any]:
+def find_rooms(conn: Connection, keys: Sequence[RoomKey]) -> dict[tuple[str, str, str, str], ConversationRow]:
     """The open rooms for `keys`, by index values."""
-    rows = _find_rooms.fetch(conn, [k.index_values for k in keys])
+    rows = cast("list[ConversationRow]", _find_rooms.fetch(conn, [k.index_values for k in keys]))
     return {(r.customer_id, r.type, r.self_target, r.peer_target): r for r in rows}
 
 
@@ -141,16 +119,13 @@ def match_rooms(conn: Connection, requests: Sequence[RoomRequest], deferred: Def
     for request, room_values in zip(missing, values, strict=True):
         key = request.key
         if room_values["id"] in inserted:
-            rooms[key] = Room(RowValues(room_values), True, _open_participant(deferred, request, room_values, now))
+            row = cast("ConversationRow", RowValues(room_values))
+            rooms[key] = Room(row, True, _open_participant(deferred, request, room_values, now))
         elif key.index_values in winners:  # a concurrent opener won: join its room
             rooms[key] = Room(winners[key.index_values], False, None)
         else:  # ...which closed again in between: let the caller retry
             raise RoomRaceLost(key)
     return rooms
-
-
-def match_room(conn: Connection, request: RoomRequest, deferred: DeferredWrites) -> Room:
-    return match_rooms(conn, [request], deferred)[request.key]
 
 
 def _room_values(request: RoomRequest, now: int) -> dict[str, Any]:
@@ -179,7 +154,7 @@ def _room_values(request: RoomRequest, now: int) -> dict[str, Any]:
     }
 
 
-def _open_participant(deferred: DeferredWrites, request: RoomRequest, room: dict[str, Any], now: int) -> RowValues:
+def _open_participant(deferred: DeferredWrites, request: RoomRequest, room: dict[str, Any], now: int) -> ParticipantRow:
     key = request.key
     participant = {
         "id": new_id(),
@@ -193,17 +168,7 @@ def _open_participant(deferred: DeferredWrites, request: RoomRequest, room: dict
         "tm_update": now,
         "tm_delete": None,
     }
-    deferred.add(_insert_participant, participant)
-    deferred.add(
-        _insert_address,
-        {
-            "id": new_id(),
-            "participant_id": participant["id"],
-            "customer_id": key.customer_id,
-            "position": 0,
-            "type": key.peer_type,
-            "target": key.peer_target,
-            "target_name": request.peer_name,
-        },
-    )
-    return RowValues(participant)
+    deferred.add(INSERT_PARTICIPANT, participant)
+    peer = Address(key.peer_type, key.peer_target, request.peer_name)
+    deferred.add(INSERT_ADDRESS, address_row(key.customer_id, participant["id"], 0, peer))
+    return cast("ParticipantRow", RowValues(participant))

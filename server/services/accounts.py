@@ -1,0 +1,134 @@
+"""Channel accounts: create, read, update, delete. Credentials go in and never come out (invariant 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from convhub.server.api.errors import NotFound
+from convhub.server.config import Settings
+from convhub.server.domain.addresses import Address, normalize_address
+from convhub.server.domain.channels import address_type_for_account
+from convhub.server.domain.violations import RuleViolation
+from convhub.server.events.outbox import append_events
+from convhub.server.services import resources
+from convhub.server.services.violations import invalid_argument
+from convhub.server.store import accounts, idempotency
+from convhub.server.store.db import Database, new_id, now_us, retry_on_conflict
+from convhub.server.store.pages import Page
+from convhub.v1 import account_pb2, event_pb2
+
+IDEMPOTENCY_METHOD = "CreateAccount"  # the request-id namespace (stored: do not rename)
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    customer_id: str
+    type: str  # stored name: sms, line, email, webchat
+    name: str = ""
+    detail: str = ""
+    address: Address | None = None  # normalised here for the account's channel
+    credentials: Mapping[str, str] = field(default_factory=dict)
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AccountPatch:
+    """An update (AIP-134): only `fields` are written; an absent `address` among them clears it."""
+
+    customer_id: str
+    account_id: str
+    fields: frozenset[str]
+    name: str = ""
+    detail: str = ""
+    address: Address | None = None
+    credentials: Mapping[str, str] = field(default_factory=dict)
+
+
+class AccountService:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+
+    def _address_values(self, account_type: str, address: Address | None) -> dict[str, str]:
+        if address is None:
+            return {"address_type": "", "address_target": "", "address_name": ""}
+        try:
+            normal = normalize_address(
+                "account.address",
+                address,
+                expected_type=address_type_for_account(account_type),
+                default_region=self.settings.default_region,
+            )
+        except RuleViolation as exc:
+            raise invalid_argument(exc) from None
+        return {"address_type": normal.type, "address_target": normal.target, "address_name": normal.name}
+
+    @retry_on_conflict
+    def create(self, new: NewAccount) -> account_pb2.Account:
+        values: dict[str, Any] = {
+            "type": new.type,
+            "name": new.name,
+            "detail": new.detail,
+            "credentials": dict(new.credentials),
+            **self._address_values(new.type, new.address),
+        }
+        with self.db.writer.begin() as conn:
+            if new.request_id:
+                existing = idempotency.lookup(conn, new.customer_id, IDEMPOTENCY_METHOD, new.request_id)
+                if existing:
+                    return resources.account(accounts.by_id(conn, existing))
+            now = now_us()
+            account_id = new_id()
+            accounts.insert_account(
+                conn, {"id": account_id, "customer_id": new.customer_id, "tm_create": now, "tm_update": now, **values}
+            )
+            if new.request_id:
+                idempotency.record(conn, new.customer_id, IDEMPOTENCY_METHOD, new.request_id, account_id)
+            result = resources.account(accounts.by_id(conn, account_id))
+            append_events(conn, new.customer_id, [(event_pb2.EVENT_TYPE_ACCOUNT_CREATED, result)])
+        return result
+
+    def list(self, customer_id: str, page: Page) -> tuple[list[account_pb2.Account], str]:
+        with self.db.read() as conn:
+            rows, token = accounts.list_page(conn, page, customer_id)
+        return [resources.account(r) for r in rows], token
+
+    def get(self, customer_id: str, account_id: str) -> account_pb2.Account:
+        with self.db.read() as conn:
+            row = accounts.get_live(conn, customer_id, account_id)
+        if row is None:
+            raise NotFound("account", account_id)
+        return resources.account(row)
+
+    def update(self, patch: AccountPatch) -> account_pb2.Account:
+        with self.db.writer.begin() as conn:
+            row = accounts.get_live(conn, patch.customer_id, patch.account_id)
+            if row is None:
+                raise NotFound("account", patch.account_id)
+            values: dict[str, Any] = {}
+            if "name" in patch.fields:
+                values["name"] = patch.name
+            if "detail" in patch.fields:
+                values["detail"] = patch.detail
+            if "address" in patch.fields:
+                values.update(self._address_values(row.type, patch.address))
+            if "credentials" in patch.fields:
+                values["credentials"] = dict(patch.credentials)
+            if values:
+                values["tm_update"] = now_us()
+                accounts.update_account(conn, patch.account_id, values)
+            result = resources.account(accounts.by_id(conn, patch.account_id))
+            if values:
+                append_events(conn, patch.customer_id, [(event_pb2.EVENT_TYPE_ACCOUNT_UPDATED, result)])
+        return result
+
+    def delete(self, customer_id: str, account_id: str) -> account_pb2.Account:
+        with self.db.writer.begin() as conn:
+            row = accounts.soft_delete(conn, customer_id, account_id)
+            if row is None:
+                raise NotFound("account", account_id)
+            result = resources.account(row)
+            append_events(conn, customer_id, [(event_pb2.EVENT_TYPE_ACCOUNT_DELETED, result)])
+        return result

@@ -1,0 +1,82 @@
+"""Conversations: read, update, delete. There is no create: inbound messages open rooms (services/ingest.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from convhub.server.api.errors import AlreadyExists, NotFound
+from convhub.server.config import Settings
+from convhub.server.domain import rooms
+from convhub.server.events.outbox import append_events
+from convhub.server.services import resources
+from convhub.server.store import conversations
+from convhub.server.store.db import Database, now_us
+from convhub.server.store.pages import Page
+from convhub.v1 import conversation_pb2, event_pb2
+
+
+@dataclass(frozen=True)
+class ConversationPatch:
+    """An update (AIP-134): only `fields` are written. `state` is a stored name (`open`, `closed`)."""
+
+    customer_id: str
+    conversation_id: str
+    fields: frozenset[str]
+    name: str = ""
+    detail: str = ""
+    owner_type: str = ""
+    owner_id: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    state: str | None = None
+
+
+class ConversationService:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+
+    def list(self, customer_id: str, page: Page) -> tuple[list[conversation_pb2.Conversation], str]:
+        with self.db.read() as conn:
+            rows, token = conversations.list_page(conn, page, customer_id)
+        return [resources.conversation(r) for r in rows], token
+
+    def get(self, customer_id: str, conversation_id: str) -> conversation_pb2.Conversation:
+        with self.db.read() as conn:
+            row = conversations.get_live(conn, customer_id, conversation_id)
+        if row is None:
+            raise NotFound("conversation", conversation_id)
+        return resources.conversation(row)
+
+    def update(self, patch: ConversationPatch) -> conversation_pb2.Conversation:
+        """Reopening a room whose key another open room holds is ALREADY_EXISTS (invariant 2)."""
+        values: dict[str, object] = {name: getattr(patch, name) for name in patch.fields}
+        with self.db.writer.begin() as conn:
+            if conversations.get_live(conn, patch.customer_id, patch.conversation_id) is None:
+                raise NotFound("conversation", patch.conversation_id)
+            if values:
+                values["tm_update"] = now_us()
+                try:
+                    conversations.update_conversation(conn, patch.conversation_id, values)
+                except conversations.OpenRoomTaken:
+                    raise AlreadyExists(
+                        "another open conversation exists for the same channel, self and peer",
+                        reason="OPEN_CONVERSATION_EXISTS",
+                    ) from None
+            row = conversations.get_live(conn, patch.customer_id, patch.conversation_id)
+            assert row is not None  # checked above, in this transaction
+            result = resources.conversation(row)
+            if values:
+                append_events(conn, patch.customer_id, [(event_pb2.EVENT_TYPE_CONVERSATION_UPDATED, result)])
+        return result
+
+    def delete(self, customer_id: str, conversation_id: str) -> conversation_pb2.Conversation:
+        """Soft-delete and close: the key is free for the next inbound message to open a new room."""
+        with self.db.writer.begin() as conn:
+            row = conversations.soft_delete(conn, customer_id, conversation_id, state=rooms.CLOSED)
+            if row is None:
+                raise NotFound("conversation", conversation_id)
+            result = resources.conversation(row)
+            append_events(conn, customer_id, [(event_pb2.EVENT_TYPE_CONVERSATION_DELETED, result)])
+        return result

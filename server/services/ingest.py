@@ -1,0 +1,313 @@
+"""Ingest: match or open the room, store the inbound message, write its events — one shared entry point.
+
+`IngestService.ingest(InboundMessage(...))` is what IngestMessage calls and
+what every provider hook calls. Idempotent twice over: a provider message id
+already seen in the same dedupe scope (the account, or channel + our address)
+and a repeated `request_id` both return the first message and store nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import cast
+
+from google.protobuf.message import Message as ProtoMessage
+from sqlalchemy import Connection
+
+from convhub.server.api.errors import NotFound
+from convhub.server.config import Settings
+from convhub.server.domain import inbound
+from convhub.server.domain.addresses import Address
+from convhub.server.domain.messages import Media
+from convhub.server.domain.rooms import Openings, RoomKey, RoomRequest, room_request
+from convhub.server.domain.violations import RuleViolation
+from convhub.server.events.outbox import append_event_groups
+from convhub.server.services import resources
+from convhub.server.services.violations import invalid_argument
+from convhub.server.store import accounts, conversations, idempotency, messages
+from convhub.server.store.db import Database, RowValues, new_id, now_us, retry_on_conflict
+from convhub.server.store.deferred import DeferredWrites
+from convhub.server.store.group_commit import GroupCommit
+from convhub.server.store.participants import MARK_PEER_ACTIVE
+from convhub.server.store.rooms import PARTICIPANT_INSERTS, Room, match_rooms
+from convhub.server.store.rows import MessageRow, ParticipantAddressRow
+from convhub.v1 import conversation_pb2, event_pb2, message_pb2
+
+IDEMPOTENCY_METHOD = "IngestMessage"  # the request-id namespace (stored: do not rename)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A message a person sent us, as the API caller or provider hook knows it: plain values, rules not yet applied.
+
+    - `customer_id`: the tenant (from the API token, or the hook's account).
+    - `peer`: their address; `self_address`: ours. Types are stored short names
+      (`tel`, `line`, `email`, `webchat`; "" = the channel's). Targets may be
+      raw (`(555) 123-4567`): ingest normalises them before matching rooms.
+    - `account_id`: the customer's account it arrived on (a UUID string); then
+      `channel` may be None (the account's) and `self_address` None (the
+      account's address). Without an account both are required.
+    - `channel`: the conversation type's stored name (`message`, `line`, ...).
+    - `provider_message_id`: the provider's id; a repeat within the dedupe scope
+      returns the first message (`duplicate=True`) and stores nothing.
+    - `request_id`: the caller's AIP-155 id, same effect.
+    Lengths are the caller's to check (api/validation.py limits fit the columns).
+    """
+
+    customer_id: str
+    peer: Address
+    channel: str | None = None
+    account_id: str | None = None
+    self_address: Address | None = None
+    text: str = ""
+    subject: str = ""
+    medias: Sequence[Media] = ()
+    provider_message_id: str = ""
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """What ingest stored (or, for a repeat, had stored the first time)."""
+
+    message: message_pb2.Message
+    conversation: conversation_pb2.Conversation
+    conversation_created: bool = False  # this message opened the room
+    duplicate: bool = False  # a repeat: nothing was written
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """An inbound message with the rules applied: everything the write needs, nothing it must look up."""
+
+    message: InboundMessage
+    resolved: inbound.ResolvedInbound
+    room: RoomRequest
+
+
+DedupeKey = tuple[str, ...]
+Change = tuple[int, ProtoMessage]
+
+
+class IngestService:
+    """Inbound messages, written by group commit: concurrent calls share one transaction (store/group_commit.py).
+
+    Room matching, dedupe, the peer's activity and the outbox events come with
+    every call; a batch costs a fixed number of statements, not a number per item.
+    """
+
+    def __init__(self, db: Database, settings: Settings, executor: Executor | None = None) -> None:
+        self.db = db
+        self.settings = settings
+        self._group: GroupCommit[_Prepared, Ingested] = GroupCommit(self._write_batch, executor=executor)
+
+    async def ingest(self, message: InboundMessage) -> Ingested:
+        """Apply the inbound rules (INVALID_ARGUMENT naming the field, NOT_FOUND for another's account), then write.
+
+        Runs on the event loop: the only read (the account, when one is named)
+        is a single indexed statement; the write waits for its batch.
+        """
+        return await self._group.submit(self._prepare(message))
+
+    def _prepare(self, message: InboundMessage) -> _Prepared:
+        try:
+            inbound.check_unresolved(
+                has_account=message.account_id is not None,
+                channel=message.channel,
+                self_address=message.self_address,
+                text=message.text,
+                subject=message.subject,
+                medias=message.medias,
+            )
+            account = self._account(message.customer_id, message.account_id) if message.account_id else None
+            resolved = inbound.resolve(
+                channel=message.channel,
+                account=account,
+                self_address=message.self_address,
+                peer=message.peer,
+                default_region=self.settings.default_region,
+            )
+        except RuleViolation as exc:
+            raise invalid_argument(exc) from None
+        room = room_request(
+            message.customer_id, resolved.channel, message.account_id, resolved.self_address, resolved.peer
+        )
+        return _Prepared(message, resolved, room)
+
+    def _account(self, customer_id: str, account_id: str) -> inbound.InboundAccount:
+        with self.db.read() as conn:
+            row = accounts.get_live(conn, customer_id, account_id)
+        if row is None:
+            raise NotFound("account", account_id)
+        address = Address(row.address_type, row.address_target, row.address_name) if row.address_target else None
+        return inbound.InboundAccount(row.id, row.type, address)
+
+    def _write_batch(self, items: Sequence[_Prepared]) -> list[Ingested | BaseException]:
+        """All items in one transaction; if that fails, each alone so only the culprit fails."""
+        if len(items) > 1:
+            try:
+                return list(self._write(items))
+            except Exception:  # retried one by one below, where each error is reported
+                pass
+        outcomes: list[Ingested | BaseException] = []
+        for item in items:
+            try:
+                outcomes.append(self._write_one(item))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    @retry_on_conflict
+    def _write_one(self, item: _Prepared) -> Ingested:
+        return self._write([item])[0]
+
+    def _write(self, items: Sequence[_Prepared]) -> list[Ingested]:
+        """One transaction for `items`, with a fixed number of statements per batch, not per item."""
+        with self.db.writer.begin() as conn:
+            batch = _Batch(_find_earlier(conn, items))
+            fresh = [item for item in items if not any(k in batch.earlier for k in _dedupe_keys(item))]
+            rooms = match_rooms(conn, [item.room for item in fresh], batch.rows)
+            results = [_apply(item, rooms, batch) for item in items]
+            batch.rows.flush(conn)
+            append_event_groups(conn, batch.events)
+        return results
+
+
+class _Batch:
+    """What one transaction's items queue: rows for executemany, events, and ids already used."""
+
+    def __init__(self, earlier: dict[DedupeKey, Ingested]) -> None:
+        self.earlier = earlier
+        self.openings = Openings()
+        self.rows = DeferredWrites(
+            [*PARTICIPANT_INSERTS, messages.INSERT_MESSAGE, idempotency.RECORD, MARK_PEER_ACTIVE]  # parents first
+        )
+        self.events: list[tuple[str, list[Change]]] = []
+        self.seen: dict[DedupeKey, Ingested] = {}
+
+
+def _apply(item: _Prepared, rooms: dict[RoomKey, Room], batch: _Batch) -> Ingested:
+    """Queue one message, its side rows and events on `batch` (or answer a repeat)."""
+    keys = _dedupe_keys(item)
+    for key in keys:
+        if key in batch.earlier:  # stored by an earlier call
+            return batch.earlier[key]
+        if key in batch.seen:  # a repeat within this very batch
+            first = batch.seen[key]
+            return Ingested(first.message, first.conversation, duplicate=True)
+    inbound_message, resolved = item.message, item.resolved
+    customer_id = inbound_message.customer_id
+    self_address, peer = resolved.self_address, resolved.peer
+    room_key = item.room.key
+    room = rooms[room_key]
+    created = batch.openings.claim(room_key, inserted=room.created)
+    now = now_us()
+    message = {
+        "id": new_id(),
+        "customer_id": customer_id,
+        "conversation_id": room.row.id,
+        "direction": resolved.direction,
+        "status": resolved.status,
+        "channel": resolved.channel,
+        "source_type": peer.type,
+        "source_target": peer.target,
+        "source_name": peer.name,
+        "destination_type": self_address.type,
+        "destination_target": self_address.target,
+        "destination_name": self_address.name,
+        "text": inbound_message.text,
+        "subject": inbound_message.subject,
+        "medias": list(inbound_message.medias),
+        "transaction_id": inbound_message.provider_message_id or None,
+        "dedupe_scope": resolved.dedupe_scope,
+        "tm_create": now,
+        "tm_update": now,
+        "tm_delete": None,
+    }
+    batch.rows.add(messages.INSERT_MESSAGE, message)
+    if not created:
+        batch.rows.add(
+            MARK_PEER_ACTIVE,
+            {
+                "room_id": room.row.id,
+                "owner_id": customer_id,
+                "peer_type": peer.type,
+                "peer_target": peer.target,
+                "channel": resolved.channel,
+                "now": now,
+            },
+        )
+    if inbound_message.request_id:
+        batch.rows.add(
+            idempotency.RECORD,
+            idempotency.key_row(customer_id, IDEMPOTENCY_METHOD, inbound_message.request_id, message["id"]),
+        )
+    result = Ingested(
+        message=resources.message(cast("MessageRow", RowValues(message))),
+        conversation=resources.conversation(room.row),
+        conversation_created=created,
+    )
+    changes: list[Change] = []
+    if created:
+        assert room.peer_participant is not None  # inserted rooms come with their peer
+        changes.append((event_pb2.EVENT_TYPE_CONVERSATION_CREATED, result.conversation))
+        participant = resources.participant(room.peer_participant, [_address_row(peer)])
+        changes.append((event_pb2.EVENT_TYPE_PARTICIPANT_ADDED, participant))
+    changes.append((event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED, result.message))
+    batch.events.append((customer_id, changes))
+    for key in keys:
+        batch.seen[key] = result
+    return result
+
+
+def _find_earlier(conn: Connection, items: Sequence[_Prepared]) -> dict[DedupeKey, Ingested]:
+    """Duplicates of earlier calls (same request id or provider message id), keyed like _dedupe_keys."""
+    by_request = {(i.message.customer_id, i.message.request_id) for i in items if i.message.request_id}
+    by_provider = [
+        (i.message.customer_id, i.resolved.dedupe_scope, i.message.provider_message_id)
+        for i in items
+        if i.message.provider_message_id
+    ]
+    if not by_request and not by_provider:
+        return {}
+    found: dict[DedupeKey, MessageRow] = {}
+    if by_provider:
+        for row in messages.by_provider_ids(conn, list(dict.fromkeys(by_provider))):
+            assert row.transaction_id is not None
+            found[(row.customer_id, "provider", row.dedupe_scope, row.transaction_id)] = row
+    if by_request:
+        resources_by_key = idempotency.lookup_many(conn, IDEMPOTENCY_METHOD, by_request)
+        if resources_by_key:
+            rows = messages.by_ids(conn, resources_by_key.values())
+            for (customer_id, request_id), message_id in resources_by_key.items():
+                message = rows.get(message_id)
+                if message is not None and message.customer_id == customer_id:
+                    found[(customer_id, "request", request_id)] = message
+    if not found:
+        return {}
+    rooms = {
+        room_id: resources.conversation(row)
+        for room_id, row in conversations.by_ids(conn, {row.conversation_id for row in found.values()}).items()
+    }
+    return {
+        key: Ingested(resources.message(row), rooms[row.conversation_id], duplicate=True) for key, row in found.items()
+    }
+
+
+def _dedupe_keys(item: _Prepared) -> list[DedupeKey]:
+    message = item.message
+    keys: list[DedupeKey] = []
+    if message.request_id:
+        keys.append((message.customer_id, "request", message.request_id))
+    if message.provider_message_id:
+        keys.append((message.customer_id, "provider", item.resolved.dedupe_scope, message.provider_message_id))
+    return keys
+
+
+def _address_row(address: Address) -> ParticipantAddressRow:
+    return cast(
+        "ParticipantAddressRow",
+        RowValues({"type": address.type, "target": address.target, "target_name": address.name}),
+    )

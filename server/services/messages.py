@@ -1,0 +1,67 @@
+"""Messages in a conversation: read, delete, and (not yet) send."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from convhub.server.api.errors import NotFound, Unimplemented
+from convhub.server.config import Settings
+from convhub.server.domain.messages import Media
+from convhub.server.events.outbox import append_events
+from convhub.server.services import resources
+from convhub.server.store import conversations, messages
+from convhub.server.store.db import Database
+from convhub.server.store.pages import Page
+from convhub.v1 import event_pb2, message_pb2
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """A message to send into a conversation (the channels work stores it and queues its delivery)."""
+
+    customer_id: str
+    conversation_id: str
+    text: str = ""
+    medias: Sequence[Media] = ()
+    request_id: str | None = None
+
+
+class MessageService:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+
+    def list(self, customer_id: str, conversation_id: str, page: Page) -> tuple[list[message_pb2.Message], str]:
+        with self.db.read() as conn:
+            rows, token = messages.list_page(conn, page, customer_id, conversation_id)
+            # Only an empty page pays for telling "no messages" from "no conversation".
+            if not rows and conversations.get_live(conn, customer_id, conversation_id) is None:
+                raise NotFound("conversation", conversation_id)
+        return [resources.message(r) for r in rows], token
+
+    def get(self, customer_id: str, conversation_id: str, message_id: str) -> message_pb2.Message:
+        with self.db.read() as conn:
+            row = messages.get_live(conn, customer_id, conversation_id, message_id)
+        if row is None:
+            raise NotFound("message", message_id)
+        return resources.message(row)
+
+    def send(self, outbound: OutboundMessage) -> message_pb2.Message:
+        """Checks the conversation, then refuses: channel delivery is not built yet."""
+        with self.db.read() as conn:
+            if conversations.get_live(conn, outbound.customer_id, outbound.conversation_id) is None:
+                raise NotFound("conversation", outbound.conversation_id)
+        raise Unimplemented(
+            "sending messages is not available yet: outbound channel delivery is not part of this release",
+            reason="SEND_NOT_AVAILABLE",
+        )
+
+    def delete(self, customer_id: str, conversation_id: str, message_id: str) -> message_pb2.Message:
+        with self.db.writer.begin() as conn:
+            row = messages.soft_delete(conn, customer_id, conversation_id, message_id)
+            if row is None:
+                raise NotFound("message", message_id)
+            result = resources.message(row)
+            append_events(conn, customer_id, [(event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_DELETED, result)])
+        return result

@@ -1,0 +1,153 @@
+"""Rows -> convhub.v1 resources (Conversation, Message, Participant, Account): the shape results and events carry.
+
+Use cases return the contract's resource messages rather than a second set
+of classes: both transports send them as they are and the outbox stores
+them, so a row is converted once. Enums are stored as their short lower-case
+names (`CONVERSATION_TYPE_MESSAGE` -> `message`), the same names the REST
+shim puts on the wire, so the database reads like the VoIPBIN API.
+Credentials never leave through here (invariant 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf.descriptor import EnumDescriptor
+
+from convhub.server.store.rows import (
+    AccountRow,
+    ConversationRow,
+    MessageRow,
+    ParticipantAddressRow,
+    ParticipantRow,
+)
+from convhub.v1 import account_pb2, common_pb2, conversation_pb2, message_pb2, participant_pb2
+
+
+class StoredEnum:
+    """Two-way map between an enum's numbers and the short names stored in the database.
+
+    The short name is the value name minus the enum's prefix, lower-cased;
+    0 (UNSPECIFIED) has no stored name. (The REST codec's `EnumNames` derives
+    the same names for the wire and also parses full names and numbers.)
+    """
+
+    def __init__(self, descriptor: EnumDescriptor) -> None:
+        prefix = _enum_prefix(descriptor.name)
+        self.by_number = {v.number: v.name.removeprefix(prefix).lower() for v in descriptor.values if v.number != 0}
+        self.by_name = {name: number for number, name in self.by_number.items()}
+
+    def name(self, number: int) -> str:
+        return self.by_number[number]
+
+    def number(self, name: str) -> int:
+        return self.by_name.get(name, 0)
+
+
+def _enum_prefix(enum_name: str) -> str:
+    out = [enum_name[0]]
+    for ch in enum_name[1:]:
+        if ch.isupper():
+            out.append("_")
+        out.append(ch)
+    return "".join(out).upper() + "_"
+
+
+ADDRESS_TYPE = StoredEnum(common_pb2.AddressType.DESCRIPTOR)
+CONVERSATION_TYPE = StoredEnum(common_pb2.ConversationType.DESCRIPTOR)
+CONVERSATION_STATE = StoredEnum(conversation_pb2.ConversationState.DESCRIPTOR)
+ACCOUNT_TYPE = StoredEnum(account_pb2.AccountType.DESCRIPTOR)
+MESSAGE_DIRECTION = StoredEnum(message_pb2.MessageDirection.DESCRIPTOR)
+MESSAGE_STATUS = StoredEnum(message_pb2.MessageStatus.DESCRIPTOR)
+
+
+def timestamp(us: int | None) -> timestamp_pb2.Timestamp | None:
+    if us is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromMicroseconds(us)
+    return ts
+
+
+def address(type_: str, target: str, name: str) -> common_pb2.Address:
+    return common_pb2.Address(type=ADDRESS_TYPE.number(type_), target=target, target_name=name)
+
+
+def to_struct(data: dict[str, Any]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(data)
+    return s
+
+
+def conversation(row: ConversationRow) -> conversation_pb2.Conversation:
+    return conversation_pb2.Conversation(
+        id=row.id,
+        customer_id=row.customer_id,
+        account_id=row.account_id or "",
+        name=row.name,
+        detail=row.detail,
+        type=CONVERSATION_TYPE.number(row.type),
+        self=address(row.self_type, row.self_target, row.self_name),
+        peer=address(row.peer_type, row.peer_target, row.peer_name),
+        owner_type=row.owner_type,
+        owner_id=row.owner_id,
+        metadata=to_struct(row.metadata),
+        tags=row.tags,
+        state=CONVERSATION_STATE.number(row.state),
+        tm_create=timestamp(row.tm_create),
+        tm_update=timestamp(row.tm_update),
+        tm_delete=timestamp(row.tm_delete),
+    )
+
+
+def message(row: MessageRow) -> message_pb2.Message:
+    return message_pb2.Message(
+        id=row.id,
+        customer_id=row.customer_id,
+        conversation_id=row.conversation_id,
+        direction=MESSAGE_DIRECTION.number(row.direction),
+        status=MESSAGE_STATUS.number(row.status),
+        channel=CONVERSATION_TYPE.number(row.channel),
+        source=address(row.source_type, row.source_target, row.source_name),
+        destination=address(row.destination_type, row.destination_target, row.destination_name),
+        text=row.text,
+        subject=row.subject,
+        medias=[common_pb2.Media(**m) for m in row.medias],
+        transaction_id=row.transaction_id or "",
+        tm_create=timestamp(row.tm_create),
+        tm_update=timestamp(row.tm_update),
+        tm_delete=timestamp(row.tm_delete),
+    )
+
+
+def participant(row: ParticipantRow, addresses: Sequence[ParticipantAddressRow]) -> participant_pb2.Participant:
+    return participant_pb2.Participant(
+        id=row.id,
+        customer_id=row.customer_id,
+        conversation_id=row.conversation_id,
+        name=row.name,
+        addresses=[address(a.type, a.target, a.target_name) for a in addresses],
+        preferred_channel=CONVERSATION_TYPE.number(row.preferred_channel),
+        last_active_channel=CONVERSATION_TYPE.number(row.last_active_channel),
+        tm_last_active=timestamp(row.tm_last_active),
+        tm_create=timestamp(row.tm_create),
+        tm_update=timestamp(row.tm_update),
+        tm_delete=timestamp(row.tm_delete),
+    )
+
+
+def account(row: AccountRow) -> account_pb2.Account:
+    """The account as readers see it: credentials are write-only and never copied."""
+    return account_pb2.Account(
+        id=row.id,
+        customer_id=row.customer_id,
+        type=ACCOUNT_TYPE.number(row.type),
+        name=row.name,
+        detail=row.detail,
+        address=address(row.address_type, row.address_target, row.address_name) if row.address_target else None,
+        tm_create=timestamp(row.tm_create),
+        tm_update=timestamp(row.tm_update),
+        tm_delete=timestamp(row.tm_delete),
+    )

@@ -1,0 +1,38 @@
+"""The process's use cases, built once: every transport (gRPC, REST, provider hooks) calls these instances.
+
+One instance each matters for ingest: its group commit batches calls from
+every transport together only if they share the same IngestService.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from convhub.server.config import Settings
+from convhub.server.services.accounts import AccountService
+from convhub.server.services.conversations import ConversationService
+from convhub.server.services.ingest import IngestService
+from convhub.server.services.messages import MessageService
+from convhub.server.services.participants import ParticipantService
+from convhub.server.store.db import Database
+
+
+@dataclass(frozen=True)
+class UseCases:
+    accounts: AccountService
+    conversations: ConversationService
+    messages: MessageService
+    participants: ParticipantService
+    ingest: IngestService
+
+    @classmethod
+    def build(cls, db: Database, settings: Settings, executor: Executor | None) -> UseCases:
+        """`executor` runs ingest's group-commit writes (the dispatcher's database threads)."""
+        return cls(
+            accounts=AccountService(db, settings),
+            conversations=ConversationService(db, settings),
+            messages=MessageService(db, settings),
+            participants=ParticipantService(db, settings),
+            ingest=IngestService(db, settings, executor),
+        )
