@@ -6,14 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from convhub.server.api.errors import NotFound
 from convhub.server.config import Settings
 from convhub.server.domain.addresses import Address, normalize_address
 from convhub.server.domain.channels import address_type_for_account
 from convhub.server.domain.violations import RuleViolation
 from convhub.server.events.outbox import append_events
 from convhub.server.services import resources
-from convhub.server.services.violations import invalid_argument
+from convhub.server.services.errors import found, invalid_argument
 from convhub.server.store import accounts, idempotency
 from convhub.server.store.db import Database, new_id, now_us, retry_on_conflict
 from convhub.server.store.pages import Page
@@ -78,7 +77,7 @@ class AccountService:
             if new.request_id:
                 existing = idempotency.lookup(conn, new.customer_id, IDEMPOTENCY_METHOD, new.request_id)
                 if existing:
-                    return resources.account(accounts.by_id(conn, existing))
+                    return resources.account(accounts.live.by_id(conn, existing))
             now = now_us()
             account_id = new_id()
             accounts.insert_account(
@@ -86,27 +85,23 @@ class AccountService:
             )
             if new.request_id:
                 idempotency.record(conn, new.customer_id, IDEMPOTENCY_METHOD, new.request_id, account_id)
-            result = resources.account(accounts.by_id(conn, account_id))
+            result = resources.account(accounts.live.by_id(conn, account_id))
             append_events(conn, new.customer_id, [(event_pb2.EVENT_TYPE_ACCOUNT_CREATED, result)])
         return result
 
     def list(self, customer_id: str, page: Page) -> tuple[list[account_pb2.Account], str]:
         with self.db.read() as conn:
-            rows, token = accounts.list_page(conn, page, customer_id)
+            rows, token = accounts.live.page(conn, page, customer_id)
         return [resources.account(r) for r in rows], token
 
     def get(self, customer_id: str, account_id: str) -> account_pb2.Account:
         with self.db.read() as conn:
-            row = accounts.get_live(conn, customer_id, account_id)
-        if row is None:
-            raise NotFound("account", account_id)
-        return resources.account(row)
+            row = accounts.live.get(conn, customer_id, account_id)
+        return resources.account(found(row, "account", account_id))
 
     def update(self, patch: AccountPatch) -> account_pb2.Account:
         with self.db.writer.begin() as conn:
-            row = accounts.get_live(conn, patch.customer_id, patch.account_id)
-            if row is None:
-                raise NotFound("account", patch.account_id)
+            row = found(accounts.live.get(conn, patch.customer_id, patch.account_id), "account", patch.account_id)
             values: dict[str, Any] = {}
             if "name" in patch.fields:
                 values["name"] = patch.name
@@ -119,16 +114,14 @@ class AccountService:
             if values:
                 values["tm_update"] = now_us()
                 accounts.update_account(conn, patch.account_id, values)
-            result = resources.account(accounts.by_id(conn, patch.account_id))
+            result = resources.account(accounts.live.by_id(conn, patch.account_id))
             if values:
                 append_events(conn, patch.customer_id, [(event_pb2.EVENT_TYPE_ACCOUNT_UPDATED, result)])
         return result
 
     def delete(self, customer_id: str, account_id: str) -> account_pb2.Account:
         with self.db.writer.begin() as conn:
-            row = accounts.soft_delete(conn, customer_id, account_id)
-            if row is None:
-                raise NotFound("account", account_id)
+            row = found(accounts.live.soft_delete(conn, customer_id, account_id), "account", account_id)
             result = resources.account(row)
             append_events(conn, customer_id, [(event_pb2.EVENT_TYPE_ACCOUNT_DELETED, result)])
         return result

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from convhub.server.api.errors import AlreadyExists, NotFound
+from convhub.server.api.errors import AlreadyExists
 from convhub.server.config import Settings
 from convhub.server.domain import rooms
 from convhub.server.events.outbox import append_events
 from convhub.server.services import resources
+from convhub.server.services.errors import found
 from convhub.server.store import conversations
 from convhub.server.store.db import Database, now_us
 from convhub.server.store.pages import Page
@@ -39,22 +40,23 @@ class ConversationService:
 
     def list(self, customer_id: str, page: Page) -> tuple[list[conversation_pb2.Conversation], str]:
         with self.db.read() as conn:
-            rows, token = conversations.list_page(conn, page, customer_id)
+            rows, token = conversations.live.page(conn, page, customer_id)
         return [resources.conversation(r) for r in rows], token
 
     def get(self, customer_id: str, conversation_id: str) -> conversation_pb2.Conversation:
         with self.db.read() as conn:
-            row = conversations.get_live(conn, customer_id, conversation_id)
-        if row is None:
-            raise NotFound("conversation", conversation_id)
-        return resources.conversation(row)
+            row = conversations.live.get(conn, customer_id, conversation_id)
+        return resources.conversation(found(row, "conversation", conversation_id))
 
     def update(self, patch: ConversationPatch) -> conversation_pb2.Conversation:
         """Reopening a room whose key another open room holds is ALREADY_EXISTS (invariant 2)."""
         values: dict[str, object] = {name: getattr(patch, name) for name in patch.fields}
         with self.db.writer.begin() as conn:
-            if conversations.get_live(conn, patch.customer_id, patch.conversation_id) is None:
-                raise NotFound("conversation", patch.conversation_id)
+            found(
+                conversations.live.get(conn, patch.customer_id, patch.conversation_id),
+                "conversation",
+                patch.conversation_id,
+            )
             if values:
                 values["tm_update"] = now_us()
                 try:
@@ -64,7 +66,7 @@ class ConversationService:
                         "another open conversation exists for the same channel, self and peer",
                         reason="OPEN_CONVERSATION_EXISTS",
                     ) from None
-            row = conversations.get_live(conn, patch.customer_id, patch.conversation_id)
+            row = conversations.live.get(conn, patch.customer_id, patch.conversation_id)
             assert row is not None  # checked above, in this transaction
             result = resources.conversation(row)
             if values:
@@ -74,9 +76,11 @@ class ConversationService:
     def delete(self, customer_id: str, conversation_id: str) -> conversation_pb2.Conversation:
         """Soft-delete and close: the key is free for the next inbound message to open a new room."""
         with self.db.writer.begin() as conn:
-            row = conversations.soft_delete(conn, customer_id, conversation_id, state=rooms.CLOSED)
-            if row is None:
-                raise NotFound("conversation", conversation_id)
+            row = found(
+                conversations.live.soft_delete(conn, customer_id, conversation_id, also_set={"state": rooms.CLOSED}),
+                "conversation",
+                conversation_id,
+            )
             result = resources.conversation(row)
             append_events(conn, customer_id, [(event_pb2.EVENT_TYPE_CONVERSATION_DELETED, result)])
         return result

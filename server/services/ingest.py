@@ -16,7 +16,6 @@ from typing import cast
 from google.protobuf.message import Message as ProtoMessage
 from sqlalchemy import Connection
 
-from convhub.server.api.errors import NotFound
 from convhub.server.config import Settings
 from convhub.server.domain import inbound
 from convhub.server.domain.addresses import Address
@@ -25,7 +24,7 @@ from convhub.server.domain.rooms import Openings, RoomKey, RoomRequest, room_req
 from convhub.server.domain.violations import RuleViolation
 from convhub.server.events.outbox import append_event_groups
 from convhub.server.services import resources
-from convhub.server.services.violations import invalid_argument
+from convhub.server.services.errors import found, invalid_argument
 from convhub.server.store import accounts, conversations, idempotency, messages
 from convhub.server.store.db import Database, RowValues, new_id, now_us, retry_on_conflict
 from convhub.server.store.deferred import DeferredWrites
@@ -138,11 +137,14 @@ class IngestService:
 
     def _account(self, customer_id: str, account_id: str) -> inbound.InboundAccount:
         with self.db.read() as conn:
-            row = accounts.get_live(conn, customer_id, account_id)
-        if row is None:
-            raise NotFound("account", account_id)
-        address = Address(row.address_type, row.address_target, row.address_name) if row.address_target else None
-        return inbound.InboundAccount(row.id, row.type, address)
+            row = accounts.live.get(conn, customer_id, account_id)
+        account = found(row, "account", account_id)
+        address = (
+            Address(account.address_type, account.address_target, account.address_name)
+            if account.address_target
+            else None
+        )
+        return inbound.InboundAccount(account.id, account.type, address)
 
     def _write_batch(self, items: Sequence[_Prepared]) -> list[Ingested | BaseException]:
         """All items in one transaction; if that fails, each alone so only the culprit fails."""

@@ -10,6 +10,7 @@ from convhub.server.config import Settings
 from convhub.server.domain.messages import Media
 from convhub.server.events.outbox import append_events
 from convhub.server.services import resources
+from convhub.server.services.errors import found
 from convhub.server.store import conversations, messages
 from convhub.server.store.db import Database
 from convhub.server.store.pages import Page
@@ -34,24 +35,23 @@ class MessageService:
 
     def list(self, customer_id: str, conversation_id: str, page: Page) -> tuple[list[message_pb2.Message], str]:
         with self.db.read() as conn:
-            rows, token = messages.list_page(conn, page, customer_id, conversation_id)
+            rows, token = messages.live.page(conn, page, customer_id, conversation_id)
             # Only an empty page pays for telling "no messages" from "no conversation".
-            if not rows and conversations.get_live(conn, customer_id, conversation_id) is None:
-                raise NotFound("conversation", conversation_id)
+            missing = not rows and conversations.live.get(conn, customer_id, conversation_id) is None
+        if missing:
+            raise NotFound("conversation", conversation_id)
         return [resources.message(r) for r in rows], token
 
     def get(self, customer_id: str, conversation_id: str, message_id: str) -> message_pb2.Message:
         with self.db.read() as conn:
-            row = messages.get_live(conn, customer_id, conversation_id, message_id)
-        if row is None:
-            raise NotFound("message", message_id)
-        return resources.message(row)
+            row = messages.live.get(conn, customer_id, message_id, conversation_id)
+        return resources.message(found(row, "message", message_id))
 
     def send(self, outbound: OutboundMessage) -> message_pb2.Message:
         """Checks the conversation, then refuses: channel delivery is not built yet."""
         with self.db.read() as conn:
-            if conversations.get_live(conn, outbound.customer_id, outbound.conversation_id) is None:
-                raise NotFound("conversation", outbound.conversation_id)
+            room = conversations.live.get(conn, outbound.customer_id, outbound.conversation_id)
+        found(room, "conversation", outbound.conversation_id)
         raise Unimplemented(
             "sending messages is not available yet: outbound channel delivery is not part of this release",
             reason="SEND_NOT_AVAILABLE",
@@ -59,9 +59,9 @@ class MessageService:
 
     def delete(self, customer_id: str, conversation_id: str, message_id: str) -> message_pb2.Message:
         with self.db.writer.begin() as conn:
-            row = messages.soft_delete(conn, customer_id, conversation_id, message_id)
-            if row is None:
-                raise NotFound("message", message_id)
+            row = found(
+                messages.live.soft_delete(conn, customer_id, message_id, conversation_id), "message", message_id
+            )
             result = resources.message(row)
             append_events(conn, customer_id, [(event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_DELETED, result)])
         return result

@@ -7,14 +7,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from convhub.server.api.errors import NotFound
 from convhub.server.config import Settings
 from convhub.server.domain.addresses import Address
 from convhub.server.domain.participants import participant_addresses
 from convhub.server.domain.violations import RuleViolation
 from convhub.server.events.outbox import append_events
 from convhub.server.services import resources
-from convhub.server.services.violations import invalid_argument
+from convhub.server.services.errors import found, invalid_argument
 from convhub.server.store import conversations, idempotency, participants
 from convhub.server.store.db import Database, new_id, now_us, retry_on_conflict
 from convhub.server.store.pages import Page
@@ -64,21 +63,21 @@ class ParticipantService:
 
     def list(self, customer_id: str, conversation_id: str, page: Page) -> tuple[list[participant_pb2.Participant], str]:
         with self.db.read() as conn:
-            if conversations.get_live(conn, customer_id, conversation_id) is None:
-                raise NotFound("conversation", conversation_id)
-            rows, token = participants.list_page(conn, page, customer_id, conversation_id)
+            found(conversations.live.get(conn, customer_id, conversation_id), "conversation", conversation_id)
+            rows, token = participants.live.page(conn, page, customer_id, conversation_id)
             return [_load(conn, r) for r in rows], token
 
     @retry_on_conflict
     def add(self, new: NewParticipant) -> participant_pb2.Participant:
         addresses = self._normalised("participant.addresses", new.addresses)
         with self.db.writer.begin() as conn:
-            if conversations.get_live(conn, new.customer_id, new.conversation_id) is None:
-                raise NotFound("conversation", new.conversation_id)
+            found(
+                conversations.live.get(conn, new.customer_id, new.conversation_id), "conversation", new.conversation_id
+            )
             if new.request_id:
                 existing = idempotency.lookup(conn, new.customer_id, IDEMPOTENCY_METHOD, new.request_id)
                 if existing:
-                    return _load(conn, participants.by_id(conn, existing))
+                    return _load(conn, participants.live.by_id(conn, existing))
             now = now_us()
             participant_id = new_id()
             participants.insert_participant(
@@ -97,7 +96,7 @@ class ParticipantService:
             participants.replace_addresses(conn, new.customer_id, participant_id, addresses)
             if new.request_id:
                 idempotency.record(conn, new.customer_id, IDEMPOTENCY_METHOD, new.request_id, participant_id)
-            result = _load(conn, participants.by_id(conn, participant_id))
+            result = _load(conn, participants.live.by_id(conn, participant_id))
             append_events(conn, new.customer_id, [(event_pb2.EVENT_TYPE_PARTICIPANT_ADDED, result)])
         return result
 
@@ -111,25 +110,29 @@ class ParticipantService:
         if "addresses" in patch.fields:
             new_addresses = self._normalised("participant.addresses", patch.addresses)
         with self.db.writer.begin() as conn:
-            row = participants.get_live(conn, patch.customer_id, patch.conversation_id, patch.participant_id)
-            if row is None:
-                raise NotFound("participant", patch.participant_id)
+            found(
+                participants.live.get(conn, patch.customer_id, patch.participant_id, patch.conversation_id),
+                "participant",
+                patch.participant_id,
+            )
             changed = bool(values) or new_addresses is not None
             if changed:
                 values["tm_update"] = now_us()
                 participants.update_participant(conn, patch.participant_id, values)
             if new_addresses is not None:
                 participants.replace_addresses(conn, patch.customer_id, patch.participant_id, new_addresses)
-            result = _load(conn, participants.by_id(conn, patch.participant_id))
+            result = _load(conn, participants.live.by_id(conn, patch.participant_id))
             if changed:
                 append_events(conn, patch.customer_id, [(event_pb2.EVENT_TYPE_PARTICIPANT_UPDATED, result)])
         return result
 
     def remove(self, customer_id: str, conversation_id: str, participant_id: str) -> participant_pb2.Participant:
         with self.db.writer.begin() as conn:
-            row = participants.soft_delete(conn, customer_id, conversation_id, participant_id)
-            if row is None:
-                raise NotFound("participant", participant_id)
+            row = found(
+                participants.live.soft_delete(conn, customer_id, participant_id, conversation_id),
+                "participant",
+                participant_id,
+            )
             result = _load(conn, row)
             append_events(conn, customer_id, [(event_pb2.EVENT_TYPE_PARTICIPANT_REMOVED, result)])
         return result

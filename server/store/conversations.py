@@ -8,22 +8,17 @@ from typing import Any, cast
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
-from convhub.server.store import live_rows
+from convhub.server.store.live_rows import LiveRows
 from convhub.server.store.models import Conversation
-from convhub.server.store.pages import Lister, Page
 from convhub.server.store.rows import ConversationRow
 
 conversations = Conversation.__table__
+live: LiveRows[ConversationRow] = LiveRows(conversations)
 _by_ids = select(conversations).where(conversations.c.id.in_(bindparam("ids", expanding=True)))
-_lister = Lister(conversations)
 
 
 class OpenRoomTaken(Exception):
     """An update would make a second open room for one (channel, self, peer) key (invariant 2)."""
-
-
-def get_live(conn: Connection, customer_id: str, conversation_id: str) -> ConversationRow | None:
-    return cast("ConversationRow | None", live_rows.get_live(conn, conversations, customer_id, conversation_id))
 
 
 def by_ids(conn: Connection, ids: Collection[str]) -> dict[str, ConversationRow]:
@@ -37,14 +32,3 @@ def update_conversation(conn: Connection, conversation_id: str, values: dict[str
             conn.execute(update(conversations).where(conversations.c.id == conversation_id).values(values))
     except IntegrityError:
         raise OpenRoomTaken(conversation_id) from None
-
-
-def soft_delete(conn: Connection, customer_id: str, conversation_id: str, *, state: str) -> ConversationRow | None:
-    """Mark deleted and set `state` (the room rule closes a deleted room)."""
-    row = live_rows.soft_delete(conn, conversations, customer_id, conversation_id, also_set={"state": state})
-    return cast("ConversationRow | None", row)
-
-
-def list_page(conn: Connection, page: Page, customer_id: str) -> tuple[list[ConversationRow], str]:
-    rows, token = _lister.fetch(conn, page, customer_id)
-    return cast("list[ConversationRow]", rows), token

@@ -8,14 +8,14 @@ from typing import Any, cast
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from convhub.server.domain.addresses import Address
-from convhub.server.store import live_rows
 from convhub.server.store.db import new_id
+from convhub.server.store.live_rows import LiveRows
 from convhub.server.store.models import Participant, ParticipantAddress
-from convhub.server.store.pages import Lister, Page
 from convhub.server.store.rows import ParticipantAddressRow, ParticipantRow
 
 participants = Participant.__table__
 participant_addresses = ParticipantAddress.__table__
+live: LiveRows[ParticipantRow] = LiveRows(participants, parent="conversation_id")
 
 INSERT_PARTICIPANT = insert(participants)
 INSERT_ADDRESS = insert(participant_addresses)
@@ -34,13 +34,11 @@ MARK_PEER_ACTIVE = (
     )
     .values(last_active_channel=bindparam("channel"), tm_last_active=bindparam("now"))
 )
-_by_id = select(participants).where(participants.c.id == bindparam("id"))
 _addresses_of = (
     select(participant_addresses)
     .where(participant_addresses.c.participant_id == bindparam("participant_id"))
     .order_by(participant_addresses.c.position)
 )
-_lister = Lister(participants, ["conversation_id"])
 
 
 def address_row(customer_id: str, participant_id: str, position: int, address: Address) -> dict[str, Any]:
@@ -59,16 +57,6 @@ def addresses_of(conn: Connection, participant_id: str) -> list[ParticipantAddre
     return cast("list[ParticipantAddressRow]", conn.execute(_addresses_of, {"participant_id": participant_id}).all())
 
 
-def get_live(conn: Connection, customer_id: str, conversation_id: str, participant_id: str) -> ParticipantRow | None:
-    row = live_rows.get_live(conn, participants, customer_id, participant_id, conversation_id=conversation_id)
-    return cast("ParticipantRow | None", row)
-
-
-def by_id(conn: Connection, participant_id: str) -> ParticipantRow:
-    """A row known to exist (just written, or named by an idempotency key)."""
-    return cast("ParticipantRow", conn.execute(_by_id, {"id": participant_id}).one())
-
-
 def insert_participant(conn: Connection, values: dict[str, Any]) -> None:
     conn.execute(INSERT_PARTICIPANT, values)
 
@@ -80,13 +68,3 @@ def update_participant(conn: Connection, participant_id: str, values: dict[str, 
 def replace_addresses(conn: Connection, customer_id: str, participant_id: str, addresses: Sequence[Address]) -> None:
     conn.execute(delete(participant_addresses).where(participant_addresses.c.participant_id == participant_id))
     conn.execute(INSERT_ADDRESS, [address_row(customer_id, participant_id, i, a) for i, a in enumerate(addresses)])
-
-
-def soft_delete(conn: Connection, customer_id: str, conversation_id: str, participant_id: str) -> ParticipantRow | None:
-    row = live_rows.soft_delete(conn, participants, customer_id, participant_id, conversation_id=conversation_id)
-    return cast("ParticipantRow | None", row)
-
-
-def list_page(conn: Connection, page: Page, customer_id: str, conversation_id: str) -> tuple[list[ParticipantRow], str]:
-    rows, token = _lister.fetch(conn, page, customer_id, conversation_id=conversation_id)
-    return cast("list[ParticipantRow]", rows), token
