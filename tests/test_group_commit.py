@@ -67,3 +67,22 @@ async def test_a_failing_ingest_in_a_batch_fails_alone_and_writes_nothing(hub: H
                 assert {k: v for k, v in counts.items() if k in (good, ghost)} == expected
     finally:
         db.dispose()
+
+
+async def test_messages_from_one_new_peer_in_one_batch_open_the_room_once(hub: Hub) -> None:
+    db = open_database(hub.database_url, workers=2)
+    with ThreadPoolExecutor(2) as executor:
+        service = IngestService(db, Settings(), executor)
+        customer = create_customer(db.writer, "one-batch")
+        results = await asyncio.gather(*(service.ingest(inbound(customer, "+15550000077")) for _ in range(5)))
+    try:
+        assert len({r.conversation.id for r in results}) == 1
+        assert [r.conversation_created for r in results] == [True, False, False, False, False]
+        events = Event.__table__
+        with db.reader.connect() as conn:
+            opened = conn.execute(
+                select(func.count()).where(events.c.customer_id == customer, events.c.type == "conversation_created")
+            ).scalar_one()
+        assert opened == 1
+    finally:
+        db.dispose()

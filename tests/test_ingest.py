@@ -99,6 +99,35 @@ def test_provider_message_ids_are_scoped_to_our_address(api: Api) -> None:
     assert not b.duplicate and a.message.id != b.message.id
 
 
+def test_provider_message_ids_are_scoped_to_the_account_when_one_is_given(api: Api) -> None:
+    from convhub.v1 import account_pb2
+    from convhub.v1 import account_service_pb2 as acs
+
+    ours = common_pb2.Address(type=TEL, target="+15559990044")
+    accounts = [
+        api.accounts.CreateAccount(
+            acs.CreateAccountRequest(account=account_pb2.Account(type=account_pb2.ACCOUNT_TYPE_SMS, address=ours))
+        )
+        for _ in range(2)
+    ]
+
+    def via(account_id: str) -> ip.IngestMessageResponse:
+        return api.ingest.IngestMessage(
+            ip.IngestMessageRequest(
+                account_id=account_id,
+                peer=common_pb2.Address(type=TEL, target="+15550001144"),
+                text="hi",
+                transaction_id="SM-acct",
+            )
+        )
+
+    first, second = via(accounts[0].id), via(accounts[1].id)  # one number, two accounts: two scopes
+    without_account = api.sms(self_="+15559990044", peer="+15550001144", transaction_id="SM-acct")
+    assert not second.duplicate and not without_account.duplicate
+    assert len({first.message.id, second.message.id, without_account.message.id}) == 3
+    assert via(accounts[0].id).duplicate
+
+
 def test_repeated_request_id_returns_the_first_result(hub: Hub, tenant: Tenant, api: Api) -> None:
     first = api.sms(request_id="req-1")
     n = count(hub, Message, tenant.customer_id)
