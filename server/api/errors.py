@@ -1,6 +1,7 @@
 """One family of API errors, mapped to gRPC status (with rich details) in one place.
 
-Handlers raise these; the gRPC layer turns them into a `google.rpc.Status`
+Services and handlers raise these (plain values; services never touch grpc
+beyond naming the code); the gRPC layer turns them into a `google.rpc.Status`
 with `ErrorInfo` (a machine-readable reason) and, for bad input, `BadRequest`
 naming the offending field. The REST shim maps the same status to HTTP.
 """
