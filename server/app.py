@@ -21,7 +21,9 @@ from convhub.server.api.grpc_transport import generic_handlers
 from convhub.server.api.services import build_dispatcher
 from convhub.server.config import Settings
 from convhub.server.store.customers import ensure_default_customer
-from convhub.server.store.db import Database, open_database, upgrade_schema
+from convhub.server.store.db import Database, database_backend, open_database, upgrade_schema
+from convhub.server.store.sealed_columns import check_secrets_open, seal_plaintext_credentials
+from convhub.server.store.secrets import SecretBox, SecretKeyError, SecretUnreadable, load_secret_box
 
 log = logging.getLogger("convhub")
 
@@ -40,13 +42,35 @@ class StartupError(Exception):
     """A setting the service cannot start with; the message says which and why."""
 
 
+def load_secrets(settings: Settings, backend: str) -> SecretBox:
+    """The key that seals stored secrets (a missing or malformed one stops the start, naming the setting)."""
+    try:
+        return load_secret_box(settings.secret_key, backend=backend, data_dir=settings.data_dir)
+    except SecretKeyError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def check_stored_secrets(db: Database) -> None:
+    """Seal credentials stored before sealing existed, then prove the key opens every stored secret."""
+    sealed = seal_plaintext_credentials(db.writer, db.secrets)
+    if sealed:
+        log.info("convhub: sealed the plaintext credentials of %d account(s)", sealed)
+    try:
+        check_secrets_open(db.writer, db.secrets)
+    except SecretUnreadable as exc:
+        raise StartupError(str(exc)) from None
+
+
 def prepare_database(settings: Settings) -> Database:
     """Open the database and upgrade its schema; on an empty one, print the default customer's token once."""
+    url = settings.resolved_database_url
     try:
-        db = open_database(settings.resolved_database_url, workers=settings.db_workers)
+        backend = database_backend(url)
     except ValueError as exc:  # an unsupported or malformed URL
         raise StartupError(f"CONVHUB_DATABASE_URL: {exc}") from None
+    db = open_database(url, workers=settings.db_workers, secrets=load_secrets(settings, backend))
     upgrade_schema(db.writer)
+    check_stored_secrets(db)
     first = ensure_default_customer(db.writer)
     if first is not None:
         print(

@@ -30,6 +30,9 @@ class Settings:
     # Largest REST request body accepted (bytes); larger answers 413.
     max_body_bytes: int = field(default_factory=lambda: int(_env("CONVHUB_MAX_BODY_BYTES", "1048576")))
     log_level: str = field(default_factory=lambda: _env("CONVHUB_LOG_LEVEL", "INFO"))
+    # Fernet keys sealing stored secrets, comma-separated: the first seals, all open (store/secrets.py).
+    # Empty: generated into data_dir on SQLite, refused on PostgreSQL. Never shown in a repr.
+    secret_key: str = field(default_factory=lambda: _env("CONVHUB_SECRET_KEY", ""), repr=False)
 
     @property
     def resolved_database_url(self) -> str:

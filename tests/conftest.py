@@ -29,7 +29,11 @@ from sqlalchemy import Engine, make_url
 
 from convhub.server.store.customers import create_customer, create_token
 from convhub.server.store.db import create_db_engine
+from convhub.server.store.secrets import SecretBox
 
+# Seals the PostgreSQL test servers' stored secrets (SQLite servers generate their own). A constant,
+# not generated: pytest imports this file twice (as `conftest` and as `tests.conftest`).
+TEST_SECRET_KEY = "HSU2ciUajUz1jiIW__g-QxgQqiiH5rO4LaWAzonY-44="
 PG_ADMIN_URL = os.environ.get("CONVHUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ["sqlite", "postgresql"]
 SERVING = re.compile(r"serving gRPC on (\S+?)(?:, REST on (\S+))?$")
@@ -79,17 +83,26 @@ class Hub:
     process: subprocess.Popen[str]
     output: list[str]
     engine: Engine
+    data_dir: Path | None = None  # where a SQLite server keeps its generated secret key
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.grpc_target)
 
 
 def start_server(
-    database_url: str, *, data_dir: Path, http: bool = True
+    database_url: str, *, data_dir: Path, http: bool = True, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], str, str | None, list[str]]:
-    """Start `convhub serve` on free loopback ports; return once it says it is serving."""
-    env = {**os.environ, "CONVHUB_DATABASE_URL": database_url, "CONVHUB_DATA_DIR": str(data_dir)}
-    env.setdefault("CONVHUB_LOG_LEVEL", "WARNING")
+    """Start `convhub serve` on free loopback ports; return once it says it is serving.
+
+    PostgreSQL servers get the session's CONVHUB_SECRET_KEY (they refuse to
+    start without one); SQLite servers generate theirs into `data_dir`.
+    `env` sets (or, with "", clears) further variables.
+    """
+    base = {**os.environ, "CONVHUB_DATABASE_URL": database_url, "CONVHUB_DATA_DIR": str(data_dir)}
+    base.setdefault("CONVHUB_LOG_LEVEL", "WARNING")
+    if not database_url.startswith("sqlite"):
+        base.setdefault("CONVHUB_SECRET_KEY", TEST_SECRET_KEY)
+    env = {**base, **(env or {})}
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -138,7 +151,7 @@ def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         proc, grpc_target, http_base, lines = start_server(url, data_dir=tmp_dir)
         engine = create_db_engine(url, pool_size=2)
         try:
-            yield Hub(backend, url, grpc_target, http_base, proc, lines, engine)
+            yield Hub(backend, url, grpc_target, http_base, proc, lines, engine, data_dir=tmp_dir)
         finally:
             engine.dispose()
             stop_server(proc)
@@ -154,6 +167,11 @@ class Tenant:
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.token}"),)
+
+
+def secret_box_for_tests() -> SecretBox:
+    """A SecretBox for databases a test opens in-process (open_database)."""
+    return SecretBox([TEST_SECRET_KEY])
 
 
 def new_tenant(hub: Hub) -> Tenant:

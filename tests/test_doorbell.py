@@ -10,11 +10,12 @@ from sqlalchemy import text
 
 from convhub.server.store.db import open_database, upgrade_schema
 from convhub.server.store.doorbell import mark_events_written
+from tests.conftest import secret_box_for_tests
 
 
 @pytest.fixture
 def db(tmp_path: Path):  # type: ignore[no-untyped-def]
-    database = open_database(f"sqlite:///{tmp_path / 'bell.db'}", workers=2)
+    database = open_database(f"sqlite:///{tmp_path / 'bell.db'}", workers=2, secrets=secret_box_for_tests())
     upgrade_schema(database.writer)
     yield database
     database.dispose()

@@ -15,7 +15,7 @@ from convhub.server.store.customers import create_customer
 from convhub.server.store.db import open_database
 from convhub.server.store.group_commit import GroupCommit
 from convhub.server.store.models import Event, Message
-from tests.conftest import Hub
+from tests.conftest import Hub, secret_box_for_tests
 
 
 async def test_items_submitted_together_are_written_in_one_batch_in_order() -> None:
@@ -44,7 +44,7 @@ def inbound(customer_id: str, peer: str) -> InboundMessage:
 
 
 async def test_a_failing_ingest_in_a_batch_fails_alone_and_writes_nothing(hub: Hub) -> None:
-    db = open_database(hub.database_url, workers=2)
+    db = open_database(hub.database_url, workers=2, secrets=secret_box_for_tests())
     with ThreadPoolExecutor(2) as executor:
         service = IngestService(db, Settings(), executor)
         good = create_customer(db.writer, "good")
@@ -70,7 +70,7 @@ async def test_a_failing_ingest_in_a_batch_fails_alone_and_writes_nothing(hub: H
 
 
 async def test_messages_from_one_new_peer_in_one_batch_open_the_room_once(hub: Hub) -> None:
-    db = open_database(hub.database_url, workers=2)
+    db = open_database(hub.database_url, workers=2, secrets=secret_box_for_tests())
     with ThreadPoolExecutor(2) as executor:
         service = IngestService(db, Settings(), executor)
         customer = create_customer(db.writer, "one-batch")

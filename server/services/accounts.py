@@ -70,7 +70,7 @@ class AccountService:
             "type": new.type,
             "name": new.name,
             "detail": new.detail,
-            "credentials": dict(new.credentials),
+            "credentials": self.db.secrets.seal(dict(new.credentials)),  # sealed at rest (store/secrets.py)
             **self._address_values(new.type, new.address),
         }
         with self.db.writer.begin() as conn:
@@ -110,7 +110,7 @@ class AccountService:
             if "address" in patch.fields:
                 values.update(self._address_values(row.type, patch.address))
             if "credentials" in patch.fields:
-                values["credentials"] = dict(patch.credentials)
+                values["credentials"] = self.db.secrets.seal(dict(patch.credentials))
             if values:
                 values["tm_update"] = now_us()
                 accounts.update_account(conn, patch.account_id, values)

@@ -1,4 +1,4 @@
-"""Queries on channel accounts (the `accounts` table); rows carry credentials, which no reader converts."""
+"""Queries on channel accounts (the `accounts` table); rows carry sealed credentials, which no reader converts."""
 
 from __future__ import annotations
 

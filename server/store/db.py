@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from convhub.server.store.doorbell import Doorbell
+from convhub.server.store.secrets import SecretBox
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,6 +56,15 @@ def _sqlite_begin_immediate(conn: Any) -> None:
     # Take the write lock at BEGIN, so two writers queue on busy_timeout
     # instead of one failing with "database is locked" on lock upgrade.
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def database_backend(url: str) -> str:
+    """`sqlite` or `postgresql`, the two databases supported; ValueError for any other URL."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}")
+    return backend
 
 
 def create_db_engine(url: str, *, pool_size: int = 8, read_only: bool = False) -> Engine:
@@ -106,6 +116,8 @@ class Database:
     writer: Engine
     reader: Engine
     backend: str
+    # Seals and opens the secrets stored here (channel credentials; see secrets.py).
+    secrets: SecretBox = field(compare=False, repr=False)
     # Rung after each commit that wrote events (see doorbell.py).
     doorbell: Doorbell = field(default_factory=Doorbell, compare=False)
     _local: threading.local = field(default_factory=threading.local, compare=False, repr=False)
@@ -137,13 +149,14 @@ class Database:
         self.reader.dispose()
 
 
-def open_database(url: str, *, workers: int) -> Database:
+def open_database(url: str, *, workers: int, secrets: SecretBox) -> Database:
     """Engines for `url`; the writer pool matches the worker threads, the reader serves the event loop."""
     db = Database(
         writer=create_db_engine(url, pool_size=workers),
         # Readers keep one connection per thread that reads (see read()): room for all of them.
         reader=create_db_engine(url, pool_size=workers + 2, read_only=True),
-        backend=make_url(url).get_backend_name(),
+        backend=database_backend(url),
+        secrets=secrets,
     )
     db.doorbell.attach(db.writer)
     return db

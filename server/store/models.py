@@ -51,7 +51,8 @@ class ApiToken(Base):
 
 
 class Account(Base):
-    """A channel account. `credentials` is write-only: no read path converts it to a proto."""
+    """A channel account. `credentials` is write-only and sealed: Fernet text from store/secrets.py
+    (a string map inside), opened only to call the provider; no read path converts it to a proto."""
 
     __tablename__ = "accounts"
     id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -62,7 +63,7 @@ class Account(Base):
     address_type: Mapped[str] = mapped_column(String(16), default="")
     address_target: Mapped[str] = mapped_column(String(320), default="")
     address_name: Mapped[str] = mapped_column(String(255), default="")
-    credentials: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    credentials: Mapped[str] = mapped_column(Text)
     tm_create: Mapped[int] = mapped_column(BigInteger)
     tm_update: Mapped[int] = mapped_column(BigInteger)
     tm_delete: Mapped[int | None] = mapped_column(BigInteger)
