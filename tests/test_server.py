@@ -8,12 +8,19 @@ import sys
 from pathlib import Path
 
 import grpc
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from sqlalchemy import text
 
+from convhub.server.store.db import alembic_config, create_db_engine
+from convhub.server.store.models import Base
 from convhub.v1 import conversation_service_pb2 as cs
 from convhub.v1 import conversation_service_pb2_grpc
-from tests.conftest import Hub, start_server, stop_server
+from tests.conftest import BACKENDS, Hub, create_database, start_server, stop_server
 
 SERVICES = ["convhub.v1.ConversationService", "convhub.v1.AccountService", "convhub.v1.IngestService"]
 
@@ -95,9 +102,21 @@ def test_first_start_prints_a_working_default_token_once_and_sigterm_stops_clean
     assert not any("chk_" in line for line in lines2)
 
 
-def test_migrate_command_brings_an_empty_database_up_to_date(tmp_path: Path) -> None:
-    out = run_cli(f"sqlite:///{tmp_path / 'm.db'}", "migrate")
-    assert "up to date" in out
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_migrate_command_brings_an_empty_database_up_to_date(backend: str, tmp_path: Path) -> None:
+    for url in create_database(backend, tmp_path):
+        out = run_cli(url, "migrate")
+        assert "up to date" in out
+        engine = create_db_engine(url, pool_size=1)
+        try:
+            head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()  # the newest migration file
+            with engine.connect() as conn:
+                versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+                diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        finally:
+            engine.dispose()
+        assert head is not None and versions == [head]
+        assert diff == []  # every table the models describe is there
 
 
 def test_sigterm_turns_health_not_serving_before_the_server_stops(tmp_path: Path) -> None:

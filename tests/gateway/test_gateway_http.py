@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -458,12 +459,23 @@ async def test_sse_stream_with_error_frame(gw: httpx.AsyncClient) -> None:
     assert data[2]["error"]["status"] == "NOT_FOUND"
 
 
-async def test_stream_delivers_items_as_they_come(gw: httpx.AsyncClient) -> None:
-    async with gw.stream("GET", "/v1/watch", params={"count": 3, "interval": 0.2}) as r:
+async def test_stream_delivers_items_as_they_come(gw: httpx.AsyncClient, gw_handlers: EchoHandlers) -> None:
+    # The handler yields an item, then sleeps 1 s, five times: it produces for 5 s in all.
+    closed = gw_handlers.streams_closed
+    started = time.monotonic()
+    async with gw.stream("GET", "/v1/watch", params={"count": 5, "interval": 1}) as r:
         assert r.status_code == 200
-        lines = r.aiter_lines()
-        first = await anext(lines)
-        assert json.loads(first) == {"result": {"n": 0, "color": "red"}}
+        first = await anext(r.aiter_lines())
+        waited = time.monotonic() - started
+        handler_still_producing = gw_handlers.streams_closed == closed
+    assert json.loads(first) == {"result": {"n": 0, "color": "red"}}
+    assert handler_still_producing  # the first item came while the handler was running, not after it ended
+    assert waited < 4  # ...with seconds to spare (a buffered stream would answer after 5 s)
+    for _ in range(500):  # leaving early cancels the handler; let it finish before the next test counts
+        if gw_handlers.streams_closed > closed:
+            break
+        await asyncio.sleep(0.02)
+    assert gw_handlers.streams_closed == closed + 1
 
 
 async def test_stream_error_before_first_item_gets_real_status(gw: httpx.AsyncClient, anon: httpx.AsyncClient) -> None:
@@ -492,7 +504,7 @@ async def test_stream_client_disconnect_stops_the_handler(gw_url: str, gw_handle
     await reader.readuntil(b"\n{")  # past the headers, into the first line
     writer.close()
     await writer.wait_closed()
-    for _ in range(100):
+    for _ in range(500):  # up to 10 s: generous on a loaded machine
         if gw_handlers.streams_closed > closed:
             break
         await asyncio.sleep(0.02)
