@@ -1,9 +1,10 @@
 """asyncio client over a `grpc.aio` channel, for async services.
 
-Mirrors `ConvhubClient` method for method (same names, same arguments; calls
-are awaited and `iter_*` return async iterators); every RPC goes through
-`_call`, the single place that adds the token, applies the deadline, retries
-and maps errors.
+The source of both clients: the blocking `ConvhubClient` in `_sync.py` is
+generated from this file (`python client/generate_sync.py`), so edit here.
+Same methods and arguments there; here calls are awaited and `iter_*` return
+async iterators. Every RPC goes through `_call`, the single place that adds
+the token, applies the deadline, retries and maps errors.
 """
 
 from __future__ import annotations

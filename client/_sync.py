@@ -1,8 +1,9 @@
+# Generated from client/_async.py by `python client/generate_sync.py`: edit that file, not this one.
 """Blocking client over a plain `grpc` channel, for scripts and threaded code.
 
-Mirrors `AsyncConvhubClient` method for method; every RPC goes through
-`_call`, the single place that adds the token, applies the deadline, retries
-and maps errors.
+Generated from the event-loop client in `_async.py`, so it mirrors it method for
+method; every RPC goes through `_call`, the single place that adds the token,
+applies the deadline, retries and maps errors.
 """
 
 from __future__ import annotations
