@@ -25,6 +25,7 @@ from alembic import command
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Engine, make_url, select, text
 
+from convhub.server.config import Settings
 from convhub.server.store.customers import create_customer, create_token
 from convhub.server.store.db import alembic_config, create_db_engine
 from convhub.server.store.models import Account
@@ -102,6 +103,12 @@ def test_without_a_key_sqlite_generates_one_once_and_postgresql_refuses(tmp_path
     key_file.write_text("garbage\n")
     with pytest.raises(SecretKeyError, match=KEY_FILE):
         load_secret_box("", backend="sqlite", data_dir=tmp_path / "data")
+
+
+def test_the_key_setting_is_never_shown_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVHUB_SECRET_KEY", KEY_A)
+    settings = Settings()
+    assert settings.secret_key == KEY_A and KEY_A not in repr(settings)
 
 
 # --- what the database holds ------------------------------------------------------
