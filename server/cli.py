@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
-from convhub.server.config import Settings
+from convhub.server.config import Settings, SettingsError, load_settings
+
+# Settings a command-line flag can override, and the flag's spelling (named in errors).
+FLAG_SETTINGS = {"database_url": "--database-url", "grpc_address": "--grpc-address", "http_address": "--http-address"}
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {
-        name: value
-        for name in ("database_url", "grpc_address", "http_address")
-        if (value := getattr(args, name, None)) is not None
-    }
-    return dataclasses.replace(Settings(), **overrides)
+    """The environment's settings with the given flags on top, validated alike (SettingsError names the culprit)."""
+    overrides = {name: value for name in FLAG_SETTINGS if (value := getattr(args, name, None)) is not None}
+    return load_settings(overrides, flags=FLAG_SETTINGS)
 
 
 def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from convhub.server.store.db import create_db_engine, upgrade_schema
 
-    engine = create_db_engine(_settings(args).resolved_database_url, pool_size=1)
+    engine = create_db_engine(args.settings.resolved_database_url, pool_size=1)
     upgrade_schema(engine)
     return engine
 
@@ -30,7 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from convhub.server.app import StartupError, run
 
     try:
-        run(_settings(args))
+        run(args.settings)
     except StartupError as exc:
         print(f"convhub: {exc}", file=sys.stderr)
         return 2
@@ -77,7 +76,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    address = args.address or Settings().grpc_address
+    address = args.address or args.settings.grpc_address
     address = address.replace("0.0.0.0:", "127.0.0.1:").replace("[::]:", "[::1]:")
     try:
         with grpc.insecure_channel(address) as channel:
@@ -125,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        args.settings = _settings(args)
+    except SettingsError as exc:  # a bad value exits 2 naming it, for every command
+        for line in str(exc).splitlines():
+            print(f"convhub: {line}", file=sys.stderr)
+        return 2
     return int(args.func(args))
 
 

@@ -1,38 +1,126 @@
-"""Settings: every knob the service reads, from environment variables or CLI flags, in one place."""
+"""Settings: every knob the service reads, in one typed place, validated at start.
+
+Each field is read from `CONVHUB_<FIELD>` (tracing reads OpenTelemetry's standard
+`OTEL_*` names instead). Every value is parsed and checked when `Settings` is built,
+so a bad one fails the command at once with `SettingsError` naming the variable —
+the CLI prints it and exits 2 — instead of a traceback later or a silently wrong default.
+
+Adding a setting is one annotated line below (a constrained type, or `Annotated[...,
+AfterValidator(check)]` with a `check` that raises ValueError) and a row in the README's
+configuration table (a test compares the two). Mark values that may hold a credential
+`Field(repr=False)`: they are then never echoed in error messages or reprs.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+import logging
+import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CONVHUB_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+")
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+def _listen_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not _HOST.fullmatch(host) or not port.isdigit() or int(port) > 65535:
+        raise ValueError("expected HOST:PORT (port 0-65535, IPv6 hosts in brackets), e.g. 127.0.0.1:8080")
+    return value
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Service configuration. Environment variables are `CONVHUB_<FIELD>` in upper case."""
+def _optional_listen_address(value: str) -> str:
+    return value and _listen_address(value)
 
-    data_dir: Path = field(default_factory=lambda: Path(_env("CONVHUB_DATA_DIR", "convhub-data")))
-    # Empty means the embedded default: SQLite in data_dir.
-    database_url: str = field(default_factory=lambda: _env("CONVHUB_DATABASE_URL", ""))
-    grpc_address: str = field(default_factory=lambda: _env("CONVHUB_GRPC_ADDRESS", "127.0.0.1:50051"))
-    # Empty disables the REST shim.
-    http_address: str = field(default_factory=lambda: _env("CONVHUB_HTTP_ADDRESS", "127.0.0.1:8080"))
+
+def _database_url(value: str) -> str:
+    if not value:
+        return value
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        backend = make_url(value).get_backend_name()
+    except ArgumentError:
+        raise ValueError("not a SQLAlchemy URL (e.g. postgresql+psycopg://user@host/db)") from None
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql+psycopg://...")
+    return value
+
+
+def _region(value: str) -> str:
+    import phonenumbers
+
+    code = value.strip().upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError("unknown region: expected a two-letter region code such as US, GB or JP")
+    return code
+
+
+def _log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"unknown log level: expected one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def _otlp_endpoint(value: str) -> str:
+    if not value:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http(s) URL of an OTLP/HTTP receiver, e.g. http://collector:4318")
+    return value.rstrip("/")
+
+
+ListenAddress = Annotated[str, AfterValidator(_listen_address)]
+OptionalListenAddress = Annotated[str, AfterValidator(_optional_listen_address)]
+
+
+class SettingsError(Exception):
+    """One or more settings are unusable; each line names a variable (or CLI flag) and why."""
+
+
+class Settings(BaseSettings):
+    """Service configuration: `CONVHUB_<FIELD>` environment variables, CLI flags on top."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid", validate_default=True)
+
+    data_dir: Path = Path("convhub-data")
+    # Empty means the embedded default: SQLite in data_dir. May hold a password: never echoed.
+    database_url: Annotated[str, AfterValidator(_database_url), Field(repr=False)] = ""
+    grpc_address: ListenAddress = "127.0.0.1:50051"
+    # Empty disables the REST shim (and with it /metrics).
+    http_address: OptionalListenAddress = "127.0.0.1:8080"
     # Threads running write transactions on PostgreSQL (and the writer pool size).
-    db_workers: int = field(default_factory=lambda: int(_env("CONVHUB_DB_WORKERS", "8")))
-    # Region for phone numbers given without a leading `+` (ISO 3166 code).
-    default_region: str = field(default_factory=lambda: _env("CONVHUB_DEFAULT_REGION", "US"))
+    db_workers: Annotated[int, Field(ge=1, le=256)] = 8
+    # Region for phone numbers given without a leading `+` (a region phonenumbers knows).
+    default_region: Annotated[str, AfterValidator(_region)] = "US"
     # Seconds to let in-flight calls finish on SIGTERM.
-    shutdown_grace: float = field(default_factory=lambda: float(_env("CONVHUB_SHUTDOWN_GRACE", "10")))
+    shutdown_grace: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 10.0
     # Largest REST request body accepted (bytes); larger answers 413.
-    max_body_bytes: int = field(default_factory=lambda: int(_env("CONVHUB_MAX_BODY_BYTES", "1048576")))
-    log_level: str = field(default_factory=lambda: _env("CONVHUB_LOG_LEVEL", "INFO"))
+    max_body_bytes: Annotated[int, Field(ge=1)] = 1_048_576
+    log_level: Annotated[str, AfterValidator(_log_level)] = "INFO"
+    # text: one human-readable line per record; json: one JSON object per line.
+    log_format: Literal["text", "json"] = "text"
+    # One line per gRPC/REST call on the `convhub.access` logger (at INFO).
+    access_log: bool = True
+    # Prometheus metrics at /metrics on the REST listener.
+    metrics: bool = True
+    # OpenTelemetry: traces are exported (OTLP/HTTP) only when the endpoint is set.
+    otel_exporter_otlp_endpoint: Annotated[str, AfterValidator(_otlp_endpoint)] = Field(
+        "", validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    otel_service_name: Annotated[str, Field(min_length=1)] = Field("convhub", validation_alias="OTEL_SERVICE_NAME")
     # Fernet keys sealing stored secrets, comma-separated: the first seals, all open (store/secrets.py).
-    # Empty: generated into data_dir on SQLite, refused on PostgreSQL. Never shown in a repr.
-    secret_key: str = field(default_factory=lambda: _env("CONVHUB_SECRET_KEY", ""), repr=False)
+    # Empty: generated into data_dir on SQLite, refused on PostgreSQL. Never shown in a repr or an error.
+    secret_key: Annotated[str, Field(repr=False)] = ""
 
     @property
     def resolved_database_url(self) -> str:
@@ -40,3 +128,43 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'convhub.db').resolve()}"
+
+    @property
+    def log_level_number(self) -> int:
+        return logging.getLevelNamesMapping()[self.log_level]
+
+
+def env_name(field: str) -> str:
+    """The environment variable a field is read from."""
+    info = Settings.model_fields[field]
+    alias = info.validation_alias
+    return alias if isinstance(alias, str) else ENV_PREFIX + field.upper()
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None, *, flags: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment with `overrides` (e.g. CLI flags) on top, all validated.
+
+    `flags` maps an override's field to the flag it came from, so an error names what the user typed.
+    """
+    overrides = dict(overrides or {})
+    flags = flags or {}
+    # Aliased fields (OTEL_*) are passed by their alias, as pydantic expects.
+    kwargs = {env_name(k) if Settings.model_fields[k].validation_alias else k: v for k, v in overrides.items()}
+    try:
+        return Settings(**kwargs)
+    except ValidationError as exc:
+        raise SettingsError("\n".join(_describe(error, overrides, flags) for error in exc.errors())) from None
+
+
+def _describe(error: Any, overrides: Mapping[str, Any], flags: Mapping[str, str]) -> str:
+    loc = str(error["loc"][0]) if error["loc"] else ""
+    field = next((name for name in Settings.model_fields if loc in (name, env_name(name))), None)
+    if field is None:
+        return f"{loc}: {error['msg']}"
+    source = env_name(field)
+    if field in overrides:
+        source = f"{flags.get(field, '--' + field.replace('_', '-'))} ({source})"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if Settings.model_fields[field].repr:
+        message = f"{message} (got {error['input']!r})"
+    return f"{source}: {message}"

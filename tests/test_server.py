@@ -149,7 +149,7 @@ def test_unusable_settings_fail_with_a_message_not_a_traceback(hub: Hub, tmp_pat
                 *("--database-url", f"sqlite:///{tmp_path / 'b.db'}", "serve"),
                 *("--grpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:notaport"),
             ],
-            "http address",
+            "--http-address (CONVHUB_HTTP_ADDRESS)",
         ),
     ]
     for args, expected in cases:
