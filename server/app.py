@@ -7,7 +7,6 @@ import contextlib
 import logging
 import signal
 import socket
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ from grpc_reflection.v1alpha import reflection
 from convhub.server.api.grpc_transport import generic_handlers
 from convhub.server.api.services import build_dispatcher
 from convhub.server.config import Settings
+from convhub.server.observability.logs import configure_logging
+from convhub.server.observability.setup import Observability
 from convhub.server.store.customers import ensure_default_customer
 from convhub.server.store.db import Database, database_backend, open_database, upgrade_schema
 from convhub.server.store.sealed_columns import check_secrets_open, seal_plaintext_credentials
@@ -106,8 +107,9 @@ async def serve(settings: Settings) -> None:
     executor = ThreadPoolExecutor(settings.db_workers, thread_name_prefix="convhub-db")
     dispatcher = build_dispatcher(db, settings, executor)
     life = _Lifecycle()
+    observability = Observability(settings, db)
 
-    server = grpc.aio.server(options=GRPC_OPTIONS)
+    server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=observability.grpc_interceptors())
     server.add_generic_rpc_handlers(generic_handlers(dispatcher))
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -129,14 +131,23 @@ async def serve(settings: Settings) -> None:
     if settings.http_address:
         from convhub.server.gateway import build_gateway_app
 
-        app = build_gateway_app(dispatcher, max_body_bytes=settings.max_body_bytes, ready=lambda: life.ready)
+        gateway_app = build_gateway_app(dispatcher, max_body_bytes=settings.max_body_bytes, ready=lambda: life.ready)
+        gateway_app.router.routes.extend(observability.http_routes())
+        app = observability.wrap_http(gateway_app)
         try:
             sock = _bind(settings.http_address)
         except (OSError, ValueError) as exc:
             await server.stop(0)
             raise StartupError(f"http address {settings.http_address}: {exc}") from None
         http_server = _EmbeddedUvicorn(
-            uvicorn.Config(app, access_log=False, lifespan="off", log_level="warning", timeout_graceful_shutdown=5)
+            uvicorn.Config(
+                app,
+                access_log=False,  # ours (observability/http_calls.py) knows route templates and customers
+                log_config=None,  # uvicorn's records go through our handler and format
+                lifespan="off",
+                log_level="warning",
+                timeout_graceful_shutdown=5,
+            )
         )
         http_task = asyncio.create_task(http_server.serve(sockets=[sock]))
         host, port = sock.getsockname()[:2]
@@ -157,6 +168,7 @@ async def serve(settings: Settings) -> None:
         await http_task
     await server.stop(settings.shutdown_grace)
     executor.shutdown(wait=True)
+    observability.close()
     db.dispose()
     print("convhub: stopped", flush=True)
 
@@ -170,7 +182,5 @@ class _EmbeddedUvicorn(uvicorn.Server):
 
 
 def run(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level_number, settings.log_format)
     asyncio.run(serve(settings))

@@ -15,6 +15,7 @@ the loop. Inline calls skip the thread hop and the GIL hand-offs it costs.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,7 @@ from google.protobuf.message import Message
 from sqlalchemy.exc import DBAPIError
 
 from convhub.server.api.errors import Unauthenticated, Unavailable
+from convhub.server.observability.calls import note_customer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -119,6 +121,7 @@ class Dispatcher:
         caller = _guard_database(self._authenticator.authenticate, token)
         if caller is None:
             raise Unauthenticated("invalid API token")
+        note_customer(caller.customer_id)  # for the call's log line and span
         return caller
 
     async def call(self, method: Method, request: Message, token: str | None) -> Message:
@@ -129,7 +132,9 @@ class Dispatcher:
         if method.inline:
             return _guard_database(method.handler, request, caller)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, _guard_database, method.handler, request, caller)
+        # In the call's context, so the handler's database spans join the call's trace.
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self._executor, context.run, _guard_database, method.handler, request, caller)
 
     async def stream(self, method: Method, request: Message, token: str | None) -> AsyncIterator[Message]:
         """Run a server-streaming method: authenticate first, then yield its messages."""

@@ -48,6 +48,7 @@ from convhub.server.gateway.errors import (
 )
 from convhub.server.gateway.openapi import build_openapi
 from convhub.server.gateway.routes import Binding, Match, RouteTable, build_route_table
+from convhub.server.observability.http_calls import ROUTE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +242,7 @@ class Gateway:
             )
             return
         plan = self.plans[id(found.binding)]
+        scope[ROUTE_KEY] = found.binding.template.text  # the metrics and log label: bounded, unlike the path
 
         token: str | None = None
         timeout: str | None = None

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Generic, TypeAlias, TypeVar
 
+from convhub.server.observability.metrics import GROUP_COMMIT_BATCH_SIZE
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -64,6 +66,7 @@ class GroupCommit(Generic[T, R]):
             return
         batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
         items = [item for item, _ in batch]
+        GROUP_COMMIT_BATCH_SIZE.observe(len(items))
         self._writing = True
         loop = asyncio.get_running_loop()
         task = loop.run_in_executor(self._executor, self._write_batch, items)
