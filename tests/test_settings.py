@@ -53,7 +53,7 @@ def _run_all(commands: list[tuple[list[str], dict[str, str]]]) -> list[tuple[int
     results = []
     for proc in procs:
         try:
-            _, stderr = proc.communicate(timeout=120)
+            _, stderr = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:  # it started serving: the bad value was accepted
             proc.kill()
             _, stderr = proc.communicate()
