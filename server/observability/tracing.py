@@ -4,9 +4,14 @@ Without it nothing here is imported beyond this module: no SDK, no exporter, no
 database hooks, so tracing off costs a `None` check per call. With it, every
 gRPC and REST call gets a SERVER span (continuing the caller's trace from a W3C
 `traceparent` header or metadata entry), and every statement on both engines a
-child span (`opentelemetry-instrumentation-sqlalchemy`). Spans are batched and
-exported over OTLP/HTTP; the SDK reads the other standard variables itself
-(`OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_TRACES_SAMPLER`, `OTEL_BSP_SCHEDULE_DELAY`, ...).
+CLIENT child span (`StatementSpans`: SQL text with placeholders, never values).
+Spans are batched and exported over OTLP/HTTP; the SDK reads the other standard
+variables itself (`OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_TRACES_SAMPLER`,
+`OTEL_BSP_SCHEDULE_DELAY`, ...).
+
+Statement spans are our own SQLAlchemy event hooks rather than
+opentelemetry-instrumentation-sqlalchemy: that package refuses SQLAlchemy 2.1
+(nothing gets instrumented) and patches `create_engine` process-wide.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -63,19 +68,58 @@ class ServerSpans:
         self._provider.shutdown()
 
 
+class StatementSpans:
+    """A CLIENT span per SQL statement run on `engine`, a child of whatever span is current."""
+
+    _KEY = "_convhub_span"  # where a statement's span waits on its ExecutionContext
+
+    def __init__(self, provider: TracerProvider, engine: Engine) -> None:
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        self._tracer = provider.get_tracer("convhub.store")
+        self._client = SpanKind.CLIENT
+        self._error = Status(StatusCode.ERROR)
+        self._base = {"db.system.name": engine.dialect.name, "db.namespace": engine.url.database or ""}
+        event.listen(engine, "before_cursor_execute", self._before)
+        event.listen(engine, "after_cursor_execute", self._after)
+        event.listen(engine, "handle_error", self._failed)
+
+    def _before(self, conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        if context is None:
+            return
+        operation = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
+        attributes = {**self._base, "db.operation.name": operation, "db.query.text": statement}
+        span = self._tracer.start_span(operation, kind=self._client, attributes=attributes)
+        setattr(context, self._KEY, span)
+
+    def _after(self, conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        span = getattr(context, self._KEY, None)
+        if span is not None:
+            setattr(context, self._KEY, None)
+            span.end()
+
+    def _failed(self, exception_context: Any) -> None:
+        span = getattr(exception_context.execution_context, self._KEY, None)
+        if span is not None:
+            setattr(exception_context.execution_context, self._KEY, None)
+            span.set_status(self._error)
+            span.set_attribute("error.type", type(exception_context.original_exception).__name__)
+            span.end()
+
+
 def start_tracing(endpoint: str, service_name: str, engines: Iterable[Engine]) -> ServerSpans | None:
     """The process's span factory exporting to `endpoint` (an OTLP/HTTP base URL), or None when unset."""
     if not endpoint:
         return None
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")))
-    SQLAlchemyInstrumentor().instrument(engines=list(engines), tracer_provider=provider)
+    for engine in engines:
+        StatementSpans(provider, engine)
     return ServerSpans(provider)
 
 
