@@ -13,6 +13,8 @@ after a warm-up:
   (e) IngestMessage    each call opening a new room
   REST (if the server prints a REST address): GET /v1.0/conversations/{id} and
        GET /v1.0/conversations?page_size=50, compared with the same calls over gRPC.
+  --observability-cost: GetConversation again on servers with metrics and the access log
+       off, then on (alternating, --observability-rounds times), and the ratio on/off.
 
 Every rate is also reported as a ratio to (a) from the same run: absolute numbers drift
 5-25 % between runs on the developers' machines (DESIGN.md, "Performance notes").
@@ -62,6 +64,11 @@ GET_TARGET = 0.50
 INGEST_TARGET = {"sqlite": 0.25, "postgresql": 0.20}
 IDLE_RSS_TARGET_MB = 120.0
 REST_TARGET = 0.60
+OBSERVABILITY_TARGET = 0.95  # metrics + access log together cost under 5 % of GetConversation's rate
+
+# Server settings for the observability-cost comparison (everything else as in the main run).
+OBSERVABILITY_OFF = {"CONVHUB_METRICS": "false", "CONVHUB_ACCESS_LOG": "false", "CONVHUB_LOG_LEVEL": "INFO"}
+OBSERVABILITY_ON = {"CONVHUB_METRICS": "true", "CONVHUB_ACCESS_LOG": "true", "CONVHUB_LOG_LEVEL": "INFO"}
 
 
 # ---------------------------------------------------------------------------
@@ -296,14 +303,16 @@ def _conftest() -> Any:
     return tests.conftest
 
 
-def start(database_url: str, data_dir: Path) -> Server:
+def start(database_url: str, data_dir: Path, env: dict[str, str] | None = None) -> Server:
     conftest = _conftest()
     rest_note = ""
     try:
-        proc, grpc_target, http_base, lines = conftest.start_server(database_url, data_dir=data_dir, http=True)
+        proc, grpc_target, http_base, lines = conftest.start_server(database_url, data_dir=data_dir, http=True, env=env)
     except RuntimeError as exc:  # REST shim not loadable (yet): measure gRPC alone
         rest_note = str(exc).strip().splitlines()[-1][:200]
-        proc, grpc_target, http_base, lines = conftest.start_server(database_url, data_dir=data_dir, http=False)
+        proc, grpc_target, http_base, lines = conftest.start_server(
+            database_url, data_dir=data_dir, http=False, env=env
+        )
     if http_base is None and not rest_note:
         rest_note = "the server printed no REST address"
     # Keep draining the server's output so a chatty log can never block it on a full pipe.
@@ -448,6 +457,9 @@ class BackendReport:
     idle_rss_mb: float
     peak_rss_mb: float
     rest_note: str
+    seeded: Seeded | None = None
+    # GetConversation with metrics + access log off and on: (label, result) per round.
+    observability: list[tuple[str, Result]] = field(default_factory=list)
 
 
 def bench_backend(backend: str, args: argparse.Namespace, pool: ProcessPoolExecutor) -> BackendReport | None:
@@ -464,9 +476,12 @@ def bench_backend(backend: str, args: argparse.Namespace, pool: ProcessPoolExecu
         try:
             server = start(database_url, Path(tmp))
             try:
-                return _measure(backend, server, database_url, args, pool)
+                report = _measure(backend, server, database_url, args, pool)
             finally:
                 stop(server)
+            if args.observability_cost and report.seeded is not None:
+                report.observability = measure_observability_cost(database_url, Path(tmp), report.seeded, args, pool)
+            return report
         finally:
             db.__exit__(None, None, None)
 
@@ -527,7 +542,60 @@ def _measure(
         for sample in result.error_samples:
             print(f"    ERROR {sample}")
     peak_rss = proc_status_mb(pid, "VmHWM")
-    return BackendReport(backend, results, idle_rss, peak_rss, server.rest_note)
+    return BackendReport(backend, results, idle_rss, peak_rss, server.rest_note, seeded)
+
+
+def measure_observability_cost(
+    database_url: str, data_dir: Path, seeded: Seeded, args: argparse.Namespace, pool: ProcessPoolExecutor
+) -> list[tuple[str, Result]]:
+    """GetConversation on a server with metrics and access log off, then on; alternated to spread drift.
+
+    The "on" server writes one access line per call to its stderr pipe, which this process drains
+    (as a container runtime or log shipper would).
+    """
+    measured: list[tuple[str, Result]] = []
+    for round_no in range(args.observability_rounds):
+        for label, env in (("off", OBSERVABILITY_OFF), ("on", OBSERVABILITY_ON)):
+            server = start(database_url, data_dir, env)
+            try:
+                sc = Scenario(
+                    name=f"GetConversation, metrics + access log {label}",
+                    kind="get",
+                    target=server.grpc_target,
+                    token=seeded.token,
+                    conversation_id=seeded.conversation_id,
+                    seconds=args.seconds,
+                    warmup=args.warmup,
+                    concurrency=args.concurrency,
+                    channels=args.channels,
+                )
+                result = pool.submit(run_scenario, sc).result(timeout=args.seconds + args.warmup + CALL_TIMEOUT + 120)
+            finally:
+                stop(server)
+            logged = sum(1 for line in server.lines if "convhub.access" in line)
+            print(
+                f"  round {round_no + 1}, observability {label}: {result.rate:,.0f}/s p50 {result.p50_ms:.2f} ms"
+                f" errors {result.errors} (access lines written: {logged:,})",
+                flush=True,
+            )
+            measured.append((label, result))
+    return measured
+
+
+def print_observability_cost(report: BackendReport) -> None:
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    for label, result in report.observability:
+        rates[label].append(result.rate)
+    if not rates["off"] or not rates["on"]:
+        return
+    off, on = sum(rates["off"]) / len(rates["off"]), sum(rates["on"]) / len(rates["on"])
+    ratio = on / off if off else math.nan
+    verdict = "yes" if ratio >= OBSERVABILITY_TARGET else "NO"
+    print(f"\nObservability cost ({report.backend}, GetConversation, {len(rates['on'])} round(s) each):\n")
+    print("| metrics + access log | calls/s (mean) | ratio on/off | target | pass? |")
+    print("|---|---:|---:|---|---|")
+    print(f"| off | {off:,.0f} | | | |")
+    print(f"| on | {on:,.0f} | {_fmt_ratio(ratio)} | >= {OBSERVABILITY_TARGET:.2f} | {verdict} |")
 
 
 def _fmt_ratio(x: float) -> str:
@@ -570,6 +638,7 @@ def print_table(report: BackendReport) -> None:
         print(f"\nBaseline drift over the run: {drift:+.0%} (machine noise; ratios use the first baseline).")
     if "rest_get" not in res:
         print(f"\nREST: not available ({report.rest_note})")
+    print_observability_cost(report)
     errors = [r for r in res.values() if r.errors]
     if errors:
         print("\nErrors (must be 0):")
@@ -630,6 +699,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="calls in flight (default 32)")
     parser.add_argument("--channels", type=int, default=2, help="gRPC channels (connections) in the load process")
     parser.add_argument("--profile", metavar="DIR", help="sample the server with py-spy per scenario into DIR")
+    parser.add_argument(
+        "--observability-cost",
+        action="store_true",
+        help="also run GetConversation with metrics + access log off and on, and print the ratio",
+    )
+    parser.add_argument("--observability-rounds", type=int, default=2, help="off/on pairs to average (default 2)")
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = set(backends) - {"sqlite", "postgresql"}

@@ -147,7 +147,7 @@ def test_calls_and_their_statements_are_exported_as_spans_of_one_trace(database_
 def test_without_an_endpoint_no_opentelemetry_code_is_loaded(tmp_path: Path) -> None:
     script = f"""
 import sys
-from convhub.server.app import Observability
+from convhub.server.observability.setup import Observability
 from convhub.server.config import load_settings
 from convhub.server.store.db import open_database
 db = open_database("sqlite:///{tmp_path / "t.db"}", workers=1)

@@ -20,7 +20,7 @@ import grpc
 from prometheus_client import Histogram
 
 from convhub.server.observability.calls import CURRENT_CALL, CallRecord
-from convhub.server.observability.logs import log_grpc_call
+from convhub.server.observability.logs import AccessLog
 from convhub.server.observability.metrics import GRPC_CALL_SECONDS
 from convhub.server.observability.tracing import GRPC_ERROR_CODES, ServerSpans, carrier_from_grpc_metadata
 
@@ -43,12 +43,12 @@ def status_name(context: Context, exc: BaseException) -> str:
 class _MethodObserver:
     """Everything one method's calls need, prepared once: its name, label children, switches."""
 
-    def __init__(self, method: str, *, metrics: bool, access_log: bool, spans: ServerSpans | None) -> None:
+    def __init__(self, method: str, *, metrics: bool, access_log: AccessLog | None, spans: ServerSpans | None) -> None:
         self.method = method
         self.metrics = metrics
         self.access_log = access_log
         self.spans = spans
-        self.record_calls = access_log or spans is not None
+        self.record_calls = access_log is not None or spans is not None
         self._children: dict[str, Histogram] = {}
         service, _, name = method.lstrip("/").rpartition("/")
         self._span_attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
@@ -73,8 +73,8 @@ class _MethodObserver:
                 child = self._children[code] = GRPC_CALL_SECONDS.labels(self.method, code)
             child.observe(seconds)
         customer_id = record.customer_id if record is not None else None
-        if self.access_log:
-            log_grpc_call(self.method, code, seconds, customer_id, context.peer())
+        if self.access_log is not None:
+            self.access_log.grpc(self.method, code, seconds, customer_id, context.peer())
         if span is not None and self.spans is not None:
             with contextlib.suppress(ValueError):  # a stream closed from another context
                 self.spans.deactivate(activation)
@@ -90,7 +90,7 @@ class _MethodObserver:
 class GrpcCallObserver(grpc.aio.ServerInterceptor):
     """Wraps each unary and server-streaming handler (once per method) to observe its calls."""
 
-    def __init__(self, *, metrics: bool, access_log: bool, spans: ServerSpans | None) -> None:
+    def __init__(self, *, metrics: bool, access_log: AccessLog | None, spans: ServerSpans | None) -> None:
         self._options = {"metrics": metrics, "access_log": access_log, "spans": spans}
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 

@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client import Histogram
 
 from convhub.server.observability.calls import CURRENT_CALL, CallRecord
-from convhub.server.observability.logs import log_http_call
+from convhub.server.observability.logs import AccessLog
 from convhub.server.observability.metrics import HTTP_REQUEST_SECONDS
 from convhub.server.observability.tracing import ServerSpans, carrier_from_asgi_headers
 
@@ -48,7 +48,7 @@ def route_of(scope: Scope) -> str:
 class HttpCallObserver:
     """ASGI middleware observing each HTTP request; other scope types pass straight through."""
 
-    def __init__(self, app: ASGIApp, *, metrics: bool, access_log: bool, spans: ServerSpans | None) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: bool, access_log: AccessLog | None, spans: ServerSpans | None) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
@@ -62,7 +62,7 @@ class HttpCallObserver:
         t0 = perf_counter()
         method = scope["method"] if scope["method"] in HTTP_METHODS else "OTHER"
         record = token = span = activation = None
-        if self.access_log or self.spans is not None:
+        if self.access_log is not None or self.spans is not None:
             record = CallRecord()
             token = CURRENT_CALL.set(record)
         if self.spans is not None:
@@ -93,10 +93,10 @@ class HttpCallObserver:
                     child = self._children[key] = HTTP_REQUEST_SECONDS.labels(method, route, str(status))
                 child.observe(seconds)
             customer_id = record.customer_id if record is not None else None
-            if self.access_log:
+            if self.access_log is not None:
                 client = scope.get("client")
                 peer = f"{client[0]}:{client[1]}" if client else "-"
-                log_http_call(method, route, status, seconds, customer_id, peer)
+                self.access_log.http(method, route, status, seconds, customer_id, peer)
             if span is not None and self.spans is not None:
                 with contextlib.suppress(ValueError):
                     self.spans.deactivate(activation)

@@ -1,9 +1,10 @@
 """Log output (plain text or JSON lines on stderr) and the one access line per call.
 
 Every record goes through the root logger's one handler, so uvicorn's and
-gRPC's records get the same format. The access line (`convhub.access`, INFO)
-carries only what is safe to keep: method or route, status, duration, customer
-id, peer — never a token, a credential or anything from the request body.
+gRPC's records get the same format. The access line (`convhub.access`, INFO;
+written by `AccessLog` on that handler's stream) carries only what is safe to
+keep: method or route, status, duration, customer id, peer — never a token, a
+credential, a query string or anything from the request body.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+import time
 from datetime import UTC, datetime
+from json.encoder import encode_basestring as _q  # a JSON string literal, quotes included (C speed)
 from typing import Any
 
 ACCESS_LOGGER = logging.getLogger("convhub.access")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_HANDLER: logging.StreamHandler[Any] | None = None
 
 
 class JsonLineFormatter(logging.Formatter):
@@ -28,9 +33,6 @@ class JsonLineFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        fields = getattr(record, "call", None)
-        if fields:
-            entry.update(fields)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
@@ -38,7 +40,8 @@ class JsonLineFormatter(logging.Formatter):
 
 def configure_logging(level: int, log_format: str) -> None:
     """Send every log record to stderr in `log_format` ("text" or "json") from `level` up."""
-    handler = logging.StreamHandler(sys.stderr)
+    global _HANDLER
+    handler = _HANDLER = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLineFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in root.handlers[:]:
@@ -52,28 +55,65 @@ def access_log_enabled() -> bool:
     return ACCESS_LOGGER.isEnabledFor(logging.INFO)
 
 
-def log_grpc_call(method: str, code: str, seconds: float, customer_id: str | None, peer: str) -> None:
-    ms = round(seconds * 1000, 3)
-    fields = {"transport": "grpc", "method": method, "code": code, "duration_ms": ms}
-    fields.update(customer_id=customer_id, peer=peer)
-    ACCESS_LOGGER.info(
-        "grpc %s %s %.3fms customer=%s peer=%s", method, code, ms, customer_id or "-", peer, extra={"call": fields}
-    )
+class AccessLog:
+    """Writes the one line per call to the log handler's stream, as a `convhub.access` INFO record would look.
+
+    It skips the LogRecord and the handler chain: those cost ~9 µs a line here,
+    most of the budget for logging every call (under 5 % of GetConversation's
+    rate with metrics). Same stream, same lock, same format as every other
+    record; built only when that logger is enabled for INFO.
+    """
+
+    def __init__(self, log_format: str, handler: logging.StreamHandler[Any] | None = None) -> None:
+        handler = handler or _HANDLER
+        self._stream: Any = handler.stream if handler is not None else sys.stderr
+        self._lock = handler.lock if handler is not None and handler.lock is not None else threading.RLock()
+        self._json = log_format == "json"
+        self._second = -1
+        self._stamp = ""
+
+    def grpc(self, method: str, code: str, seconds: float, customer_id: str | None, peer: str) -> None:
+        ms = round(seconds * 1000, 3)
+        message = f"grpc {method} {code} {ms:.3f}ms customer={customer_id or '-'} peer={peer}"
+        if self._json:
+            fields = f'"transport": "grpc", "method": {_q(method)}, "code": {_q(code)}, "duration_ms": {ms!r}, '
+            self._write_json(message, fields + f'"customer_id": {_q_or_null(customer_id)}, "peer": {_q(peer)}')
+        else:
+            self._write_text(message)
+
+    def http(
+        self, http_method: str, route: str, status: int, seconds: float, customer_id: str | None, peer: str
+    ) -> None:
+        ms = round(seconds * 1000, 3)
+        message = f"http {http_method} {route} {status} {ms:.3f}ms customer={customer_id or '-'} peer={peer}"
+        if self._json:
+            fields = f'"transport": "http", "method": {_q(http_method)}, "route": {_q(route)}, "status": {status:d}, '
+            fields += f'"duration_ms": {ms!r}, "customer_id": {_q_or_null(customer_id)}, "peer": {_q(peer)}'
+            self._write_json(message, fields)
+        else:
+            self._write_text(message)
+
+    def _write_text(self, message: str) -> None:
+        now = time.time()
+        second = int(now)
+        if second != self._second:  # logging.Formatter's asctime, computed once a second
+            self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        self._emit(f"{self._stamp},{int((now - second) * 1000):03d} INFO convhub.access: {message}\n")
+
+    def _write_json(self, message: str, fields: str) -> None:
+        now = time.time()
+        second = int(now)
+        if second != self._second:  # JsonLineFormatter's time, computed once a second
+            self._second, self._stamp = second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        stamp = f"{self._stamp}.{int((now - second) * 1000):03d}+00:00"
+        line = f'{{"time": "{stamp}", "level": "INFO", "logger": "convhub.access", "message": {_q(message)}, {fields}}}'
+        self._emit(line + "\n")
+
+    def _emit(self, line: str) -> None:
+        with self._lock:
+            self._stream.write(line)
+            self._stream.flush()
 
 
-def log_http_call(
-    http_method: str, route: str, status: int, seconds: float, customer_id: str | None, peer: str
-) -> None:
-    ms = round(seconds * 1000, 3)
-    fields = {"transport": "http", "method": http_method, "route": route, "status": status, "duration_ms": ms}
-    fields.update(customer_id=customer_id, peer=peer)
-    ACCESS_LOGGER.info(
-        "http %s %s %d %.3fms customer=%s peer=%s",
-        http_method,
-        route,
-        status,
-        ms,
-        customer_id or "-",
-        peer,
-        extra={"call": fields},
-    )
+def _q_or_null(value: str | None) -> str:
+    return "null" if value is None else _q(value)

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from convhub.server.config import Settings
 from convhub.server.observability.grpc_calls import GrpcCallObserver
 from convhub.server.observability.http_calls import ASGIApp, HttpCallObserver
-from convhub.server.observability.logs import access_log_enabled
+from convhub.server.observability.logs import AccessLog, access_log_enabled
 from convhub.server.observability.metrics import REGISTRY, DatabasePoolCollector, metrics_page, register_collector
 from convhub.server.observability.tracing import ServerSpans, start_tracing
 from convhub.server.store.db import Database
@@ -26,7 +26,7 @@ class Observability:
 
     def __init__(self, settings: Settings, db: Database) -> None:
         self.metrics = settings.metrics
-        self.access_log = settings.access_log and access_log_enabled()
+        self.access_log = AccessLog(settings.log_format) if settings.access_log and access_log_enabled() else None
         self.spans: ServerSpans | None = start_tracing(
             settings.otel_exporter_otlp_endpoint, settings.otel_service_name, [db.writer, db.reader]
         )
@@ -38,7 +38,7 @@ class Observability:
 
     @property
     def observes_calls(self) -> bool:
-        return self.metrics or self.access_log or self.spans is not None
+        return self.metrics or self.access_log is not None or self.spans is not None
 
     def grpc_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         if not self.observes_calls:
