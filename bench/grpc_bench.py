@@ -13,8 +13,9 @@ after a warm-up:
   (e) IngestMessage    each call opening a new room
   REST (if the server prints a REST address): GET /v1.0/conversations/{id} and
        GET /v1.0/conversations?page_size=50, compared with the same calls over gRPC.
-  --observability-cost: GetConversation again on servers with metrics and the access log
-       off, then on (alternating, --observability-rounds times), and the ratio on/off.
+  --observability-cost: GetConversation again on two servers side by side, metrics and the
+       access log off on one and on on the other (alternating, --observability-rounds times),
+       and the ratio on/off.
 
 Every rate is also reported as a ratio to (a) from the same run: absolute numbers drift
 5-25 % between runs on the developers' machines (DESIGN.md, "Performance notes").
@@ -67,8 +68,10 @@ REST_TARGET = 0.60
 OBSERVABILITY_TARGET = 0.95  # metrics + access log together cost under 5 % of GetConversation's rate
 
 # Server settings for the observability-cost comparison (everything else as in the main run).
-OBSERVABILITY_OFF = {"CONVHUB_METRICS": "false", "CONVHUB_ACCESS_LOG": "false", "CONVHUB_LOG_LEVEL": "INFO"}
-OBSERVABILITY_ON = {"CONVHUB_METRICS": "true", "CONVHUB_ACCESS_LOG": "true", "CONVHUB_LOG_LEVEL": "INFO"}
+OBSERVABILITY_SERVERS = [
+    ("off", {"CONVHUB_METRICS": "false", "CONVHUB_ACCESS_LOG": "false", "CONVHUB_LOG_LEVEL": "INFO"}),
+    ("on", {"CONVHUB_METRICS": "true", "CONVHUB_ACCESS_LOG": "true", "CONVHUB_LOG_LEVEL": "INFO"}),
+]
 
 
 # ---------------------------------------------------------------------------
@@ -518,21 +521,9 @@ def _measure(
     results: dict[str, Result] = {}
     run_tag = f"{os.getpid()}-{int(time.time())}"
     for name, kind in plan:
-        rest = kind.startswith("rest_")
-        sc = Scenario(
-            name=name,
-            kind=kind,
-            target=(server.http_base or "") if rest else server.grpc_target,
-            token=seeded.token,
-            conversation_id=seeded.conversation_id,
-            seconds=args.seconds,
-            warmup=args.warmup,
-            concurrency=args.concurrency,
-            channels=args.channels,
-            run_tag=run_tag,
-        )
+        target = (server.http_base or "") if kind.startswith("rest_") else server.grpc_target
         with profiler(pid, profile_dir, kind, args.seconds, args.warmup):
-            result = pool.submit(run_scenario, sc).result(timeout=args.seconds + args.warmup + CALL_TIMEOUT + 120)
+            result = run_in(pool, scenario(name, kind, target, seeded, args, run_tag), args)
         results[kind] = result
         print(
             f"  {name}: {result.rate:,.0f}/s p50 {result.p50_ms:.2f} ms p99 {result.p99_ms:.2f} ms"
@@ -545,40 +536,55 @@ def _measure(
     return BackendReport(backend, results, idle_rss, peak_rss, server.rest_note, seeded)
 
 
+def scenario(
+    name: str, kind: str, target: str, seeded: Seeded, args: argparse.Namespace, run_tag: str = ""
+) -> Scenario:
+    return Scenario(
+        name=name,
+        kind=kind,
+        target=target,
+        token=seeded.token,
+        conversation_id=seeded.conversation_id,
+        seconds=args.seconds,
+        warmup=args.warmup,
+        concurrency=args.concurrency,
+        channels=args.channels,
+        run_tag=run_tag,
+    )
+
+
+def run_in(pool: ProcessPoolExecutor, sc: Scenario, args: argparse.Namespace) -> Result:
+    """Run one scenario in the load process and wait for its result."""
+    return pool.submit(run_scenario, sc).result(timeout=args.seconds + args.warmup + CALL_TIMEOUT + 120)
+
+
 def measure_observability_cost(
     database_url: str, data_dir: Path, seeded: Seeded, args: argparse.Namespace, pool: ProcessPoolExecutor
 ) -> list[tuple[str, Result]]:
-    """GetConversation on a server with metrics and access log off, then on; alternated to spread drift.
+    """GetConversation on two servers side by side, metrics and access log off on one and on on the other.
 
-    The "on" server writes one access line per call to its stderr pipe, which this process drains
-    (as a container runtime or log shipper would).
+    Both run at once on the same database and the load alternates between them (off, on, then on,
+    off, ...), so machine drift hits both alike. The "on" server writes one access line per call to
+    its stderr pipe, which this process drains (as a container runtime or log shipper would).
     """
+    servers = {label: start(database_url, data_dir, env) for label, env in OBSERVABILITY_SERVERS}
     measured: list[tuple[str, Result]] = []
-    for round_no in range(args.observability_rounds):
-        for label, env in (("off", OBSERVABILITY_OFF), ("on", OBSERVABILITY_ON)):
-            server = start(database_url, data_dir, env)
-            try:
-                sc = Scenario(
-                    name=f"GetConversation, metrics + access log {label}",
-                    kind="get",
-                    target=server.grpc_target,
-                    token=seeded.token,
-                    conversation_id=seeded.conversation_id,
-                    seconds=args.seconds,
-                    warmup=args.warmup,
-                    concurrency=args.concurrency,
-                    channels=args.channels,
+    try:
+        for round_no in range(args.observability_rounds):
+            for label in ("off", "on") if round_no % 2 == 0 else ("on", "off"):
+                name = f"GetConversation, metrics + access log {label}"
+                result = run_in(pool, scenario(name, "get", servers[label].grpc_target, seeded, args), args)
+                print(
+                    f"  round {round_no + 1}, observability {label}: {result.rate:,.0f}/s"
+                    f" p50 {result.p50_ms:.2f} ms errors {result.errors}",
+                    flush=True,
                 )
-                result = pool.submit(run_scenario, sc).result(timeout=args.seconds + args.warmup + CALL_TIMEOUT + 120)
-            finally:
-                stop(server)
-            logged = sum(1 for line in server.lines if "convhub.access" in line)
-            print(
-                f"  round {round_no + 1}, observability {label}: {result.rate:,.0f}/s p50 {result.p50_ms:.2f} ms"
-                f" errors {result.errors} (access lines written: {logged:,})",
-                flush=True,
-            )
-            measured.append((label, result))
+                measured.append((label, result))
+    finally:
+        for server in servers.values():
+            stop(server)
+    logged = sum(1 for line in servers["on"].lines if "convhub.access" in line)
+    print(f"  access lines the 'on' server wrote: {logged:,}")
     return measured
 
 
@@ -704,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run GetConversation with metrics + access log off and on, and print the ratio",
     )
-    parser.add_argument("--observability-rounds", type=int, default=2, help="off/on pairs to average (default 2)")
+    parser.add_argument("--observability-rounds", type=int, default=4, help="off/on pairs to average (default 4)")
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = set(backends) - {"sqlite", "postgresql"}

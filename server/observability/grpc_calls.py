@@ -109,22 +109,21 @@ class GrpcCallObserver(grpc.aio.ServerInterceptor):
         return cached[1]
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if handler.request_streaming:
+            return handler
+        unary, stream = handler.unary_unary, handler.unary_stream
+        if unary is not None and inspect.iscoroutinefunction(unary):
+            make, behavior = grpc.unary_unary_rpc_method_handler, _observed_unary
+        elif stream is not None and inspect.isasyncgenfunction(stream):
+            make, behavior = grpc.unary_stream_rpc_method_handler, _observed_stream  # type: ignore[assignment]
+        else:
+            return handler
         observer = _MethodObserver(method, **self._options)  # type: ignore[arg-type]
-        unary = handler.unary_unary
-        if not handler.request_streaming and unary is not None and inspect.iscoroutinefunction(unary):
-            return grpc.unary_unary_rpc_method_handler(
-                _observed_unary(cast(Any, unary), observer),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        stream = handler.unary_stream
-        if not handler.request_streaming and stream is not None and inspect.isasyncgenfunction(stream):
-            return grpc.unary_stream_rpc_method_handler(
-                _observed_stream(cast(Any, stream), observer),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return make(
+            behavior(cast(Any, unary or stream), observer),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
 
 def _observed_unary(
