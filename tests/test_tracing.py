@@ -24,7 +24,7 @@ from convhub.server.store.customers import create_customer, create_token
 from convhub.server.store.db import create_db_engine
 from convhub.v1 import conversation_pb2
 from convhub.v1 import conversation_service_pb2 as cs
-from tests.conftest import BACKENDS, create_database, start_server
+from tests.conftest import BACKENDS, TEST_SECRET_KEY, create_database, start_server
 from tests.support import Api
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -150,7 +150,8 @@ import sys
 from convhub.server.observability.setup import Observability
 from convhub.server.config import load_settings
 from convhub.server.store.db import open_database
-db = open_database("sqlite:///{tmp_path / "t.db"}", workers=1)
+from convhub.server.store.secrets import SecretBox
+db = open_database("sqlite:///{tmp_path / "t.db"}", workers=1, secrets=SecretBox(["{TEST_SECRET_KEY}"]))
 obs = Observability(load_settings(), db)
 assert obs.spans is None and obs.grpc_interceptors()
 loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
