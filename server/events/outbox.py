@@ -17,6 +17,7 @@ from sqlalchemy import Connection, bindparam, insert, update
 from convhub.server.store.db import new_id, now_us
 from convhub.server.store.doorbell import mark_events_written
 from convhub.server.store.models import Customer, Event
+from convhub.server.store.pg_doorbell import notify_events_written
 from convhub.v1 import event_pb2
 
 _customers = Customer.__table__
@@ -81,5 +82,6 @@ def append_event_groups(conn: Connection, groups: Sequence[tuple[str, Sequence[t
             )
     if rows:
         conn.execute(_insert, rows)
-        mark_events_written(conn)
+        mark_events_written(conn)  # rings this process's listeners after the commit
+        notify_events_written(conn)  # and, on PostgreSQL, every other process's
     return [row["sequence"] for row in rows]

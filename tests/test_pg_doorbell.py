@@ -1,0 +1,158 @@
+"""The doorbell across processes: what one `convhub serve` commits rings a listener in another process.
+
+Two real processes on one PostgreSQL database: the server ingests over gRPC;
+a small script runs `NotifyListener` (the worker every server runs) with a
+Doorbell listener and prints a line each time it is rung.
+"""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import psycopg
+import pytest
+
+from convhub.server.store.customers import create_customer, create_token
+from convhub.server.store.db import create_db_engine
+from convhub.server.store.pg_doorbell import libpq_conninfo
+from tests.conftest import Tenant, create_database, start_server, stop_server
+from tests.support import Api
+
+LISTENER_SCRIPT = """
+import asyncio, sys
+from convhub.server.store.doorbell import Doorbell
+from convhub.server.store.pg_doorbell import NotifyListener
+
+async def main():
+    doorbell = Doorbell()
+    listener = doorbell.listener()
+    worker = NotifyListener(sys.argv[1], doorbell, min_backoff=0.05, max_backoff=0.5)
+    await worker.start()
+    while True:
+        if await listener.wait(60):
+            print("rung", flush=True)
+
+asyncio.run(main())
+"""
+
+
+class Lines:
+    """A child process's stdout lines, read on a thread so the test can wait with a timeout."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self._queue: queue.Queue[str] = queue.Queue()
+        assert proc.stdout is not None
+        stdout = proc.stdout
+
+        def pump() -> None:
+            for line in stdout:
+                self._queue.put(line.strip())
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def next(self, timeout: float) -> str | None:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def drain(self) -> list[str]:
+        lines = []
+        while (line := self.next(0.0)) is not None:
+            lines.append(line)
+        return lines
+
+
+@pytest.fixture(scope="module")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Tenant]]:
+    """A `convhub serve` on a fresh PostgreSQL database: its URL, gRPC target and a tenant."""
+    tmp = tmp_path_factory.mktemp("pgbell")
+    for url in create_database("postgresql", tmp):
+        proc, grpc_target, _http, _lines = start_server(url, data_dir=tmp, http=False)
+        engine = create_db_engine(url, pool_size=1)
+        try:
+            customer_id = create_customer(engine, "bell")
+            yield url, grpc_target, Tenant(customer_id, create_token(engine, customer_id).token)
+        finally:
+            engine.dispose()
+            assert stop_server(proc) == 0
+
+
+@pytest.fixture
+def listener(pg_server: tuple[str, str, Tenant]) -> Iterator[Lines]:
+    url = pg_server[0]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LISTENER_SCRIPT, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines = Lines(proc)
+    try:
+        assert lines.next(30) == "rung", "the listener rings once when it has connected"
+        yield lines
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _ingest(grpc_target: str, tenant: Tenant, text: str) -> None:
+    with grpc.insecure_channel(grpc_target) as channel:
+        Api.for_tenant(channel, tenant.metadata).sms(text=text)
+
+
+def _rung_within(lines: Lines, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        line = lines.next(remaining)
+        if line == "rung":
+            return True
+    return False
+
+
+def test_a_commit_in_one_process_rings_a_listener_in_another(
+    pg_server: tuple[str, str, Tenant], listener: Lines
+) -> None:
+    _url, grpc_target, tenant = pg_server
+    assert not _rung_within(listener, 0.5), "rung with nothing committed"
+    for i in range(3):
+        _ingest(grpc_target, tenant, f"hello {i}")
+        assert _rung_within(listener, 20), f"ingest {i} committed events but rang nobody in the other process"
+        listener.drain()
+
+
+def test_the_listener_reconnects_and_rings_after_its_connection_is_killed(
+    pg_server: tuple[str, str, Tenant], listener: Lines
+) -> None:
+    url, grpc_target, tenant = pg_server
+    with psycopg.connect(libpq_conninfo(url), autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'convhub-doorbell' AND datname = current_database()"
+        ).fetchone()
+    assert killed is not None and killed[0] >= 1
+    # Each listener rings once on reconnecting (the server's own listener was killed too).
+    assert _rung_within(listener, 20), "no ring after the listener's connection was killed"
+    listener.drain()
+    _ingest(grpc_target, tenant, "after the reconnect")
+    assert _rung_within(listener, 20), "the reconnected listener was not rung by a commit"
+
+
+def test_a_listener_without_its_database_keeps_retrying() -> None:
+    """A listener whose database is unreachable keeps retrying quietly instead of crashing its process."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LISTENER_SCRIPT, "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        time.sleep(1.5)
+        assert proc.poll() is None, "the listener process died on a connection failure"
+    finally:
+        proc.kill()
+        out, _ = proc.communicate()
+    assert "reconnecting" in out and "Traceback" not in out
