@@ -103,6 +103,21 @@ def create_db_engine(url: str, *, pool_size: int = 8, read_only: bool = False) -
     raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}")
 
 
+class CommitsClosed(Exception):
+    """The process is past its shutdown grace: this transaction was not committed (safe to retry)."""
+
+
+class CommitGate:
+    """Refuses every COMMIT once closed (a minimal gate; see Database.close_commits)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def check(self, _conn: Connection) -> None:
+        if self.closed:
+            raise CommitsClosed("the server is stopping; nothing commits any more")
+
+
 @dataclass(frozen=True)
 class Database:
     """One database through two engines: `writer` for transactions, `reader` for single-statement reads.
@@ -121,6 +136,7 @@ class Database:
     # Rung after each commit that wrote events (see doorbell.py).
     doorbell: Doorbell = field(default_factory=Doorbell, compare=False)
     _local: threading.local = field(default_factory=threading.local, compare=False, repr=False)
+    _commit_gate: CommitGate = field(default_factory=CommitGate, compare=False, repr=False)
 
     @property
     def inline_writes(self) -> bool:
@@ -144,6 +160,14 @@ class Database:
             raise
         conn.rollback()  # ends SQLAlchemy's bookkeeping transaction; nothing to undo in autocommit
 
+    def close_commits(self) -> None:
+        """From now on every COMMIT on the writer raises CommitsClosed and the transaction rolls back.
+
+        Shutdown calls this at the end of its grace, before cancelling the calls
+        still running, so a call cancelled then cannot commit afterwards.
+        """
+        self._commit_gate.closed = True
+
     def dispose(self) -> None:
         self.writer.dispose()
         self.reader.dispose()
@@ -159,6 +183,7 @@ def open_database(url: str, *, workers: int, secrets: SecretBox) -> Database:
         secrets=secrets,
     )
     db.doorbell.attach(db.writer)
+    event.listen(db.writer, "commit", db._commit_gate.check)
     return db
 
 
