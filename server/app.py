@@ -1,30 +1,46 @@
-"""Build and run the service: gRPC server (with health and reflection), REST shim, graceful stop."""
+"""Build and run the service: gRPC server (health, reflection), the HTTP app, background workers, ordered stop.
+
+Shutdown (SIGTERM/SIGINT) drains in this order, each step logged at INFO:
+  1. health NOT_SERVING (gRPC Watch and /readyz), so balancers move away;
+  2. REST stops accepting connections and finishes in-flight requests;
+  3. workers finish their current item and release their claims (reverse start order);
+  4. gRPC stops accepting calls and finishes in-flight ones;
+  5. the database closes.
+One grace (`CONVHUB_SHUTDOWN_GRACE`) bounds steps 2-4 together, counted from
+the signal. At its end the database's commits are closed *before* anything
+still running is cancelled: a call either answers with its result or does
+not commit (a cancelled REST call answers 503, safe to retry).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
-import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from convhub.server.api.grpc_transport import generic_handlers
+from convhub.server.api.health import HealthServicer
 from convhub.server.api.services import build_dispatcher
 from convhub.server.config import Settings
+from convhub.server.gateway import Gateway
+from convhub.server.http_app import build_http_app
+from convhub.server.http_server import SETTLE_SECONDS, ConnectionLimits, HttpServer
 from convhub.server.observability.logs import configure_logging
 from convhub.server.observability.setup import Observability
 from convhub.server.store.customers import ensure_default_customer
 from convhub.server.store.db import Database, database_backend, open_database, upgrade_schema
+from convhub.server.store.pg_doorbell import NotifyListener
 from convhub.server.store.sealed_columns import check_secrets_open, seal_plaintext_credentials
 from convhub.server.store.secrets import SecretBox, SecretKeyError, SecretUnreadable, load_secret_box
+from convhub.server.workers import Supervisor
 
 log = logging.getLogger("convhub")
 
@@ -101,17 +117,76 @@ def _bind(address: str) -> socket.socket:
     return sock
 
 
+def build_supervisor(db: Database) -> Supervisor:
+    """Every background worker of the process, in start order (they stop in reverse)."""
+    supervisor = Supervisor()
+    if db.backend == "postgresql":
+        # First: consumers added after it are woken by what other replicas commit.
+        supervisor.add(NotifyListener(db.writer.url, db.doorbell))
+    return supervisor
+
+
+def _once(fn: Callable[[], None]) -> Callable[[], None]:
+    done = False
+
+    def call() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            fn()
+
+    return call
+
+
+@dataclass
+class _Running:
+    """Everything `serve` started, and the order it stops in (see the module docstring)."""
+
+    db: Database
+    executor: ThreadPoolExecutor
+    supervisor: Supervisor
+    grpc_server: grpc.aio.Server
+    health: HealthServicer
+    http_server: HttpServer | None
+    life: _Lifecycle
+    observability: Observability
+
+    async def drain(self, grace: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        close_commits = _once(self.db.close_commits)
+        log.info("shutdown: health NOT_SERVING")
+        self.life.ready = False
+        await self.health.enter_graceful_shutdown()
+        if self.http_server is not None:
+            await self.http_server.drain(deadline, close_commits)
+        log.info("shutdown: stopping workers: %s", ", ".join(w.name for w in self.supervisor.workers) or "none")
+        await self.supervisor.stop()
+        log.info("shutdown: gRPC stops accepting calls and finishes in-flight ones")
+        # Calls still running at the deadline are aborted SETTLE_SECONDS after the commits closed.
+        timer = loop.call_at(deadline, close_commits)
+        try:
+            await self.grpc_server.stop(max(0.0, deadline - loop.time()) + SETTLE_SECONDS)
+        finally:
+            timer.cancel()
+        log.info("shutdown: closing the database")
+        await asyncio.to_thread(self.executor.shutdown, wait=True)
+        self.observability.close()
+        self.db.dispose()
+
+
 async def serve(settings: Settings) -> None:
-    """Run until SIGTERM/SIGINT, then drain: health NOT_SERVING, stop accepting, finish in-flight calls."""
+    """Run until SIGTERM/SIGINT, then drain in the order the module docstring gives."""
     db = prepare_database(settings)
     executor = ThreadPoolExecutor(settings.db_workers, thread_name_prefix="convhub-db")
     dispatcher = build_dispatcher(db, settings, executor)
     life = _Lifecycle()
     observability = Observability(settings, db)
+    supervisor = build_supervisor(db)
 
     server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=observability.grpc_interceptors())
     server.add_generic_rpc_handlers(generic_handlers(dispatcher))
-    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_names = [s.full_name for s in dispatcher.services]
     reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
@@ -121,36 +196,35 @@ async def serve(settings: Settings) -> None:
         grpc_port = 0
     if grpc_port == 0:
         raise StartupError(f"grpc address {settings.grpc_address}: cannot listen there (in use or not local)")
+    http_sock = None
+    if settings.http_address:
+        try:
+            http_sock = _bind(settings.http_address)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"http address {settings.http_address}: {exc}") from None
+
+    await supervisor.start()
     await server.start()
     for name in ["", *service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-
-    http_server = None
-    http_task = None
     endpoints = [f"gRPC on {settings.grpc_address.rpartition(':')[0]}:{grpc_port}"]
-    if settings.http_address:
-        from convhub.server.gateway import build_gateway_app
-
-        gateway_app = build_gateway_app(dispatcher, max_body_bytes=settings.max_body_bytes, ready=lambda: life.ready)
-        gateway_app.router.routes.extend(observability.http_routes())
-        app = observability.wrap_http(gateway_app)
-        try:
-            sock = _bind(settings.http_address)
-        except (OSError, ValueError) as exc:
-            await server.stop(0)
-            raise StartupError(f"http address {settings.http_address}: {exc}") from None
-        http_server = _EmbeddedUvicorn(
-            uvicorn.Config(
-                app,
-                access_log=False,  # ours (observability/http_calls.py) knows route templates and customers
-                log_config=None,  # uvicorn's records go through our handler and format
-                lifespan="off",
-                log_level="warning",
-                timeout_graceful_shutdown=5,
+    http_server = None
+    if http_sock is not None:
+        app = observability.wrap_http(
+            build_http_app(
+                Gateway(dispatcher, settings.max_body_bytes),
+                ready=lambda: life.ready,
+                extra_routes=observability.http_routes(),
             )
         )
-        http_task = asyncio.create_task(http_server.serve(sockets=[sock]))
-        host, port = sock.getsockname()[:2]
+        limits = ConnectionLimits(
+            header_timeout=settings.http_header_timeout,
+            keepalive_timeout=settings.http_keepalive_timeout,
+            max_connections=settings.http_max_connections,
+        )
+        http_server = HttpServer(app, limits)
+        host, port = http_sock.getsockname()[:2]
+        await http_server.start(http_sock)
         endpoints.append(f"REST on http://{host if ':' not in host else f'[{host}]'}:{port}")
 
     loop = asyncio.get_running_loop()
@@ -160,25 +234,9 @@ async def serve(settings: Settings) -> None:
     print(f"convhub: serving {', '.join(endpoints)}", flush=True)
 
     await life.stop.wait()
-    log.info("convhub: shutting down")
-    life.ready = False
-    await health_servicer.enter_graceful_shutdown()
-    if http_server is not None and http_task is not None:
-        http_server.should_exit = True
-        await http_task
-    await server.stop(settings.shutdown_grace)
-    executor.shutdown(wait=True)
-    observability.close()
-    db.dispose()
+    running = _Running(db, executor, supervisor, server, health_servicer, http_server, life, observability)
+    await running.drain(settings.shutdown_grace)
     print("convhub: stopped", flush=True)
-
-
-class _EmbeddedUvicorn(uvicorn.Server):
-    """uvicorn sharing our loop: signals are ours, so it must not install its own handlers."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def run(settings: Settings) -> None:

@@ -121,6 +121,13 @@ class Settings(BaseSettings):
     # Fernet keys sealing stored secrets, comma-separated: the first seals, all open (store/secrets.py).
     # Empty: generated into data_dir on SQLite, refused on PostgreSQL. Never shown in a repr or an error.
     secret_key: Annotated[str, Field(repr=False)] = ""
+    # REST connections: seconds a client gets to send a request's headers (from connecting, or from the
+    # first byte of a later request on a kept-alive connection); slower or silent ones are closed (slowloris).
+    http_header_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 10.0
+    # Seconds an idle kept-alive REST connection stays open after its last response.
+    http_keepalive_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 5.0
+    # Open REST connections at most; one more is answered 503 and closed at once.
+    http_max_connections: Annotated[int, Field(ge=1)] = 1000
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,11 +1,12 @@
 """The REST/JSON shim: an ASGI app that turns HTTP calls into `Dispatcher` calls.
 
-Everything route-specific is prepared once in `build_gateway_app` (a `RoutePlan`
+Everything route-specific is prepared once when the `Gateway` is built (a `RoutePlan`
 per HTTP binding: path setters, query mapper, body decoder, response encoder),
 so a request costs a trie lookup, the field conversions and the handler call.
-The proto routes are served by a raw ASGI callable behind Starlette's router
-(which keeps `/healthz`, `/readyz` and the OpenAPI document): building Starlette
-`Request`/`Response` objects per call would cost more than all of our own work.
+The proto routes are served by this raw ASGI callable (`server/http_app.py`
+hands it every path that is not health, metrics, hooks or the OpenAPI
+document): building Starlette `Request`/`Response` objects per call would
+cost more than all of our own work.
 
 Per request:
   * auth: `Authorization: Bearer <token>`, else `?token=` / `?accesskey=` (VoIPBIN
@@ -23,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -31,10 +31,6 @@ from urllib.parse import parse_qsl
 
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from convhub.server.api.dispatch import Dispatcher, Method
 from convhub.server.api.errors import InvalidArgument
@@ -49,8 +45,6 @@ from convhub.server.gateway.errors import (
 from convhub.server.gateway.openapi import build_openapi
 from convhub.server.gateway.routes import Binding, Match, RouteTable, build_route_table
 from convhub.server.observability.http_calls import ROUTE_KEY
-
-log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -210,13 +204,18 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 
 
 class Gateway:
-    """The ASGI callable serving every annotated RPC."""
+    """The ASGI callable serving every annotated RPC; `server/http_app.py` mounts it with the other routes.
 
-    def __init__(self, dispatcher: Dispatcher, max_body_bytes: int) -> None:
+    Route templates are validated when it is built: a malformed annotation fails start-up, not a request.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, max_body_bytes: int = 1_048_576) -> None:
         self.dispatcher = dispatcher
         self.max_body_bytes = max_body_bytes
         self.table: RouteTable = build_route_table(dispatcher.methods.values())
         self.plans: dict[int, RoutePlan] = {id(b): RoutePlan(b) for b in self.table.bindings}
+        # Served at OPENAPI_PATH by the HTTP app.
+        self.openapi_document: bytes = dumps(build_openapi(self.plans.values()))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -295,6 +294,14 @@ class Gateway:
             )
             return
         except _ClientGone:
+            return
+        except asyncio.CancelledError:
+            # Only a server stop past its grace cancels a unary call, and it closes the
+            # database's commits first: the call did not commit, so a retry is safe.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            await _send_status(send, simple_status(code_pb2.UNAVAILABLE, "server stopping; the call did not complete"))
             return
         except Exception as exc:
             await _send_status(send, status_for_exception(exc))
@@ -388,44 +395,3 @@ class Gateway:
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
-
-
-def build_gateway_app(
-    dispatcher: Dispatcher,
-    *,
-    max_body_bytes: int = 1_048_576,
-    ready: Callable[[], bool] = lambda: True,
-) -> Starlette:
-    """The REST app for every annotated method of `dispatcher`, plus health, readiness and OpenAPI.
-
-    Route templates are validated here: a malformed annotation fails start-up, not a request.
-    """
-    gateway = Gateway(dispatcher, max_body_bytes)
-    openapi_body = dumps(build_openapi(gateway.plans.values()))
-
-    async def healthz(request: Request) -> Response:
-        return Response(b'{"status":"ok"}', media_type="application/json")
-
-    async def readyz(request: Request) -> Response:
-        try:
-            ok = ready()
-        except Exception:
-            log.exception("readiness check failed")
-            ok = False
-        if ok:
-            return Response(b'{"status":"ready"}', media_type="application/json")
-        return Response(b'{"status":"not ready"}', status_code=503, media_type="application/json")
-
-    async def openapi(request: Request) -> Response:
-        return Response(openapi_body, media_type="application/json")
-
-    app = Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET", "HEAD"]),
-            Route("/readyz", readyz, methods=["GET", "HEAD"]),
-            Route(OPENAPI_PATH, openapi, methods=["GET", "HEAD"]),
-        ]
-    )
-    app.router.redirect_slashes = False
-    app.router.default = gateway  # every other path: the proto routes (and their JSON 404/405)
-    return app

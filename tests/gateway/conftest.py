@@ -12,7 +12,8 @@ import uvicorn
 from gwsupport import GOOD, MAX_BODY, EchoHandlers, Readiness, TokenAuth, echo_pb2
 
 from convhub.server.api.dispatch import Dispatcher, collect_methods
-from convhub.server.gateway import build_gateway_app
+from convhub.server.gateway import Gateway
+from convhub.server.http_app import build_http_app
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +35,7 @@ def gw_dispatcher(gw_handlers: EchoHandlers) -> Dispatcher:
 
 @pytest.fixture(scope="session")
 async def gw_url(gw_dispatcher: Dispatcher, gw_readiness: Readiness) -> AsyncIterator[str]:
-    app = build_gateway_app(gw_dispatcher, max_body_bytes=MAX_BODY, ready=gw_readiness)
+    app = build_http_app(Gateway(gw_dispatcher, MAX_BODY), ready=gw_readiness)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, access_log=False, lifespan="off", log_level="warning")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

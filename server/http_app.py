@@ -1,0 +1,107 @@
+"""The one ASGI app on the HTTP port: REST gateway, provider hooks, health, readiness, /metrics and such.
+
+Composition lives here so the gateway stays a REST shim and channel modules
+never touch it: they hand their webhook routes to `build_http_app`, which
+mounts them under `/hooks` (a Twilio module passing
+`Route("/twilio/{account_id}", receive_sms, methods=["POST"])` is served at
+`/hooks/twilio/{account_id}`).
+
+The proto routes are the hot path, so they skip Starlette entirely: a request
+whose path is none of the fixed routes and not under a mounted prefix goes
+straight to the gateway's raw ASGI callable, with no router walk, middleware
+or per-request Request/Response objects. Everything else goes through a small
+Starlette app whose unmatched paths also fall through to the gateway (its JSON
+404/405).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from convhub.server.gateway import OPENAPI_PATH, Gateway
+
+log = logging.getLogger(__name__)
+
+HOOKS_PREFIX = "/hooks"
+
+_JSON = "application/json"
+
+
+class HttpApp:
+    """Routes by path: exact paths to their app, mounted prefixes to Starlette, all else to the gateway."""
+
+    def __init__(self, gateway: Gateway, routed: Starlette, exact: dict[str, ASGIApp], prefixes: tuple[str, ...]):
+        self.gateway = gateway
+        self._routed = routed
+        self._exact = exact
+        self._prefixes = prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._routed(scope, receive, send)
+            return
+        path: str = scope["path"]
+        app = self._exact.get(path)
+        if app is None:
+            app = self._routed if path.startswith(self._prefixes) else self.gateway
+        await app(scope, receive, send)
+
+
+def build_http_app(
+    gateway: Gateway,
+    *,
+    ready: Callable[[], bool] = lambda: True,
+    hook_routes: Sequence[BaseRoute] = (),
+    extra_routes: Sequence[Route] = (),
+) -> HttpApp:
+    """The HTTP app: `gateway` plus /healthz, /readyz, the OpenAPI document, `hook_routes` and `extra_routes`.
+
+    `ready` answers /readyz (503 while starting or stopping). `extra_routes`
+    are fixed paths served beside health (observability's /metrics, later
+    static pages); hook routes are mounted under HOOKS_PREFIX.
+    """
+    openapi_body = gateway.openapi_document
+
+    async def healthz(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type=_JSON)
+
+    async def readyz(request: Request) -> Response:
+        try:
+            ok = ready()
+        except Exception:
+            log.exception("readiness check failed")
+            ok = False
+        if ok:
+            return Response(b'{"status":"ready"}', media_type=_JSON)
+        return Response(b'{"status":"not ready"}', status_code=503, media_type=_JSON)
+
+    async def openapi(request: Request) -> Response:
+        return Response(openapi_body, media_type=_JSON)
+
+    routes: list[Route] = [
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        Route(OPENAPI_PATH, openapi, methods=["GET", "HEAD"]),
+        *extra_routes,
+    ]
+    for route in routes:
+        if "{" in route.path:
+            raise ValueError(f"{route.path}: extra routes are fixed paths (hooks take parameters)")
+    mounted: list[BaseRoute] = list(routes)
+    prefixes: list[str] = []
+    if hook_routes:
+        # Unmatched paths under /hooks also get the gateway's JSON 404.
+        hooks = Router(list(hook_routes), redirect_slashes=False, default=gateway)
+        mounted.append(Mount(HOOKS_PREFIX, app=hooks))
+        prefixes.append(HOOKS_PREFIX + "/")
+    routed = Starlette(routes=mounted)
+    routed.router.redirect_slashes = False
+    routed.router.default = gateway  # unmatched paths and methods: the gateway's JSON 404/405
+    return HttpApp(gateway, routed, {route.path: routed for route in routes}, tuple(prefixes))
