@@ -78,6 +78,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timeout = limits.header_timeout
         self._max_connections = limits.max_connections
         self._header_timer: asyncio.TimerHandle | None = None
+        self._awaiting_headers = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -92,12 +93,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm_header_timer()
         super().connection_lost(exc)
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._header_timer is None:
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Armed only when a chunk ends inside a request's headers: a request that
+        # arrives whole (the usual case) costs no timer.
+        if self._awaiting_headers and self._header_timer is None and not self.transport.is_closing():
             self._arm_header_timer()
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._awaiting_headers = True
+
     def on_headers_complete(self) -> None:
+        self._awaiting_headers = False
         self._disarm_header_timer()
         super().on_headers_complete()
 

@@ -123,6 +123,31 @@ async def test_headers_trickling_in_are_cut_off_at_the_header_timeout(short_time
             writer.close()
 
 
+async def test_a_later_request_trickling_in_on_a_kept_alive_connection_is_cut_off(
+    short_timeouts: tuple[str, int],
+) -> None:
+    host, port = short_timeouts
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        assert (await _get(reader, writer)).startswith(b"HTTP/1.1 200")
+        writer.write(b"GET /healthz HTTP/1.1\r\n")
+
+        async def trickle() -> None:
+            with contextlib.suppress(ConnectionError):
+                for i in range(int(CLOSED_WITHIN * 5) + 10):
+                    writer.write(b"X-Slow-%d: yes\r\n" % i)
+                    await writer.drain()
+                    await asyncio.sleep(0.2)  # well inside the 1 s keep-alive timeout each time
+
+        sender = asyncio.create_task(trickle())
+        try:
+            assert await asyncio.wait_for(_closed(reader), CLOSED_WITHIN) == b""
+        finally:
+            sender.cancel()
+    finally:
+        writer.close()
+
+
 async def test_idle_keep_alive_connections_are_closed(short_timeouts: tuple[str, int]) -> None:
     host, port = short_timeouts
     conns = [await asyncio.open_connection(host, port) for _ in range(COUNT)]
