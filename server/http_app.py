@@ -1,10 +1,11 @@
 """The one ASGI app on the HTTP port: REST gateway, provider hooks, health, readiness, /metrics and such.
 
 Composition lives here so the gateway stays a REST shim and channel modules
-never touch it: they hand their webhook routes to `build_http_app`, which
-mounts them under `/hooks` (a Twilio module passing
+never touch it: their `ChannelAdapter.hook_routes()` (channels/adapter.py)
+are handed to `build_http_app`, which mounts them under `/v1.0/hooks`, so
+paths are relative to it (a Twilio adapter's
 `Route("/twilio/{account_id}", receive_sms, methods=["POST"])` is served at
-`/hooks/twilio/{account_id}`).
+`/v1.0/hooks/twilio/{account_id}`).
 
 The proto routes are the hot path, so they skip Starlette entirely: a request
 whose path is none of the fixed routes and not under a mounted prefix goes
@@ -29,7 +30,7 @@ from convhub.server.gateway import OPENAPI_PATH, Gateway
 
 log = logging.getLogger(__name__)
 
-HOOKS_PREFIX = "/hooks"
+HOOKS_PREFIX = "/v1.0/hooks"
 
 _JSON = "application/json"
 
@@ -97,7 +98,7 @@ def build_http_app(
     mounted: list[BaseRoute] = list(routes)
     prefixes: list[str] = []
     if hook_routes:
-        # Unmatched paths under /hooks also get the gateway's JSON 404.
+        # Unmatched paths under the hooks prefix also get the gateway's JSON 404.
         hooks = Router(list(hook_routes), redirect_slashes=False, default=gateway)
         mounted.append(Mount(HOOKS_PREFIX, app=hooks))
         prefixes.append(HOOKS_PREFIX + "/")

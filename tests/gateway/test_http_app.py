@@ -1,4 +1,4 @@
-"""The composed HTTP app: provider hook routes under /hooks, the /metrics slot, health, and the gateway beside them."""
+"""The composed HTTP app: provider hooks under /v1.0/hooks, the /metrics slot, health, and the gateway beside them."""
 
 from __future__ import annotations
 
@@ -47,13 +47,13 @@ async def composed(gw_dispatcher: Dispatcher) -> AsyncIterator[httpx.AsyncClient
     await server.drain(asyncio.get_running_loop().time() + 5, lambda: None)
 
 
-async def test_hook_routes_are_mounted_under_hooks(composed: httpx.AsyncClient) -> None:
-    r = await composed.post("/hooks/twilio/AC123", content=b"Body=hi")
+async def test_hook_routes_are_mounted_under_v1_hooks(composed: httpx.AsyncClient) -> None:
+    r = await composed.post("/v1.0/hooks/twilio/AC123", content=b"Body=hi")
     assert r.status_code == 200 and r.text == "AC123:Body=hi"
 
 
 async def test_unknown_hook_paths_get_the_json_404(composed: httpx.AsyncClient) -> None:
-    r = await composed.post("/hooks/nope/1")
+    r = await composed.post("/v1.0/hooks/nope/1")
     assert r.status_code == 404 and r.json()["error"]["status"] == "NOT_FOUND"
 
 
@@ -72,6 +72,6 @@ async def test_gateway_health_and_openapi_beside_the_mounted_routes(composed: ht
 
 async def test_without_hooks_or_metrics_those_paths_are_gateway_404s(gw_url: str) -> None:
     async with httpx.AsyncClient(base_url=gw_url, timeout=10) as client:
-        for path in ("/metrics", "/hooks/twilio/AC123"):
+        for path in ("/metrics", "/v1.0/hooks/twilio/AC123"):
             r = await client.get(path)
             assert r.status_code == 404 and r.json()["error"]["status"] == "NOT_FOUND", path
