@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,6 +20,7 @@ COUNT = 50
 # Generous: the limit is 1 s; this only has to be shorter than "never".
 CLOSED_WITHIN = 20.0
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 def _serve(tmp_path: Path, **settings: str) -> Iterator[tuple[str, int]]:
@@ -84,81 +85,74 @@ async def _still_serves(host: str, port: int) -> None:
         writer.close()
 
 
+@contextlib.asynccontextmanager
+async def _connections(host: str, port: int, count: int) -> AsyncIterator[list[Connection]]:
+    conns = [await asyncio.open_connection(host, port) for _ in range(count)]
+    try:
+        yield conns
+    finally:
+        for _, writer in conns:
+            writer.close()
+
+
+async def _all_closed(conns: list[Connection]) -> list[bytes]:
+    """What each connection received before the server closed it (fails if one stays open)."""
+    return await asyncio.wait_for(asyncio.gather(*(_closed(reader) for reader, _ in conns)), CLOSED_WITHIN)
+
+
+async def _trickle_header_lines(writer: asyncio.StreamWriter) -> None:
+    """Slowloris: one more header line every 0.2 s, never the blank line that ends the headers."""
+    with contextlib.suppress(ConnectionError):
+        for i in range(int(CLOSED_WITHIN * 5) + 10):
+            writer.write(b"X-Slow-%d: yes\r\n" % i)
+            await writer.drain()
+            await asyncio.sleep(0.2)  # also well inside the 1 s keep-alive timeout
+
+
 async def test_connections_that_send_nothing_are_closed_after_the_header_timeout(
     short_timeouts: tuple[str, int],
 ) -> None:
     host, port = short_timeouts
-    conns = [await asyncio.open_connection(host, port) for _ in range(COUNT)]
-    try:
-        received = await asyncio.wait_for(asyncio.gather(*(_closed(r) for r, _ in conns)), CLOSED_WITHIN)
-        assert received == [b""] * COUNT  # closed without a response
+    async with _connections(host, port, COUNT) as conns:
+        assert await _all_closed(conns) == [b""] * COUNT  # closed without a response
         await _still_serves(host, port)
-    finally:
-        for _, writer in conns:
-            writer.close()
 
 
 async def test_headers_trickling_in_are_cut_off_at_the_header_timeout(short_timeouts: tuple[str, int]) -> None:
-    """Slowloris: each connection keeps sending a header line every 0.2 s and never finishes."""
     host, port = short_timeouts
-    conns = [await asyncio.open_connection(host, port) for _ in range(COUNT)]
-
-    async def trickle(writer: asyncio.StreamWriter) -> None:
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\n")
-        with contextlib.suppress(ConnectionError):
-            for i in range(int(CLOSED_WITHIN * 5) + 10):
-                await asyncio.sleep(0.2)
-                writer.write(b"X-Slow-%d: yes\r\n" % i)
-                await writer.drain()
-
-    senders = [asyncio.create_task(trickle(w)) for _, w in conns]
-    try:
-        await _still_serves(host, port)
-        received = await asyncio.wait_for(asyncio.gather(*(_closed(r) for r, _ in conns)), CLOSED_WITHIN)
-        assert received == [b""] * COUNT
-    finally:
-        for task in senders:
-            task.cancel()
+    async with _connections(host, port, COUNT) as conns:
         for _, writer in conns:
-            writer.close()
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\n")
+        senders = [asyncio.create_task(_trickle_header_lines(writer)) for _, writer in conns]
+        try:
+            await _still_serves(host, port)
+            assert await _all_closed(conns) == [b""] * COUNT
+        finally:
+            for task in senders:
+                task.cancel()
 
 
 async def test_a_later_request_trickling_in_on_a_kept_alive_connection_is_cut_off(
     short_timeouts: tuple[str, int],
 ) -> None:
     host, port = short_timeouts
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
+    async with _connections(host, port, 1) as conns:
+        reader, writer = conns[0]
         assert (await _get(reader, writer)).startswith(b"HTTP/1.1 200")
         writer.write(b"GET /healthz HTTP/1.1\r\n")
-
-        async def trickle() -> None:
-            with contextlib.suppress(ConnectionError):
-                for i in range(int(CLOSED_WITHIN * 5) + 10):
-                    writer.write(b"X-Slow-%d: yes\r\n" % i)
-                    await writer.drain()
-                    await asyncio.sleep(0.2)  # well inside the 1 s keep-alive timeout each time
-
-        sender = asyncio.create_task(trickle())
+        sender = asyncio.create_task(_trickle_header_lines(writer))
         try:
-            assert await asyncio.wait_for(_closed(reader), CLOSED_WITHIN) == b""
+            assert await _all_closed(conns) == [b""]
         finally:
             sender.cancel()
-    finally:
-        writer.close()
 
 
 async def test_idle_keep_alive_connections_are_closed(short_timeouts: tuple[str, int]) -> None:
     host, port = short_timeouts
-    conns = [await asyncio.open_connection(host, port) for _ in range(COUNT)]
-    try:
+    async with _connections(host, port, COUNT) as conns:
         for reader, writer in conns:
             assert (await _get(reader, writer)).startswith(b"HTTP/1.1 200")
-        received = await asyncio.wait_for(asyncio.gather(*(_closed(r) for r, _ in conns)), CLOSED_WITHIN)
-        assert received == [b""] * COUNT
-    finally:
-        for _, writer in conns:
-            writer.close()
+        assert await _all_closed(conns) == [b""] * COUNT
 
 
 async def test_a_kept_alive_connection_serves_requests_slower_than_the_header_timeout_apart(
@@ -166,19 +160,15 @@ async def test_a_kept_alive_connection_serves_requests_slower_than_the_header_ti
 ) -> None:
     """The header timer runs only while a request's headers are awaited, not while a request is served."""
     host, port = short_timeouts
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
+    async with _connections(host, port, 1) as [(reader, writer)]:
         for _ in range(3):
             assert (await _get(reader, writer)).startswith(b"HTTP/1.1 200")
             await asyncio.sleep(0.5)  # idle, under the 1 s keep-alive timeout
-    finally:
-        writer.close()
 
 
 async def test_connections_past_the_cap_are_refused_while_open_ones_keep_working(capped: tuple[str, int]) -> None:
     host, port = capped
-    conns = [await asyncio.open_connection(host, port) for _ in range(COUNT)]
-    try:
+    async with _connections(host, port, COUNT) as conns:
         for reader, writer in conns:  # each answered once: all are accepted and counted
             assert (await _get(reader, writer)).startswith(b"HTTP/1.1 200")
 
@@ -208,18 +198,12 @@ async def test_connections_past_the_cap_are_refused_while_open_ones_keep_working
             await asyncio.sleep(0.05)
         else:
             pytest.fail("a freed slot was never reused")
-    finally:
-        for _, writer in conns:
-            writer.close()
 
 
 async def test_kept_alive_connections_stay_open_for_the_configured_idle_time(capped: tuple[str, int]) -> None:
     """The keep-alive setting is the one in force: 60 s here, longer than uvicorn's own 5 s default."""
     host, port = capped
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
+    async with _connections(host, port, 1) as [(reader, writer)]:
         assert (await _get(reader, writer)).startswith(b"HTTP/1.1 200")
         await asyncio.sleep(5.5)
         assert (await _get(reader, writer)).startswith(b"HTTP/1.1 200")
-    finally:
-        writer.close()
