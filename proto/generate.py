@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 OUT_DIR = ROOT / "gen"
 PROTODEPS = ROOT / "build" / "protodeps"
-GOOGLE_API_PROTOS = ("annotations.proto", "http.proto", "field_behavior.proto")
+GOOGLE_API_PROTOS = ("annotations.proto", "http.proto", "field_behavior.proto", "field_info.proto")
 
 
 def copy_google_api_protos() -> Path:

@@ -23,11 +23,13 @@ _sym_db = _symbol_database.Default()
 
 
 from convhub.v1 import common_pb2 as convhub_dot_v1_dot_common__pb2
+from convhub.v1 import field_rules_pb2 as convhub_dot_v1_dot_field__rules__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import field_info_pb2 as google_dot_api_dot_field__info__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63onvhub/v1/participant.proto\x12\nconvhub.v1\x1a\x17\x63onvhub/v1/common.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x03\n\x0bParticipant\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x63onversation_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x04 \x01(\t\x12,\n\taddresses\x18\x05 \x03(\x0b\x32\x13.convhub.v1.AddressB\x04\xe2\x41\x01\x02\x12\x37\n\x11preferred_channel\x18\x06 \x01(\x0e\x32\x1c.convhub.v1.ConversationType\x12?\n\x13last_active_channel\x18\x07 \x01(\x0e\x32\x1c.convhub.v1.ConversationTypeB\x04\xe2\x41\x01\x03\x12\x38\n\x0etm_last_active\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_create\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_update\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_delete\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63onvhub/v1/participant.proto\x12\nconvhub.v1\x1a\x17\x63onvhub/v1/common.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x04\n\x0bParticipant\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x03\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x19\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12%\n\x0f\x63onversation_id\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x03\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x15\n\x04name\x18\x04 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01\x12\x32\n\taddresses\x18\x05 \x03(\x0b\x32\x13.convhub.v1.AddressB\n\xe2\x41\x01\x02\x82\x80\x19\x02\x10\x14\x12\x37\n\x11preferred_channel\x18\x06 \x01(\x0e\x32\x1c.convhub.v1.ConversationType\x12?\n\x13last_active_channel\x18\x07 \x01(\x0e\x32\x1c.convhub.v1.ConversationTypeB\x04\xe2\x41\x01\x03\x12\x38\n\x0etm_last_active\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_create\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_update\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_delete\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,13 +37,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'convhub.v1.participant_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PARTICIPANT'].fields_by_name['id']._loaded_options = None
-  _globals['_PARTICIPANT'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_PARTICIPANT'].fields_by_name['id']._serialized_options = b'\342A\001\003\342\214\317\327\010\002\010\001'
   _globals['_PARTICIPANT'].fields_by_name['customer_id']._loaded_options = None
   _globals['_PARTICIPANT'].fields_by_name['customer_id']._serialized_options = b'\342A\001\003'
   _globals['_PARTICIPANT'].fields_by_name['conversation_id']._loaded_options = None
-  _globals['_PARTICIPANT'].fields_by_name['conversation_id']._serialized_options = b'\342A\001\003'
+  _globals['_PARTICIPANT'].fields_by_name['conversation_id']._serialized_options = b'\342A\001\003\342\214\317\327\010\002\010\001'
+  _globals['_PARTICIPANT'].fields_by_name['name']._loaded_options = None
+  _globals['_PARTICIPANT'].fields_by_name['name']._serialized_options = b'\202\200\031\003\010\377\001'
   _globals['_PARTICIPANT'].fields_by_name['addresses']._loaded_options = None
-  _globals['_PARTICIPANT'].fields_by_name['addresses']._serialized_options = b'\342A\001\002'
+  _globals['_PARTICIPANT'].fields_by_name['addresses']._serialized_options = b'\342A\001\002\202\200\031\002\020\024'
   _globals['_PARTICIPANT'].fields_by_name['last_active_channel']._loaded_options = None
   _globals['_PARTICIPANT'].fields_by_name['last_active_channel']._serialized_options = b'\342A\001\003'
   _globals['_PARTICIPANT'].fields_by_name['tm_last_active']._loaded_options = None
@@ -52,6 +56,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PARTICIPANT'].fields_by_name['tm_update']._serialized_options = b'\342A\001\003'
   _globals['_PARTICIPANT'].fields_by_name['tm_delete']._loaded_options = None
   _globals['_PARTICIPANT'].fields_by_name['tm_delete']._serialized_options = b'\342A\001\003'
-  _globals['_PARTICIPANT']._serialized_start=136
-  _globals['_PARTICIPANT']._serialized_end=624
+  _globals['_PARTICIPANT']._serialized_start=195
+  _globals['_PARTICIPANT']._serialized_end=714
 # @@protoc_insertion_point(module_scope)
