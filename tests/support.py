@@ -7,7 +7,9 @@ from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
+from sqlalchemy import select
 
+from convhub.server.store.models import Base
 from convhub.v1 import (
     account_service_pb2_grpc,
     common_pb2,
@@ -106,3 +108,16 @@ def expect_error(fn: Any, request: Any, code: grpc.StatusCode, field: str | None
     if field is not None:
         assert field in rich.fields, (field, rich.fields, rich.message)
     return rich
+
+
+def tenant_snapshot(engine: Any, customer_id: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row the customer owns, per table, in primary-key order: equal snapshots mean nothing was written."""
+    snapshot: dict[str, list[tuple[Any, ...]]] = {}
+    with engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            if "customer_id" in table.c:
+                query = select(table).where(table.c.customer_id == customer_id).order_by(*table.primary_key.columns)
+                snapshot[table.name] = [tuple(row) for row in conn.execute(query)]
+        customers = Base.metadata.tables["customers"]
+        snapshot["customers"] = [tuple(r) for r in conn.execute(select(customers).where(customers.c.id == customer_id))]
+    return snapshot

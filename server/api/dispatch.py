@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 from sqlalchemy.exc import DBAPIError
 
 from convhub.server.api.errors import Unauthenticated, Unavailable
+from convhub.server.api.request_rules import check_request
 from convhub.server.observability.calls import note_customer
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -127,6 +128,7 @@ class Dispatcher:
     async def call(self, method: Method, request: Message, token: str | None) -> Message:
         """Run a unary method; raises ApiError for anything the caller got wrong."""
         caller = self.authenticate(token)
+        check_request(request)  # text, Struct and declared limits on every field (request_rules.py)
         if method.is_async:
             return await _guard_database_async(method.handler(request, caller))
         if method.inline:
@@ -139,6 +141,7 @@ class Dispatcher:
     async def stream(self, method: Method, request: Message, token: str | None) -> AsyncIterator[Message]:
         """Run a server-streaming method: authenticate first, then yield its messages."""
         caller = self.authenticate(token)
+        check_request(request)  # text, Struct and declared limits on every field (request_rules.py)
         async for item in method.handler(request, caller):
             yield item
 

@@ -8,6 +8,7 @@ naming the offending field. The REST shim maps the same status to HTTP.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import grpc
@@ -15,6 +16,18 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "convhub.v1"
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters and lone surrogates escaped (`\\u0000`).
+
+    Error texts quote request data (a map key, an unknown field name); escaped,
+    they always encode as UTF-8 in JSON, a gRPC trailer and a log line.
+    """
+    if _UNPRINTABLE.search(text) is None:
+        return text
+    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 @dataclass
@@ -38,11 +51,12 @@ class ApiError(Exception):
         metadata: dict[str, str] | None = None,
         violations: list[FieldViolation] | None = None,
     ) -> None:
+        message = printable(message)
         super().__init__(message)
         self.message = message
         self.reason = reason or self.code.name
-        self.metadata = metadata or {}
-        self.violations = violations or []
+        self.metadata = {k: printable(v) for k, v in metadata.items()} if metadata else {}
+        self.violations = [FieldViolation(printable(v.field), printable(v.description)) for v in violations or ()]
 
     def to_status(self) -> status_pb2.Status:
         """The google.rpc.Status sent as `grpc-status-details-bin`."""

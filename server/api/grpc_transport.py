@@ -1,7 +1,13 @@
 """gRPC transport: generic grpc.aio handlers for every dispatcher method.
 
-The only gRPC-specific work is here: reading the bearer token from metadata
-and turning ApiError into a status with `grpc-status-details-bin`.
+The only gRPC-specific work is here: decoding the request bytes, reading the
+bearer token from metadata and turning ApiError into a status with
+`grpc-status-details-bin`.
+
+Requests are decoded here rather than by grpc (`request_deserializer`): a
+message grpc cannot decode (invalid UTF-8, a corrupt wire format, nesting past
+the decoder's limit) would otherwise answer UNKNOWN and log a traceback per
+call, a cheap way to flood the log. Here it is INVALID_ARGUMENT, not logged.
 """
 
 from __future__ import annotations
@@ -11,21 +17,29 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
+from convhub.server.api.credentials import single_token
 from convhub.server.api.dispatch import Dispatcher, Method
-from convhub.server.api.errors import ApiError, internal_status
+from convhub.server.api.errors import ApiError, InvalidArgument, internal_status
 
 log = logging.getLogger("convhub.grpc")
 _DETAILS_KEY = "grpc-status-details-bin"
 
 
 def bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str):
-            scheme, _, token = value.partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else None
-    return None
+    """The call's API token; two different `authorization` values are INVALID_ARGUMENT (credentials.py)."""
+    metadata = context.invocation_metadata() or ()
+    return single_token((k, v) for k, v in metadata if k == "authorization" and isinstance(v, str))
+
+
+def decode_request(method: Method, data: bytes) -> Message:
+    """The request message from its wire bytes; undecodable bytes are INVALID_ARGUMENT."""
+    try:
+        return method.request_cls.FromString(data)
+    except DecodeError as exc:
+        # upb's message names the type and the defect (bad UTF-8, corrupt wire format, too deep), never the data.
+        raise InvalidArgument("request", f"cannot decode: {exc}", reason="UNDECODABLE_REQUEST") from None
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, method: str) -> None:
@@ -42,9 +56,9 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException
 
 
 def _unary(dispatcher: Dispatcher, method: Method) -> Callable[..., Coroutine[Any, Any, Message]]:
-    async def handle(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+    async def handle(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
         try:
-            return await dispatcher.call(method, request, bearer_token(context))
+            return await dispatcher.call(method, decode_request(method, data), bearer_token(context))
         except Exception as exc:
             await _abort(context, exc, method.full_name)
             raise  # unreachable: abort raises
@@ -53,9 +67,9 @@ def _unary(dispatcher: Dispatcher, method: Method) -> Callable[..., Coroutine[An
 
 
 def _streaming(dispatcher: Dispatcher, method: Method) -> Callable[..., AsyncIterator[Message]]:
-    async def handle(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
+    async def handle(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
         try:
-            async for item in dispatcher.stream(method, request, bearer_token(context)):
+            async for item in dispatcher.stream(method, decode_request(method, data), bearer_token(context)):
                 yield item
         except Exception as exc:
             await _abort(context, exc, method.full_name)
@@ -70,13 +84,13 @@ def generic_handlers(dispatcher: Dispatcher) -> list[grpc.GenericRpcHandler]:
         if method.server_streaming:
             handler = grpc.unary_stream_rpc_method_handler(
                 _streaming(dispatcher, method),
-                request_deserializer=method.request_cls.FromString,
+                request_deserializer=None,  # raw bytes: decode_request answers what cannot be decoded
                 response_serializer=method.response_cls.SerializeToString,
             )
         else:
             handler = grpc.unary_unary_rpc_method_handler(
                 _unary(dispatcher, method),
-                request_deserializer=method.request_cls.FromString,
+                request_deserializer=None,  # raw bytes: decode_request answers what cannot be decoded
                 response_serializer=method.response_cls.SerializeToString,
             )
         by_service.setdefault(service, {})[method.descriptor.name] = handler
