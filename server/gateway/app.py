@@ -9,8 +9,9 @@ document): building Starlette `Request`/`Response` objects per call would
 cost more than all of our own work.
 
 Per request:
-  * auth: `Authorization: Bearer <token>`, else `?token=` / `?accesskey=` (VoIPBIN
-    spellings, removed before the query is mapped onto the request);
+  * auth: `Authorization: Bearer <token>`, `?token=` or `?accesskey=` (VoIPBIN
+    spellings, removed before the query is mapped onto the request); two
+    different credentials are a 400 (`api/credentials.py`);
   * deadline: `Grpc-Timeout` (`5S`, `200m`, `100u`...) -> 504 DEADLINE_EXCEEDED;
   * body: at most `max_body_bytes` (Content-Length and the bytes actually read) -> 413;
   * errors: `errors.py` maps the handler's google.rpc.Status to HTTP like grpc-gateway;
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 
+from convhub.server.api.credentials import single_token
 from convhub.server.api.dispatch import Dispatcher, Method
 from convhub.server.api.errors import InvalidArgument
 from convhub.server.gateway import codec
@@ -42,6 +43,7 @@ from convhub.server.gateway.errors import (
     simple_status,
     status_for_exception,
 )
+from convhub.server.gateway.json_body import parse_json
 from convhub.server.gateway.openapi import build_openapi
 from convhub.server.gateway.routes import Binding, Match, RouteTable, build_route_table
 from convhub.server.observability.http_calls import ROUTE_KEY
@@ -75,19 +77,6 @@ def parse_grpc_timeout(value: str) -> float:
     if m is None:
         raise InvalidArgument("grpc-timeout", f"invalid timeout {value!r}: expected e.g. 5S, 200m, 100u")
     return int(m.group(1)) * _TIMEOUT_UNITS[m.group(2)]
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def parse_json(body: bytes) -> Any:
-    if not body.strip():
-        return {}
-    try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidArgument("body", f"malformed JSON: {exc}") from None
 
 
 class RoutePlan:
@@ -243,15 +232,13 @@ class Gateway:
         plan = self.plans[id(found.binding)]
         scope[ROUTE_KEY] = found.binding.template.text  # the metrics and log label: bounded, unlike the path
 
-        token: str | None = None
+        credentials: list[tuple[str, str]] = []  # every token the call carries; credentials.py picks the one
         timeout: str | None = None
         accept = ""
         content_length: int | None = None
         for name, value in scope["headers"]:
             if name == b"authorization":
-                scheme, _, cred = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer" and cred.strip():
-                    token = cred.strip()
+                credentials.append(("authorization", value.decode("latin-1")))
             elif name == b"grpc-timeout":
                 timeout = value.decode("latin-1")
             elif name == b"accept":
@@ -265,12 +252,12 @@ class Gateway:
         if qs:
             for key, value in parse_qsl(qs.decode("utf-8", "replace"), keep_blank_values=True):
                 if key in AUTH_QUERY_PARAMS:
-                    if token is None and value:
-                        token = value
+                    credentials.append((key, value))
                 else:
                     query.append((key, value))
 
         try:
+            token = single_token(credentials)
             body: bytes | None = None
             if plan.body_decoder is not None:
                 if content_length is not None and content_length > self.max_body_bytes:

@@ -37,6 +37,7 @@ from google.protobuf.internal import type_checkers
 from google.protobuf.message import Message
 
 from convhub.server.api.errors import InvalidArgument
+from convhub.server.api.request_rules import MAX_DEPTH, check_number, check_text, text_problem
 
 FD = FieldDescriptor
 Encoder = Callable[[Any], Any]
@@ -355,7 +356,10 @@ def _float_parser(ct: int) -> StringParser:
                 raise InvalidArgument(path, f"invalid number {v!r}")
             x = float(v)
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            x = float(v)
+            try:
+                x = float(v)
+            except OverflowError:  # an integer literal past the largest double
+                raise InvalidArgument(path, "number out of range") from None
         else:
             raise InvalidArgument(path, f"invalid number {v!r}")
         if not math.isfinite(x) and not isinstance(v, str):
@@ -387,7 +391,8 @@ def _bool_string(v: Any, path: str) -> bool:
 
 def _string_json(v: Any, path: str) -> str:
     if isinstance(v, str):
-        return v
+        # Before it reaches a message: upb cannot hold a lone surrogate (`"\ud800"` in JSON).
+        return check_text(path, v)
     raise InvalidArgument(path, f"invalid string {v!r}")
 
 
@@ -432,6 +437,36 @@ def parse_field_mask(value: Any, path: str) -> list[str]:
     return out
 
 
+def check_json_value(v: Any, path: str, depth: int = 0) -> None:
+    """JSON bound for a Struct/Value/ListValue/Any: storable text, finite numbers, at most MAX_DEPTH levels.
+
+    Checked here, with the field path, because `json_format` would stop at the first
+    lone surrogate or huge integer with an exception of its own, not naming the field.
+    """
+    if isinstance(v, str):
+        check_text(path, v)
+    elif isinstance(v, float):
+        check_number(path, v)
+    elif isinstance(v, int) and not isinstance(v, bool):
+        try:
+            float(v)
+        except OverflowError:
+            raise InvalidArgument(path, "number out of range") from None
+    elif isinstance(v, dict):
+        if depth >= MAX_DEPTH:
+            raise InvalidArgument(path, f"nested deeper than {MAX_DEPTH} levels")
+        for key, x in v.items():
+            problem = text_problem(key)
+            if problem is not None:
+                raise InvalidArgument(f"{path}[{key[:64]}]", f"key {problem}")
+            check_json_value(x, join(path, key), depth + 1)
+    elif isinstance(v, list):
+        if depth >= MAX_DEPTH:
+            raise InvalidArgument(path, f"nested deeper than {MAX_DEPTH} levels")
+        for i, x in enumerate(v):
+            check_json_value(x, f"{path}[{i}]", depth + 1)
+
+
 def _wkt_decoder(name: str, desc: Descriptor) -> JsonDecoder | None:
     if name in ("google.protobuf.Timestamp", "google.protobuf.Duration"):
         what = "an RFC 3339 timestamp" if name.endswith("Timestamp") else "a duration such as '1.5s'"
@@ -459,8 +494,7 @@ def _wkt_decoder(name: str, desc: Descriptor) -> JsonDecoder | None:
         def generic(msg: Any, v: Any, path: str) -> None:
             if expect is not None and not isinstance(v, expect):
                 raise InvalidArgument(path, f"expected a JSON {'object' if expect is dict else 'array'}")
-            if isinstance(v, float) and not math.isfinite(v):
-                raise InvalidArgument(path, "number is not finite")
+            check_json_value(v, path)
             try:
                 json_format.ParseDict(v, msg)
             except (json_format.ParseError, ValueError, TypeError) as exc:
