@@ -9,8 +9,8 @@ or half-writes):
   one could not move to PostgreSQL) and no lone UTF-16 surrogates (not UTF-8);
 * `google.protobuf.Struct`/`Value` (metadata): finite numbers (JSON has no
   NaN or Infinity) and at most `MAX_DEPTH` levels of nesting;
-* the limits the contract declares with `(convhub.v1.rules)`: `max_length`,
-  `max_items`, `max_key_length`, `minimum`.
+* the limits the contract declares with `(convhub.v1.rules)`: string and key
+  lengths, item counts, integer minimums (`proto/convhub/v1/field_rules.proto`).
 
 Each message type's walk is compiled once into checks over only the fields
 that can break a rule (a Timestamp or an enum costs nothing), and the field
@@ -144,22 +144,36 @@ _STRUCT_CHECKS: dict[str, Check] = {
 # Compiling a message type's checks.
 
 
-def _string_check(limit: int, what: str = "") -> Callable[[str, str], None]:
-    """(value, path) -> None: text rule, then the declared length."""
+def _string_check(shortest: int, longest: int, what: str = "", pattern: str = "") -> Callable[[str, str], None]:
+    """(value, path) -> None: the text rule, then the declared lengths and pattern (`what` prefixes descriptions)."""
+    matcher = re.compile(pattern) if pattern else None
 
     def check(value: str, path: str) -> None:
-        if not (value.isascii() and "\x00" not in value):
-            check_text(path, value)
-        if limit and len(value) > limit:
-            raise InvalidArgument(path, f"{what}must be at most {limit} characters")
+        problem = None if value.isascii() and "\x00" not in value else text_problem(value)
+        if problem is not None:
+            raise InvalidArgument(path, what + problem)
+        if longest and len(value) > longest:
+            raise InvalidArgument(path, f"{what}must be at most {longest} characters")
+        if len(value) < shortest:
+            raise InvalidArgument(
+                path, f"{what}must not be empty" if shortest == 1 else f"{what}must be at least {shortest} characters"
+            )
+        if matcher is not None and value and matcher.fullmatch(value) is None:
+            raise InvalidArgument(path, f"{what}must match {pattern}")
 
     return check
+
+
+def _text_rules(rules: field_rules_pb2.FieldRules | None) -> Callable[[str, str], None]:
+    if rules is None:
+        return _string_check(0, 0)
+    return _string_check(rules.min_length, rules.max_length, pattern=rules.pattern)
 
 
 def _value_check(f: FieldDescriptor, rules: field_rules_pb2.FieldRules | None) -> Check | None:
     """(value, path) check for one element of `f` (the value itself when not repeated)."""
     if f.cpp_type == FD.CPPTYPE_STRING and f.type == FD.TYPE_STRING:
-        return _string_check(rules.max_length if rules else 0)
+        return _text_rules(rules)
     if f.cpp_type == FD.CPPTYPE_MESSAGE:
         assert f.message_type is not None
         return message_check(f.message_type)
@@ -183,8 +197,11 @@ def _field_check(f: FieldDescriptor) -> Check | None:
     entry = f.message_type if f.message_type is not None and f.message_type.GetOptions().map_entry else None
     if entry is not None:
         key_f, val_f = entry.fields_by_name["key"], entry.fields_by_name["value"]
-        key_limit = rules.max_key_length if rules else 0
-        key_check = _string_check(key_limit, "key ") if key_f.type == FD.TYPE_STRING else None
+        key_check = None
+        if key_f.type == FD.TYPE_STRING:
+            key_check = _string_check(
+                rules.min_key_length if rules else 0, rules.max_key_length if rules else 0, "key "
+            )
         val_check = _value_check(val_f, rules)
         if key_check is None and val_check is None and not max_items:
             return None
@@ -230,11 +247,14 @@ def _field_check(f: FieldDescriptor) -> Check | None:
 
         return message_field
     if f.cpp_type == FD.CPPTYPE_STRING:
-        limit = rules.max_length if rules else 0
+        shortest = rules.min_length if rules else 0
+        longest = (rules.max_length if rules else 0) or 2**62
+        if rules and rules.pattern:
+            longest = -1  # never "plain": every non-empty value goes through the pattern
 
-        def string_field(msg: Any, path: str) -> None:  # the hot case, inlined
-            value = getattr(msg, name)
-            if value and not (value.isascii() and "\x00" not in value and not (limit and len(value) > limit)):
+        def string_field(msg: Any, path: str) -> None:  # the hot case: a plain, fitting value costs three C calls
+            value = getattr(msg, name)  # empty means "not set": nothing to check
+            if value and not (value.isascii() and "\x00" not in value and shortest <= len(value) <= longest):
                 one(value, _join(path, name))
 
         return string_field

@@ -396,6 +396,14 @@ def _string_json(v: Any, path: str) -> str:
     raise InvalidArgument(path, f"invalid string {v!r}")
 
 
+def _string_key(v: str, path: str) -> str:
+    """A string map key (JSON object keys are always strings): the text rule, said of the key."""
+    problem = text_problem(v)
+    if problem is not None:
+        raise InvalidArgument(path, f"key {problem}")
+    return v
+
+
 def _bytes_parser(v: Any, path: str) -> bytes:
     if isinstance(v, str):
         s = v.replace("-", "+").replace("_", "/")
@@ -575,7 +583,7 @@ def field_decoder(f: FieldDescriptor) -> JsonDecoder:
     if is_map(f):
         key_f = msg_type(f).fields_by_name["key"]
         val_f = msg_type(f).fields_by_name["value"]
-        key_parse = scalar_parser(key_f, from_string=True)
+        key_parse = _string_key if key_f.type == FD.TYPE_STRING else scalar_parser(key_f, from_string=True)
         if val_f.cpp_type == FD.CPPTYPE_MESSAGE:
             val_dec = message_decoder(msg_type(val_f))
             val_null = msg_type(val_f).full_name == "google.protobuf.Value"

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from google.api import field_behavior_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
+from convhub.server.api import request_rules
+from convhub.server.api.request_rules import MAX_DEPTH, declared_rules
 from convhub.server.gateway import codec
 from convhub.server.gateway.routes import _ANY, _DEEP, _LITERAL, Binding
 
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 
 FD = FieldDescriptor
 REF = "#/components/schemas/"
+NO_NUL = "^[^\\u0000]*$"  # ECMA 262, as OpenAPI patterns are: text never holds NUL (request_rules.py)
 
 _INT_SCHEMAS: dict[int, dict[str, Any]] = {
     FD.CPPTYPE_INT32: {"type": "integer", "format": "int32", "minimum": -(2**31), "maximum": 2**31 - 1},
@@ -45,8 +48,14 @@ _WKT_SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "string",
         "description": "Comma-separated field paths (snake_case or lowerCamelCase).",
     },
-    "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
-    "google.protobuf.Value": {"description": "Any JSON value."},
+    "google.protobuf.Struct": {
+        "type": "object",
+        "additionalProperties": True,
+        "description": f"A JSON object: at most {MAX_DEPTH} levels of nesting, finite numbers, text without NUL.",
+    },
+    "google.protobuf.Value": {
+        "description": f"Any JSON value: at most {MAX_DEPTH} levels of nesting, finite numbers, text without NUL."
+    },
     "google.protobuf.ListValue": {"type": "array", "items": {}},
     "google.protobuf.Empty": {"type": "object"},
     "google.protobuf.Any": {
@@ -82,6 +91,9 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
+SEND_ONCE = "Send the API token one way; two different credentials in one call are a 400."
+
+
 def schema_name(full_name: str) -> str:
     """Component name for a proto type: the package-qualified name, dotted (`convhub.v1.Conversation`)."""
     return full_name
@@ -96,8 +108,20 @@ class SchemaBuilder:
     def ref(self, name: str) -> dict[str, Any]:
         return {"$ref": REF + name}
 
-    def message(self, desc: Descriptor, *, exclude: frozenset[str] = frozenset(), name: str | None = None) -> Any:
-        """A reference to the message's component (built on first use; recursive types are fine)."""
+    def message(
+        self,
+        desc: Descriptor,
+        *,
+        exclude: frozenset[str] = frozenset(),
+        name: str | None = None,
+        update: bool = False,
+    ) -> Any:
+        """A reference to the message's component (built on first use; recursive types are fine).
+
+        `REQUIRED` fields are `required`. An `update` variant (the body of a PUT/PATCH
+        whose fields become the update mask) leaves out `IMMUTABLE` fields, which the
+        server refuses to change, and requires nothing: a partial body is the point.
+        """
         wkt = _WKT_SCHEMAS.get(desc.full_name)
         if wkt is not None:
             return dict(wkt)
@@ -108,11 +132,17 @@ class SchemaBuilder:
         if key not in self.schemas:
             self.schemas[key] = {}  # placeholder against recursion
             props: dict[str, Any] = {}
+            required: list[str] = []
             for f in desc.fields:
-                if f.name in exclude:
+                behaviors = codec.field_behaviors(f)
+                if f.name in exclude or (update and field_behavior_pb2.IMMUTABLE in behaviors):
                     continue
                 props[f.name] = self.field(f)
+                if field_behavior_pb2.REQUIRED in behaviors and not update:
+                    required.append(f.name)
             schema: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+            if required:
+                schema["required"] = required
             groups = [
                 [f.name for f in o.fields if f.name in props]
                 for o in desc.oneofs
@@ -137,8 +167,9 @@ class SchemaBuilder:
             }
         return self.ref(key)
 
-    def single(self, f: FieldDescriptor) -> dict[str, Any]:
-        """Schema of one value of `f` (an element, for repeated fields)."""
+    def single(self, f: FieldDescriptor, owner: FieldDescriptor | None = None) -> dict[str, Any]:
+        """Schema of one value of `f` (an element, for repeated fields; `owner` is the map holding it)."""
+        owner = owner or f
         ct = f.cpp_type
         if ct == FD.CPPTYPE_MESSAGE:
             result: dict[str, Any] = self.message(codec.msg_type(f))
@@ -147,8 +178,15 @@ class SchemaBuilder:
             if codec.enum_type(f).full_name == "google.protobuf.NullValue":
                 return {"nullable": True, "enum": [None]}
             return self.enum(f)
+        rules = declared_rules(owner)
         if ct in _INT_SCHEMAS:
-            return dict(_INT_SCHEMAS[ct])
+            schema = dict(_INT_SCHEMAS[ct])
+            if rules is not None and rules.HasField("minimum"):
+                if schema["type"] == "integer":
+                    schema["minimum"] = max(schema["minimum"], rules.minimum)
+                elif rules.minimum >= 0:  # int64 travels as a string: no sign
+                    schema["pattern"] = "^[0-9]+$"
+            return schema
         if ct in (FD.CPPTYPE_DOUBLE, FD.CPPTYPE_FLOAT):
             fmt = "double" if ct == FD.CPPTYPE_DOUBLE else "float"
             return {"oneOf": [{"type": "number", "format": fmt}, _NON_FINITE]}
@@ -156,18 +194,48 @@ class SchemaBuilder:
             return {"type": "boolean"}
         if f.type == FD.TYPE_BYTES:
             return {"type": "string", "format": "byte"}
-        return {"type": "string"}
+        # Text never holds NUL (request_rules.py); a declared pattern is narrower already.
+        schema = {"type": "string", "pattern": rules.pattern if rules is not None and rules.pattern else NO_NUL}
+        if request_rules.is_uuid(f):
+            schema["format"] = "uuid"
+        if rules is not None and rules.min_length:
+            schema["minLength"] = rules.min_length
+        if rules is not None and rules.max_length:
+            schema["maxLength"] = rules.max_length
+        return schema
+
+    @staticmethod
+    def _required_value(f: FieldDescriptor, schema: dict[str, Any]) -> dict[str, Any]:
+        """A REQUIRED scalar has a value (AIP-203): a string is not empty, an enum is not `unspecified`."""
+        if schema.get("type") == "string" and f.cpp_type == FD.CPPTYPE_STRING:
+            return {**schema, "minLength": max(1, schema.get("minLength", 0))}
+        if f.cpp_type == FD.CPPTYPE_ENUM and 0 in codec.enum_names(codec.enum_type(f)).out:
+            return {"allOf": [schema], "not": {"enum": [codec.enum_names(codec.enum_type(f)).out[0]]}}
+        return schema
 
     def field(self, f: FieldDescriptor) -> dict[str, Any]:
+        rules = declared_rules(f)
         if codec.is_map(f):
-            schema: dict[str, Any] = {
-                "type": "object",
-                "additionalProperties": self.single(codec.msg_type(f).fields_by_name["value"]),
-            }
+            entry = codec.msg_type(f)
+            value = self.single(entry.fields_by_name["value"], owner=f)
+            schema: dict[str, Any] = {"type": "object", "additionalProperties": value}
+            if rules is not None and rules.max_items:
+                schema["maxProperties"] = rules.max_items
+            if rules is not None and (rules.min_key_length or rules.max_key_length):
+                # OpenAPI 3.0 has no propertyNames: the key rule can only be told.
+                schema["description"] = (
+                    f"Keys: {rules.min_key_length} to {rules.max_key_length or 'any number of'} characters, no NUL."
+                )
         elif f.is_repeated:
             schema = {"type": "array", "items": self.single(f)}
+            if field_behavior_pb2.REQUIRED in codec.field_behaviors(f):
+                schema["minItems"] = 1  # AIP-203: a required list is a non-empty one
+            if rules is not None and rules.max_items:
+                schema["maxItems"] = rules.max_items
         else:
             schema = self.single(f)
+            if field_behavior_pb2.REQUIRED in codec.field_behaviors(f):
+                schema = self._required_value(f, schema)
         behaviors = codec.field_behaviors(f)
         extra: dict[str, Any] = {}
         if field_behavior_pb2.OUTPUT_ONLY in behaviors:
@@ -179,6 +247,23 @@ class SchemaBuilder:
         if "$ref" in schema:
             return {"allOf": [schema], **extra}
         return {**schema, **extra}
+
+
+def updatable_fields(desc: Descriptor) -> list[FieldDescriptor]:
+    """The fields an update may name (AIP-134): neither OUTPUT_ONLY nor IMMUTABLE."""
+    fixed = {field_behavior_pb2.OUTPUT_ONLY, field_behavior_pb2.IMMUTABLE}
+    return [f for f in desc.fields if not fixed & codec.field_behaviors(f)]
+
+
+def update_mask_schema(desc: Descriptor) -> dict[str, Any]:
+    """`update_mask` of an update: comma-separated top-level updatable fields, in either spelling."""
+    names = sorted({n for f in updatable_fields(desc) for n in (f.name, f.json_name)})
+    one = "(?:" + "|".join(names) + ")"
+    return {
+        "type": "string",
+        "pattern": f"^(?:{one}(?:,{one})*)?$",
+        "description": "Comma-separated fields to change (snake_case or lowerCamelCase): " + ", ".join(names) + ".",
+    }
 
 
 def _leaf(desc: Descriptor, path: tuple[str, ...]) -> FieldDescriptor:
@@ -257,6 +342,8 @@ def build_openapi(plans: Iterable[RoutePlan], *, title: str = "convhub") -> dict
             for fpath, f in plan.query.leaves:
                 schema = sb.field(f)
                 schema.pop("readOnly", None)
+                if plan.derive_mask and fpath == ("update_mask",) and plan.mask_body_desc is not None:
+                    schema = update_mask_schema(plan.mask_body_desc)
                 param: dict[str, Any] = {"name": ".".join(fpath), "in": "query", "required": False, "schema": schema}
                 if f.is_repeated:
                     param["style"] = "form"
@@ -281,10 +368,21 @@ def build_openapi(plans: Iterable[RoutePlan], *, title: str = "convhub") -> dict
                 if top_path_fields
                 else sb.message(req)
             )
-            op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body_schema}}}
+            # An absent body is `{}`: required when the request has required fields of its own.
+            needs_body = any(
+                field_behavior_pb2.REQUIRED in codec.field_behaviors(f) and f.name not in top_path_fields
+                for f in req.fields
+            )
+            op["requestBody"] = {"required": needs_body, "content": {"application/json": {"schema": body_schema}}}
         elif binding.body:
             f = req.fields_by_name[binding.body]
-            op["requestBody"] = {"required": False, "content": {"application/json": {"schema": sb.field(f)}}}
+            if plan.derive_mask:  # a partial body: what it holds is what changes
+                target = codec.msg_type(f)
+                schema = sb.message(target, name=f"{schema_name(target.full_name)}.Update", update=True)
+            else:
+                schema = sb.field(f)
+            needs_body = not plan.derive_mask and field_behavior_pb2.REQUIRED in codec.field_behaviors(f)
+            op["requestBody"] = {"required": needs_body, "content": {"application/json": {"schema": schema}}}
         resp = md.output_type
         if binding.response_body:
             resp_schema = sb.field(resp.fields_by_name[binding.response_body])
@@ -334,9 +432,9 @@ def build_openapi(plans: Iterable[RoutePlan], *, title: str = "convhub") -> dict
         "components": {
             "schemas": sb.schemas,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "token": {"type": "apiKey", "in": "query", "name": "token"},
-                "accesskey": {"type": "apiKey", "in": "query", "name": "accesskey"},
+                "bearer": {"type": "http", "scheme": "bearer", "description": SEND_ONCE},
+                "token": {"type": "apiKey", "in": "query", "name": "token", "description": SEND_ONCE},
+                "accesskey": {"type": "apiKey", "in": "query", "name": "accesskey", "description": SEND_ONCE},
             },
         },
         "security": [{"bearer": []}, {"token": []}, {"accesskey": []}],

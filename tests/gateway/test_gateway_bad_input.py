@@ -8,12 +8,16 @@ written.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from convhub.server.domain import updates
+from convhub.server.gateway.openapi import updatable_fields
+from convhub.v1 import account_pb2, conversation_pb2, participant_pb2
 from tests.conftest import Hub, Tenant
 from tests.support import tenant_snapshot
 
@@ -220,3 +224,44 @@ def test_ambiguous_credentials_are_400(hub: Hub, tenant: Tenant, other_tenant: T
         ):
             r = anon.get("/v1.0/conversations", headers=headers, params=params)
             assert r.status_code == 200, r.text
+
+
+# Item 8: the document says what the server accepts.
+def test_openapi_says_what_the_server_accepts(rest: httpx.Client) -> None:
+    doc = rest.get("/v1.0/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    for path, item in doc["paths"].items():
+        for op in item.values():
+            for param in op.get("parameters", []):
+                if param["in"] == "path":
+                    assert param["schema"]["format"] == "uuid", (path, param)
+                if param["name"] == "page_size":
+                    assert param["schema"]["minimum"] == 0, (path, param)
+    conversation = schemas["convhub.v1.Conversation"]["properties"]
+    assert conversation["name"]["maxLength"] == 255
+    assert conversation["tags"]["maxItems"] == 50
+    assert conversation["tags"]["items"]["minLength"] == 1
+    assert f"at most {MAX_DEPTH} levels" in conversation["metadata"]["description"]
+    account = schemas["convhub.v1.Account"]
+    assert account["required"] == ["type"]
+    assert account["properties"]["credentials"]["maxProperties"] == 20
+    assert account["properties"]["credentials"]["additionalProperties"]["maxLength"] == 4096
+    assert "type" not in schemas["convhub.v1.Account.Update"]["properties"]  # IMMUTABLE
+    ingest = schemas["convhub.v1.IngestMessageRequest"]
+    assert ingest["required"] == ["peer"]
+    assert ingest["properties"]["request_id"] == {"type": "string", "pattern": "^[ -~]*$", "maxLength": 64}
+    assert ingest["properties"]["text"]["pattern"] == "^[^\\u0000]*$"
+    assert doc["paths"]["/v1.0/conversation_messages:ingest"]["post"]["requestBody"]["required"] is True
+    update = {p["name"]: p for p in doc["paths"]["/v1.0/conversations/{id}"]["put"]["parameters"]}
+    mask = re.compile(update["update_mask"]["schema"]["pattern"])
+    assert mask.fullmatch("name,ownerType,tags") and not mask.fullmatch("type") and not mask.fullmatch("self.target")
+
+
+def test_update_masks_in_the_document_are_the_ones_the_server_takes() -> None:
+    """The document derives them from the contract (neither OUTPUT_ONLY nor IMMUTABLE); the server lists them."""
+    for message, updatable in (
+        (conversation_pb2.Conversation, updates.CONVERSATION_UPDATABLE),
+        (account_pb2.Account, updates.ACCOUNT_UPDATABLE),
+        (participant_pb2.Participant, updates.PARTICIPANT_UPDATABLE),
+    ):
+        assert {f.name for f in updatable_fields(message.DESCRIPTOR)} == set(updatable), message

@@ -55,9 +55,12 @@ def test_parameters_and_bodies(doc: dict[str, Any]) -> None:
     put = doc["paths"]["/v1/items/{id}"]["put"]
     assert put["parameters"][0]["description"] == "Fills `item.id`."
     assert [p["name"] for p in put["parameters"]] == ["id", "update_mask"]
+    # A partial body's fields become the update mask: its own variant, requiring nothing.
     assert put["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/gwtest.v1.Item"
+        "$ref": "#/components/schemas/gwtest.v1.Item.Update"
     }
+    assert "required" not in doc["components"]["schemas"]["gwtest.v1.Item.Update"]
+    assert put["parameters"][1]["schema"]["pattern"].startswith("^(?:(?:active|")  # the updatable fields
     listing = {p["name"]: p for p in doc["paths"]["/v1/items"]["get"]["parameters"]}
     assert listing["filter.color"]["schema"] == {"$ref": "#/components/schemas/gwtest.v1.Color"}
     assert listing["ids"]["schema"]["type"] == "array" and listing["ids"]["explode"] is True
@@ -79,7 +82,7 @@ def test_component_schemas(doc: dict[str, Any]) -> None:
     assert item["tm_create"] == {"type": "string", "format": "date-time"}
     assert item["metadata"]["type"] == "object"
     assert item["big_count"]["type"] == "string"
-    assert item["labels"] == {"type": "object", "additionalProperties": {"type": "string"}}
+    assert item["labels"] == {"type": "object", "additionalProperties": {"type": "string", "pattern": "^[^\\u0000]*$"}}
     assert item["maybe"]["nullable"] is True
     assert "not" in schemas["gwtest.v1.Item"]  # the oneof
     assert schemas["Error"]["properties"]["error"]["required"] == ["code", "status", "message", "details"]

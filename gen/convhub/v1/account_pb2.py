@@ -29,7 +29,7 @@ from google.api import field_info_pb2 as google_dot_api_dot_field__info__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63onvhub/v1/account.proto\x12\nconvhub.v1\x1a\x17\x63onvhub/v1/common.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe0\x03\n\x07\x41\x63\x63ount\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x03\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x19\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12+\n\x04type\x18\x03 \x01(\x0e\x32\x17.convhub.v1.AccountTypeB\x04\xe2\x41\x01\x05\x12\x15\n\x04name\x18\x04 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01\x12\x17\n\x06\x64\x65tail\x18\x05 \x01(\tB\x07\x82\x80\x19\x03\x08\x80 \x12$\n\x07\x61\x64\x64ress\x18\x06 \x01(\x0b\x32\x13.convhub.v1.Address\x12J\n\x0b\x63redentials\x18\x07 \x03(\x0b\x32$.convhub.v1.Account.CredentialsEntryB\x0f\xe2\x41\x01\x04\x82\x80\x19\x07\x08\x80 \x10\x14\x18@\x12\x33\n\ttm_create\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_update\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_delete\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x1a\x32\n\x10\x43redentialsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x8a\x01\n\x0b\x41\x63\x63ountType\x12\x1c\n\x18\x41\x43\x43OUNT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41\x43\x43OUNT_TYPE_SMS\x10\x01\x12\x15\n\x11\x41\x43\x43OUNT_TYPE_LINE\x10\x02\x12\x16\n\x12\x41\x43\x43OUNT_TYPE_EMAIL\x10\x03\x12\x18\n\x14\x41\x43\x43OUNT_TYPE_WEBCHAT\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63onvhub/v1/account.proto\x12\nconvhub.v1\x1a\x17\x63onvhub/v1/common.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x03\n\x07\x41\x63\x63ount\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x03\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x19\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12,\n\x04type\x18\x03 \x01(\x0e\x32\x17.convhub.v1.AccountTypeB\x05\xe2\x41\x02\x02\x05\x12\x15\n\x04name\x18\x04 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01\x12\x17\n\x06\x64\x65tail\x18\x05 \x01(\tB\x07\x82\x80\x19\x03\x08\x80 \x12$\n\x07\x61\x64\x64ress\x18\x06 \x01(\x0b\x32\x13.convhub.v1.Address\x12L\n\x0b\x63redentials\x18\x07 \x03(\x0b\x32$.convhub.v1.Account.CredentialsEntryB\x11\xe2\x41\x01\x04\x82\x80\x19\t\x08\x80 \x10\x14\x18@0\x01\x12\x33\n\ttm_create\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_update\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_delete\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x1a\x32\n\x10\x43redentialsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x8a\x01\n\x0b\x41\x63\x63ountType\x12\x1c\n\x18\x41\x43\x43OUNT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41\x43\x43OUNT_TYPE_SMS\x10\x01\x12\x15\n\x11\x41\x43\x43OUNT_TYPE_LINE\x10\x02\x12\x16\n\x12\x41\x43\x43OUNT_TYPE_EMAIL\x10\x03\x12\x18\n\x14\x41\x43\x43OUNT_TYPE_WEBCHAT\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,23 +43,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCOUNT'].fields_by_name['customer_id']._loaded_options = None
   _globals['_ACCOUNT'].fields_by_name['customer_id']._serialized_options = b'\342A\001\003'
   _globals['_ACCOUNT'].fields_by_name['type']._loaded_options = None
-  _globals['_ACCOUNT'].fields_by_name['type']._serialized_options = b'\342A\001\005'
+  _globals['_ACCOUNT'].fields_by_name['type']._serialized_options = b'\342A\002\002\005'
   _globals['_ACCOUNT'].fields_by_name['name']._loaded_options = None
   _globals['_ACCOUNT'].fields_by_name['name']._serialized_options = b'\202\200\031\003\010\377\001'
   _globals['_ACCOUNT'].fields_by_name['detail']._loaded_options = None
   _globals['_ACCOUNT'].fields_by_name['detail']._serialized_options = b'\202\200\031\003\010\200 '
   _globals['_ACCOUNT'].fields_by_name['credentials']._loaded_options = None
-  _globals['_ACCOUNT'].fields_by_name['credentials']._serialized_options = b'\342A\001\004\202\200\031\007\010\200 \020\024\030@'
+  _globals['_ACCOUNT'].fields_by_name['credentials']._serialized_options = b'\342A\001\004\202\200\031\t\010\200 \020\024\030@0\001'
   _globals['_ACCOUNT'].fields_by_name['tm_create']._loaded_options = None
   _globals['_ACCOUNT'].fields_by_name['tm_create']._serialized_options = b'\342A\001\003'
   _globals['_ACCOUNT'].fields_by_name['tm_update']._loaded_options = None
   _globals['_ACCOUNT'].fields_by_name['tm_update']._serialized_options = b'\342A\001\003'
   _globals['_ACCOUNT'].fields_by_name['tm_delete']._loaded_options = None
   _globals['_ACCOUNT'].fields_by_name['tm_delete']._serialized_options = b'\342A\001\003'
-  _globals['_ACCOUNTTYPE']._serialized_start=674
-  _globals['_ACCOUNTTYPE']._serialized_end=812
+  _globals['_ACCOUNTTYPE']._serialized_start=677
+  _globals['_ACCOUNTTYPE']._serialized_end=815
   _globals['_ACCOUNT']._serialized_start=191
-  _globals['_ACCOUNT']._serialized_end=671
-  _globals['_ACCOUNT_CREDENTIALSENTRY']._serialized_start=621
-  _globals['_ACCOUNT_CREDENTIALSENTRY']._serialized_end=671
+  _globals['_ACCOUNT']._serialized_end=674
+  _globals['_ACCOUNT_CREDENTIALSENTRY']._serialized_start=624
+  _globals['_ACCOUNT_CREDENTIALSENTRY']._serialized_end=674
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,7 @@ from convhub.v1 import field_rules_pb2 as convhub_dot_v1_dot_field__rules__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63onvhub/v1/common.proto\x12\nconvhub.v1\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1fgoogle/api/field_behavior.proto\"q\n\x07\x41\x64\x64ress\x12+\n\x04type\x18\x01 \x01(\x0e\x32\x17.convhub.v1.AddressTypeB\x04\xe2\x41\x01\x02\x12\x1b\n\x06target\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x02\x82\x80\x19\x03\x08\xc0\x02\x12\x1c\n\x0btarget_name\x18\x03 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01\"\x81\x01\n\x05Media\x12\x15\n\x04type\x18\x01 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01\x12\x14\n\x03url\x18\x02 \x01(\tB\x07\x82\x80\x19\x03\x08\x80\x10\x12\x1a\n\tmime_type\x18\x03 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01\x12\x19\n\x08\x66ilename\x18\x04 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01\x12\x14\n\x04size\x18\x05 \x01(\x03\x42\x06\x82\x80\x19\x02 \x00*\x8a\x01\n\x0b\x41\x64\x64ressType\x12\x1c\n\x18\x41\x44\x44RESS_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41\x44\x44RESS_TYPE_TEL\x10\x01\x12\x16\n\x12\x41\x44\x44RESS_TYPE_EMAIL\x10\x02\x12\x15\n\x11\x41\x44\x44RESS_TYPE_LINE\x10\x03\x12\x18\n\x14\x41\x44\x44RESS_TYPE_WEBCHAT\x10\x04*\xac\x01\n\x10\x43onversationType\x12!\n\x1d\x43ONVERSATION_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43ONVERSATION_TYPE_MESSAGE\x10\x01\x12\x1a\n\x16\x43ONVERSATION_TYPE_LINE\x10\x02\x12\x1b\n\x17\x43ONVERSATION_TYPE_EMAIL\x10\x03\x12\x1d\n\x19\x43ONVERSATION_TYPE_WEBCHAT\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63onvhub/v1/common.proto\x12\nconvhub.v1\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1fgoogle/api/field_behavior.proto\"q\n\x07\x41\x64\x64ress\x12+\n\x04type\x18\x01 \x01(\x0e\x32\x17.convhub.v1.AddressTypeB\x04\xe2\x41\x01\x02\x12\x1b\n\x06target\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x02\x82\x80\x19\x03\x08\xc0\x02\x12\x1c\n\x0btarget_name\x18\x03 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01\"\x85\x01\n\x05Media\x12\x15\n\x04type\x18\x01 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01\x12\x18\n\x03url\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x02\x82\x80\x19\x03\x08\x80\x10\x12\x1a\n\tmime_type\x18\x03 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01\x12\x19\n\x08\x66ilename\x18\x04 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01\x12\x14\n\x04size\x18\x05 \x01(\x03\x42\x06\x82\x80\x19\x02 \x00*\x8a\x01\n\x0b\x41\x64\x64ressType\x12\x1c\n\x18\x41\x44\x44RESS_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41\x44\x44RESS_TYPE_TEL\x10\x01\x12\x16\n\x12\x41\x44\x44RESS_TYPE_EMAIL\x10\x02\x12\x15\n\x11\x41\x44\x44RESS_TYPE_LINE\x10\x03\x12\x18\n\x14\x41\x44\x44RESS_TYPE_WEBCHAT\x10\x04*\xac\x01\n\x10\x43onversationType\x12!\n\x1d\x43ONVERSATION_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43ONVERSATION_TYPE_MESSAGE\x10\x01\x12\x1a\n\x16\x43ONVERSATION_TYPE_LINE\x10\x02\x12\x1b\n\x17\x43ONVERSATION_TYPE_EMAIL\x10\x03\x12\x1d\n\x19\x43ONVERSATION_TYPE_WEBCHAT\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,19 +42,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEDIA'].fields_by_name['type']._loaded_options = None
   _globals['_MEDIA'].fields_by_name['type']._serialized_options = b'\202\200\031\003\010\377\001'
   _globals['_MEDIA'].fields_by_name['url']._loaded_options = None
-  _globals['_MEDIA'].fields_by_name['url']._serialized_options = b'\202\200\031\003\010\200\020'
+  _globals['_MEDIA'].fields_by_name['url']._serialized_options = b'\342A\001\002\202\200\031\003\010\200\020'
   _globals['_MEDIA'].fields_by_name['mime_type']._loaded_options = None
   _globals['_MEDIA'].fields_by_name['mime_type']._serialized_options = b'\202\200\031\003\010\377\001'
   _globals['_MEDIA'].fields_by_name['filename']._loaded_options = None
   _globals['_MEDIA'].fields_by_name['filename']._serialized_options = b'\202\200\031\003\010\377\001'
   _globals['_MEDIA'].fields_by_name['size']._loaded_options = None
   _globals['_MEDIA'].fields_by_name['size']._serialized_options = b'\202\200\031\002 \000'
-  _globals['_ADDRESSTYPE']._serialized_start=350
-  _globals['_ADDRESSTYPE']._serialized_end=488
-  _globals['_CONVERSATIONTYPE']._serialized_start=491
-  _globals['_CONVERSATIONTYPE']._serialized_end=663
+  _globals['_ADDRESSTYPE']._serialized_start=354
+  _globals['_ADDRESSTYPE']._serialized_end=492
+  _globals['_CONVERSATIONTYPE']._serialized_start=495
+  _globals['_CONVERSATIONTYPE']._serialized_end=667
   _globals['_ADDRESS']._serialized_start=102
   _globals['_ADDRESS']._serialized_end=215
   _globals['_MEDIA']._serialized_start=218
-  _globals['_MEDIA']._serialized_end=347
+  _globals['_MEDIA']._serialized_end=351
 # @@protoc_insertion_point(module_scope)

@@ -86,7 +86,7 @@ class Conversation(_message.Message):
     owner_id: _builtins.str
     """The owner's id in the customer's system."""
     state: Global___ConversationState.ValueType
-    """Lifecycle state."""
+    """Lifecycle state; always set."""
     @_builtins.property
     def self(self) -> _common_pb2.Address:
         """Our address."""

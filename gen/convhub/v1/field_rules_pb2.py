@@ -25,13 +25,13 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63onvhub/v1/field_rules.proto\x12\nconvhub.v1\x1a google/protobuf/descriptor.proto\"m\n\nFieldRules\x12\x12\n\nmax_length\x18\x01 \x01(\r\x12\x11\n\tmax_items\x18\x02 \x01(\r\x12\x16\n\x0emax_key_length\x18\x03 \x01(\r\x12\x14\n\x07minimum\x18\x04 \x01(\x03H\x00\x88\x01\x01\x42\n\n\x08_minimum:F\n\x05rules\x12\x1d.google.protobuf.FieldOptions\x18\x80\x90\x03 \x01(\x0b\x32\x16.convhub.v1.FieldRulesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63onvhub/v1/field_rules.proto\x12\nconvhub.v1\x1a google/protobuf/descriptor.proto\"\xaa\x01\n\nFieldRules\x12\x12\n\nmax_length\x18\x01 \x01(\r\x12\x11\n\tmax_items\x18\x02 \x01(\r\x12\x16\n\x0emax_key_length\x18\x03 \x01(\r\x12\x14\n\x07minimum\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\nmin_length\x18\x05 \x01(\r\x12\x16\n\x0emin_key_length\x18\x06 \x01(\r\x12\x0f\n\x07pattern\x18\x07 \x01(\tB\n\n\x08_minimum:F\n\x05rules\x12\x1d.google.protobuf.FieldOptions\x18\x80\x90\x03 \x01(\x0b\x32\x16.convhub.v1.FieldRulesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'convhub.v1.field_rules_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FIELDRULES']._serialized_start=78
-  _globals['_FIELDRULES']._serialized_end=187
+  _globals['_FIELDRULES']._serialized_start=79
+  _globals['_FIELDRULES']._serialized_end=249
 # @@protoc_insertion_point(module_scope)

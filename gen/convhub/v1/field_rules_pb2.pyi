@@ -33,6 +33,9 @@ class FieldRules(_message.Message):
     MAX_ITEMS_FIELD_NUMBER: _builtins.int
     MAX_KEY_LENGTH_FIELD_NUMBER: _builtins.int
     MINIMUM_FIELD_NUMBER: _builtins.int
+    MIN_LENGTH_FIELD_NUMBER: _builtins.int
+    MIN_KEY_LENGTH_FIELD_NUMBER: _builtins.int
+    PATTERN_FIELD_NUMBER: _builtins.int
     max_length: _builtins.int
     """Longest accepted string, in characters (Unicode code points). For a
     repeated string it applies to each element, for a map to each value.
@@ -43,6 +46,17 @@ class FieldRules(_message.Message):
     """Longest accepted map key, in characters."""
     minimum: _builtins.int
     """Smallest accepted value of an integer field."""
+    min_length: _builtins.int
+    """Shortest accepted string, in characters. It applies to each element of a
+    repeated string and each value of a map; a singular string may still be
+    empty, which means "not set".
+    """
+    min_key_length: _builtins.int
+    """Shortest accepted map key, in characters."""
+    pattern: _builtins.str
+    """A regular expression a non-empty string must match as a whole; the
+    common subset of ECMA 262 (OpenAPI) and Python `re` only.
+    """
     def __init__(
         self,
         *,
@@ -50,10 +64,13 @@ class FieldRules(_message.Message):
         max_items: _builtins.int = ...,
         max_key_length: _builtins.int = ...,
         minimum: _builtins.int | None = ...,
+        min_length: _builtins.int = ...,
+        min_key_length: _builtins.int = ...,
+        pattern: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_minimum", b"_minimum", "minimum", b"minimum"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_minimum", b"_minimum", "max_items", b"max_items", "max_key_length", b"max_key_length", "max_length", b"max_length", "minimum", b"minimum"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_minimum", b"_minimum", "max_items", b"max_items", "max_key_length", b"max_key_length", "max_length", b"max_length", "min_key_length", b"min_key_length", "min_length", b"min_length", "minimum", b"minimum", "pattern", b"pattern"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__minimum: _TypeAlias = _typing.Literal["minimum"]  # noqa: Y015
     _WhichOneofArgType__minimum: _TypeAlias = _typing.Literal["_minimum", b"_minimum"]  # noqa: Y015
