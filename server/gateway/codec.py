@@ -148,8 +148,8 @@ class EnumNames:
     def parse(self, value: Any, path: str) -> int:
         if isinstance(value, str):
             number = self.parse_table.get(value.lower())
-            if number is None and _INT_RE.fullmatch(value):
-                number = int(value)
+            if number is None:
+                number = int_text(value)
                 if number not in self.out:
                     number = None
             if number is not None:
@@ -317,13 +317,27 @@ def encode_message(msg: Message) -> dict[str, Any]:
 # Decoding: JSON value -> message, with the field path in every error.
 
 
+def int_text(v: str) -> int | None:
+    """The integer a decimal numeral names, or None when `v` is not one.
+
+    A numeral longer than any 64-bit integer is out of every range anyway: it maps
+    to 2**64 (with its sign) without `int()`, which refuses past 4300 digits.
+    """
+    if not _INT_RE.fullmatch(v):
+        return None
+    sign = -1 if v.startswith("-") else 1
+    digits = v.lstrip("-").lstrip("0") or "0"
+    return sign * (2**64 if len(digits) > 20 else int(digits))
+
+
 def _int_parser(ct: int, from_string: bool) -> StringParser:
     lo, hi = _INT_RANGES[ct]
 
     def parse(v: Any, path: str) -> int:
         if isinstance(v, str):
-            if _INT_RE.fullmatch(v):
-                n = int(v)
+            parsed = int_text(v)
+            if parsed is not None:
+                n = parsed
             elif not from_string and _FLOAT_RE.fullmatch(v) and float(v).is_integer():
                 n = int(float(v))
             else:
@@ -550,7 +564,7 @@ def message_decoder(desc: Descriptor) -> JsonDecoder:
         for key, value in data.items():
             entry = table.get(key)
             if entry is None:
-                raise InvalidArgument(join(path, key), "unknown field")
+                raise InvalidArgument(join(path, key) if key else f'{path}[""]', "unknown field")
             name, setter, oneof, null_ok = entry
             fpath = join(path, name)
             if name in seen:

@@ -162,6 +162,15 @@ def test_numbers_past_double_range_are_400(
     assert_refused(hub, tenant, lambda: rest.put(url, **raw(body)), "conversation.metadata.l[1]")
 
 
+def test_numerals_past_pythons_int_limit_are_400(hub: Hub, tenant: Tenant, rest: httpx.Client) -> None:
+    """Python's int() refuses numerals over 4300 digits; found by the fuzz test as a 500."""
+    r = rest.get("/v1.0/conversations", params={"page_size": "0" * 5000})
+    assert r.status_code == 200, r.text  # still just zero
+    assert_refused(hub, tenant, lambda: rest.get("/v1.0/conversations", params={"page_size": "1" * 5000}), "page_size")
+    body = json.dumps(ingest_body(channel="1" * 5000))
+    assert_refused(hub, tenant, lambda: rest.post(INGEST, **raw(body)), "channel")
+
+
 def test_nan_and_infinity_literals_are_400(hub: Hub, tenant: Tenant, rest: httpx.Client, conversation_id: str) -> None:
     url = f"/v1.0/conversations/{conversation_id}"
     for literal in ("NaN", "Infinity", "-Infinity"):
