@@ -121,3 +121,13 @@ def tenant_snapshot(engine: Any, customer_id: str) -> dict[str, list[tuple[Any, 
         customers = Base.metadata.tables["customers"]
         snapshot["customers"] = [tuple(r) for r in conn.execute(select(customers).where(customers.c.id == customer_id))]
     return snapshot
+
+
+def varint(n: int) -> bytes:
+    """Protobuf's base-128 varint, for writing wire bytes by hand (damaged or too deep to build otherwise)."""
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)

@@ -26,7 +26,7 @@ from convhub.v1 import account_service_pb2 as acs
 from convhub.v1 import conversation_service_pb2 as cs
 from convhub.v1 import ingest_service_pb2 as ip
 from tests.conftest import Hub, Tenant, create_database, new_tenant, start_server
-from tests.support import SMS, TEL, Api, expect_error, rich_error, tenant_snapshot
+from tests.support import SMS, TEL, Api, expect_error, rich_error, tenant_snapshot, varint
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 MAX_DEPTH = 24  # README "Limits"; server/api/request_rules.py
@@ -286,7 +286,7 @@ def undecodable(request_cls: Any, defect: str) -> bytes:
     number = next(f.number for f in request_cls.DESCRIPTOR.fields if f.type == f.TYPE_STRING)
     text = UNDECODABLE[defect]
     assert text is not None
-    return _varint(number << 3 | 2) + _varint(len(text)) + text
+    return varint(number << 3 | 2) + varint(len(text)) + text
 
 
 @pytest.mark.parametrize("defect", list(UNDECODABLE))
@@ -306,20 +306,11 @@ def _deep_struct_request(depth: int) -> bytes:
     value = b"\x11" + struct.pack("<d", 1.0)  # Value.number_value (field 2, fixed64)
     metadata = b""
     for _ in range(depth):
-        entry = b"\x0a\x01a" + b"\x12" + _varint(len(value)) + value  # map entry {key: "a", value: ...}
-        metadata = b"\x0a" + _varint(len(entry)) + entry  # Struct.fields (field 1)
-        value = b"\x2a" + _varint(len(metadata)) + metadata  # Value.struct_value (field 5)
-    conversation = b"\x5a" + _varint(len(metadata)) + metadata  # Conversation.metadata (field 11)
-    return b"\x0a" + _varint(len(conversation)) + conversation  # UpdateConversationRequest.conversation (field 1)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+        entry = b"\x0a\x01a" + b"\x12" + varint(len(value)) + value  # map entry {key: "a", value: ...}
+        metadata = b"\x0a" + varint(len(entry)) + entry  # Struct.fields (field 1)
+        value = b"\x2a" + varint(len(metadata)) + metadata  # Value.struct_value (field 5)
+    conversation = b"\x5a" + varint(len(metadata)) + metadata  # Conversation.metadata (field 11)
+    return b"\x0a" + varint(len(conversation)) + conversation  # UpdateConversationRequest.conversation (field 1)
 
 
 def test_struct_nested_past_the_decoders_limit_is_invalid(world: World, channel: grpc.Channel) -> None:

@@ -44,7 +44,7 @@ from convhub.server.gateway.json_body import parse_json
 from convhub.v1 import account_service_pb2, common_pb2, conversation_service_pb2, ingest_service_pb2
 from convhub.v1 import ingest_service_pb2 as ip
 from tests.conftest import Hub, Tenant, new_tenant
-from tests.support import tenant_snapshot
+from tests.support import tenant_snapshot, varint
 
 FD = FieldDescriptor
 SERVICES = [
@@ -265,15 +265,6 @@ def proto_message(draw: Any, desc: Descriptor, depth: int = 0, known: tuple[str,
     return msg
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 @st.composite
 def wire_request(draw: Any, desc: Descriptor, known: tuple[str, ...] = ()) -> bytes:
     """Serialized request bytes, sometimes damaged: invalid UTF-8 in a string field, truncated, spliced."""
@@ -282,7 +273,7 @@ def wire_request(draw: Any, desc: Descriptor, known: tuple[str, ...] = ()) -> by
     strings = [f.number for f in desc.fields if f.type == FD.TYPE_STRING and not f.is_repeated]
     if damage == "bad text" and strings:
         bad = draw(st.sampled_from([b"\xed\xa0\x80", b"\xff", b"a\xc3", b"\xf4\x90\x80\x80"]))
-        data += _varint(draw(st.sampled_from(strings)) << 3 | 2) + _varint(len(bad)) + bad
+        data += varint(draw(st.sampled_from(strings)) << 3 | 2) + varint(len(bad)) + bad
     elif damage == "truncate" and data:
         data = data[: draw(st.integers(0, len(data) - 1))]
     elif damage == "splice":
