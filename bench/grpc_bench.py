@@ -47,7 +47,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -660,7 +660,7 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def machine_info(backends: list[str]) -> None:
+def machine_info(backends: list[str], title: str = "convhub gRPC benchmark") -> None:
     cpu = "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -675,7 +675,7 @@ def machine_info(backends: list[str]) -> None:
     pg = "-"
     if "postgresql" in backends:
         pg = _pg_version()
-    print("# convhub gRPC benchmark\n")
+    print(f"# {title}\n")
     print(f"- CPU: {cpu}, {os.cpu_count()} cores; RAM {ram}")
     print(f"- Python {platform.python_version()} ({platform.python_implementation()}), {platform.platform()}")
     print(
@@ -695,6 +695,26 @@ def _pg_version() -> str:
             return str(row[0]) if row else "unknown"
     except Exception as exc:
         return f"not reachable ({exc})"
+
+
+R = TypeVar("R")
+
+
+def run_backends(backends: list[str], bench: Callable[[str, ProcessPoolExecutor], R | None]) -> list[R] | None:
+    """`bench` per backend, with one spawned load process; None (after saying so) when a server failed to start."""
+    reports: list[R] = []
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for backend in backends:
+            try:
+                report = bench(backend, pool)
+            except RuntimeError as exc:
+                if "convhub serve exited" in str(exc):
+                    print(f"\n## {backend}: the server failed to start\n{exc}", file=sys.stderr)
+                    return None
+                raise
+            if report is not None:
+                reports.append(report)
+    return reports
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -723,18 +743,9 @@ def main(argv: list[str] | None = None) -> int:
         f" REST on {math.ceil(args.concurrency / REST_PER_CLIENT)} httpx clients x {REST_PER_CLIENT};"
         f" {args.warmup:g} s warm-up + {args.seconds:g} s per scenario"
     )
-    reports: list[BackendReport] = []
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for backend in backends:
-            try:
-                report = bench_backend(backend, args, pool)
-            except RuntimeError as exc:
-                if "convhub serve exited" in str(exc):
-                    print(f"\n## {backend}: the server failed to start\n{exc}", file=sys.stderr)
-                    return 1
-                raise
-            if report is not None:
-                reports.append(report)
+    reports = run_backends(backends, lambda backend, pool: bench_backend(backend, args, pool))
+    if reports is None:
+        return 1
     print("\n# Results")
     for report in reports:
         print_table(report)

@@ -30,6 +30,8 @@ from convhub.server.api.grpc_transport import generic_handlers
 from convhub.server.api.health import HealthServicer
 from convhub.server.api.services import build_dispatcher
 from convhub.server.config import Settings
+from convhub.server.events.webhooks.emitter import WebhookEmitter
+from convhub.server.events.webhooks.policy import WebhookPolicy
 from convhub.server.gateway import Gateway
 from convhub.server.http_app import build_http_app
 from convhub.server.http_server import SETTLE_SECONDS, ConnectionLimits, HttpServer
@@ -117,12 +119,13 @@ def _bind(address: str) -> socket.socket:
     return sock
 
 
-def build_supervisor(db: Database) -> Supervisor:
+def build_supervisor(db: Database, settings: Settings) -> Supervisor:
     """Every background worker of the process, in start order (they stop in reverse)."""
     supervisor = Supervisor()
     if db.backend == "postgresql":
         # First: consumers added after it are woken by what other replicas commit.
         supervisor.add(NotifyListener(db.writer.url, db.doorbell))
+    supervisor.add(WebhookEmitter(db, WebhookPolicy.from_settings(settings)))
     return supervisor
 
 
@@ -182,7 +185,7 @@ async def serve(settings: Settings) -> None:
     dispatcher = build_dispatcher(db, settings, executor)
     life = _Lifecycle()
     observability = Observability(settings, db)
-    supervisor = build_supervisor(db)
+    supervisor = build_supervisor(db, settings)
 
     server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=observability.grpc_interceptors())
     server.add_generic_rpc_handlers(generic_handlers(dispatcher))

@@ -79,6 +79,20 @@ def _otlp_endpoint(value: str) -> str:
     return value.rstrip("/")
 
 
+def _retry_schedule(value: str) -> str:
+    from convhub.server.events.webhooks.schedule import RetrySchedule
+
+    RetrySchedule.parse(value)  # ValueError names what is wrong
+    return value
+
+
+def _networks(value: str) -> str:
+    from convhub.server.events.webhooks.targets import parse_networks
+
+    parse_networks(value)
+    return value
+
+
 ListenAddress = Annotated[str, AfterValidator(_listen_address)]
 OptionalListenAddress = Annotated[str, AfterValidator(_optional_listen_address)]
 
@@ -128,6 +142,13 @@ class Settings(BaseSettings):
     http_keepalive_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 5.0
     # Open REST connections at most; one more is answered 503 and closed at once.
     http_max_connections: Annotated[int, Field(ge=1)] = 1000
+    # Seconds before each webhook attempt, comma-separated: the first is the delay before the first
+    # attempt, the count is the number of attempts (Standard Webhooks: now, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h).
+    webhook_retry_schedule: Annotated[str, AfterValidator(_retry_schedule)] = "0,5,300,1800,7200,18000,36000,36000"
+    # Seconds a rotated-out webhook secret still signs deliveries (at most 30 days).
+    webhook_rotation_grace: Annotated[float, Field(ge=0, le=30 * 86400, allow_inf_nan=False)] = 86400.0
+    # CIDRs webhook URLs may point into although they are not public (e.g. `10.0.0.0/8`), comma-separated.
+    webhook_allowed_networks: Annotated[str, AfterValidator(_networks)] = ""
 
     @property
     def resolved_database_url(self) -> str:

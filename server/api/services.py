@@ -7,14 +7,22 @@ from concurrent.futures import ThreadPoolExecutor
 from convhub.server.api.accounts import AccountMethods
 from convhub.server.api.auth import TokenAuthenticator
 from convhub.server.api.conversations import ConversationMethods
+from convhub.server.api.customers import CustomerMethods
 from convhub.server.api.dispatch import Dispatcher, collect_methods
 from convhub.server.api.ingest import IngestMethods
 from convhub.server.api.messages import MessageMethods
 from convhub.server.api.participants import ParticipantMethods
+from convhub.server.api.webhooks import WebhookMethods
 from convhub.server.config import Settings
 from convhub.server.services.use_cases import UseCases
 from convhub.server.store.db import Database
-from convhub.v1 import account_service_pb2, conversation_service_pb2, ingest_service_pb2
+from convhub.v1 import (
+    account_service_pb2,
+    conversation_service_pb2,
+    customer_service_pb2,
+    ingest_service_pb2,
+    webhook_service_pb2,
+)
 
 
 class ConversationServiceHandlers(ConversationMethods, MessageMethods, ParticipantMethods):
@@ -38,6 +46,8 @@ def build_dispatcher(
         ),
         (account_service_pb2.DESCRIPTOR.services_by_name["AccountService"], AccountMethods(use_cases.accounts)),
         (ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"], IngestMethods(use_cases.ingest)),
+        (webhook_service_pb2.DESCRIPTOR.services_by_name["WebhookService"], WebhookMethods(use_cases.webhooks)),
+        (customer_service_pb2.DESCRIPTOR.services_by_name["CustomerService"], CustomerMethods(use_cases.customers)),
     ]
     return Dispatcher(
         collect_methods(services, inline_writes=db.inline_writes),

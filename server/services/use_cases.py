@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from convhub.server.config import Settings
 from convhub.server.services.accounts import AccountService
 from convhub.server.services.conversations import ConversationService
+from convhub.server.services.customers import CustomerService
 from convhub.server.services.ingest import IngestService
 from convhub.server.services.messages import MessageService
 from convhub.server.services.participants import ParticipantService
+from convhub.server.services.webhooks import WebhookService
 from convhub.server.store.db import Database
 
 
@@ -25,14 +27,18 @@ class UseCases:
     messages: MessageService
     participants: ParticipantService
     ingest: IngestService
+    webhooks: WebhookService
+    customers: CustomerService
 
     @classmethod
     def build(cls, db: Database, settings: Settings, executor: Executor | None) -> UseCases:
-        """`executor` runs ingest's group-commit writes (the dispatcher's database threads)."""
+        """`executor` runs ingest's group-commit writes and, on PostgreSQL, the webhook writes."""
         return cls(
             accounts=AccountService(db, settings),
             conversations=ConversationService(db, settings),
             messages=MessageService(db, settings),
             participants=ParticipantService(db, settings),
             ingest=IngestService(db, settings, executor),
+            webhooks=WebhookService(db, settings, executor),
+            customers=CustomerService(db, settings, executor),
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, LargeBinary, MetaData, String, Text, text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -202,3 +202,95 @@ class IdempotencyKey(Base):
     request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     resource_id: Mapped[str] = mapped_column(ID)
     tm_create: Mapped[int] = mapped_column(BigInteger)
+
+
+class WebhookEndpoint(Base):
+    """A customer's webhook URL. `secret` is sealed at rest and never read back by any API read.
+
+    `cursor` is the last event sequence of the customer that the fan-out has
+    turned into deliveries for this endpoint; it advances in the transaction
+    that inserts them, so each event becomes at most one delivery per endpoint.
+    During a rotation grace period `previous_secret` still signs deliveries
+    until `previous_secret_expires`.
+    """
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str] = mapped_column(Text, default="")
+    event_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    secret: Mapped[str] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires: Mapped[int | None] = mapped_column(BigInteger)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled_reason: Mapped[str] = mapped_column(String(255), default="")
+    customer_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    cursor: Mapped[int] = mapped_column(BigInteger)
+    tm_create: Mapped[int] = mapped_column(BigInteger)
+    tm_update: Mapped[int] = mapped_column(BigInteger)
+    tm_delete: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_webhook_endpoints_customer_order", "customer_id", "tm_create", "id"),
+        Index(
+            "uq_webhook_endpoints_customer_default",
+            "customer_id",
+            unique=True,
+            sqlite_where=text("customer_default AND tm_delete IS NULL"),
+            postgresql_where=text("customer_default AND tm_delete IS NULL"),
+        ),
+    )
+
+
+class WebhookDelivery(Base):
+    """One event on its way to one endpoint; (endpoint_id, event_sequence) is unique.
+
+    `body` is the JSON sent, rendered once at fan-out (so a delivery outlives
+    event retention). `ordering_key` is the conversation (or other resource)
+    the event belongs to; the deliveries of one (endpoint, ordering_key) form a
+    chain, and only its `head` (the lowest pending sequence) may be attempted,
+    which keeps one conversation's events in order. The head is kept
+    explicitly (set at fan-out, passed on when it settles) so that claiming
+    needs no anti-join whose plan depends on fresh statistics. A worker holds a
+    claim by `locked_by` until `locked_until`; a killed worker's claim expires.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    event_id: Mapped[str] = mapped_column(ID)
+    event_sequence: Mapped[int] = mapped_column(BigInteger)
+    event_type: Mapped[str] = mapped_column(String(64))
+    ordering_key: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    head: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[int] = mapped_column(BigInteger)
+    locked_by: Mapped[str | None] = mapped_column(String(64))
+    locked_until: Mapped[int | None] = mapped_column(BigInteger)
+    last_response_code: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(String(512), default="")
+    tm_create: Mapped[int] = mapped_column(BigInteger)
+    tm_update: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("uq_webhook_deliveries_endpoint_event", "endpoint_id", "event_sequence", unique=True),
+        Index("ix_webhook_deliveries_endpoint_order", "endpoint_id", "tm_create", "id"),
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            sqlite_where=text("status = 'pending' AND head"),
+            postgresql_where=text("status = 'pending' AND head"),
+        ),
+        Index(
+            "ix_webhook_deliveries_pending_chain",
+            "endpoint_id",
+            "ordering_key",
+            "event_sequence",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )

@@ -48,8 +48,10 @@ class Lister:
     asks for one extra row to learn whether a next page exists.
     """
 
-    def __init__(self, table: Table, columns: Sequence[str] = ()) -> None:
-        base = select(table).where(table.c.customer_id == bindparam("customer_id"), table.c.tm_delete.is_(None))
+    def __init__(self, table: Table, columns: Sequence[str] = (), *, live_only: bool = True) -> None:
+        base = select(table).where(table.c.customer_id == bindparam("customer_id"))
+        if live_only:  # tables without soft delete (webhook deliveries) pass False
+            base = base.where(table.c.tm_delete.is_(None))
         for column in columns:
             base = base.where(table.c[column] == bindparam(column))
         after = or_(

@@ -4,7 +4,7 @@ On every start, before serving: rows written before secrets were sealed
 (migration 0002 turned `accounts.credentials` from JSON into sealed text, so
 older rows still hold plaintext JSON) are sealed, then every stored secret
 is opened once, so a wrong `CONVHUB_SECRET_KEY` stops the start instead of
-failing later, on a send. A webhook secret column joins `SEALED_COLUMNS`.
+failing later, on a send or a webhook delivery.
 """
 
 from __future__ import annotations
@@ -13,12 +13,17 @@ import json
 
 from sqlalchemy import Column, Engine, select, update
 
-from convhub.server.store.models import Account
+from convhub.server.store.models import Account, WebhookEndpoint
 from convhub.server.store.secrets import SecretBox
 
 accounts = Account.__table__
+webhook_endpoints = WebhookEndpoint.__table__
 
-SEALED_COLUMNS: list[Column[str]] = [accounts.c.credentials]
+SEALED_COLUMNS: list[Column[str]] = [
+    accounts.c.credentials,
+    webhook_endpoints.c.secret,
+    webhook_endpoints.c.previous_secret,  # NULL when no rotation is in its grace period
+]
 
 
 def seal_plaintext_credentials(engine: Engine, box: SecretBox) -> int:
@@ -48,7 +53,7 @@ def check_secrets_open(engine: Engine, box: SecretBox) -> int:
     checked = 0
     with engine.connect() as conn:
         for column in SEALED_COLUMNS:
-            for (sealed,) in conn.execute(select(column)):
+            for (sealed,) in conn.execute(select(column).where(column.is_not(None))):
                 box.open(sealed)
                 checked += 1
     return checked

@@ -34,6 +34,13 @@ NOT_EXPRESSIBLE = [
         "is required",
         "update_mask names a field that cannot be empty while the body leaves it out",
     ),
+    (
+        r"webhook_endpoint\.url|customer\.webhook_uri",
+        ".",
+        "an http(s) URL whose host resolves only to public addresses: DNS decides",
+    ),
+    (r"webhook_endpoint\.event_types\[\d+\]", "unknown event type", "event type names (a list the server knows)"),
+    ("customer.webhook_method", "only POST is supported", "VoIPBIN's free-form method string; only POST is served"),
     # Known gap, reported: a nested object in a PUT/PATCH body derives nested mask paths
     # (grpc-gateway style, codec.body_field_mask), and updates take top-level fields only.
     ("update_mask", r"'\w+\.[\w.]+': field cannot be updated", "nested update paths"),

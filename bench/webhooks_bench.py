@@ -1,0 +1,311 @@
+#!/usr/bin/env python
+"""convhub webhook benchmark: the real `convhub serve`, a loopback receiver that answers at once.
+
+For each backend (SQLite, PostgreSQL), with the server started exactly as a user would
+(via `tests.conftest.start_server`, webhook settings allowing 127.0.0.1/32):
+
+  (b) deliveries/s: a backlog of `--events` message events is built while the endpoint is
+      disabled, then the endpoint is enabled and the time until the receiver has every event
+      is measured (fan-out + signing + POST + recording, 100 conversations so that ordering
+      does not serialise them). Compared with plain httpx POSTs/s of the same body to the same
+      receiver, with as many in flight as the emitter allows per endpoint (16, over 4 clients),
+      measured in the same run from a separate process.
+  (c) IngestMessage calls/s into 100 existing rooms for a tenant with one webhook endpoint
+      attached (its deliveries running meanwhile), as a ratio to the same load for a tenant with
+      none; both on the same server, one after the other.
+
+Ratios, not absolute rates, are the result (DESIGN.md, "Performance notes"). Targets: (b) >= 0.6,
+(c) >= 0.8. Benchmarks never fail CI: the exit code is 0 unless a server fails to start.
+
+    python bench/webhooks_bench.py [--seconds 10] [--events 3000] [--backends sqlite,postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "bench"), str(REPO)]
+
+import grpc_bench  # noqa: E402  (shared server start/stop, seeding, load generator, machine info)
+
+DELIVERY_TARGET = 0.60
+INGEST_TARGET = 0.80
+PER_ENDPOINT_IN_FLIGHT = 16  # the emitter's per-endpoint bound (server/events/webhooks/emitter.py)
+PLAIN_CLIENTS = 4  # the ceiling spreads them over a few httpx clients, as the emitter does (DESIGN.md)
+SAMPLE_BODY = (
+    b'{"type":"conversation_message_created","timestamp":"2026-01-01T00:00:00.000000Z","data":{"id":'
+    b'"00000000-0000-4000-8000-000000000000","text":"' + b"x" * 500 + b'"}}'
+)
+
+
+# ---------------------------------------------------------------------------
+# The receiver (its own process): 200 at once, counts POSTs, GET /count reports
+
+
+def run_receiver(port_queue: Any) -> None:
+    import socket
+
+    import uvicorn
+
+    count = 0
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal count
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False)
+        body = b"ok"
+        if scope["method"] == "POST":
+            count += 1
+        else:
+            body = str(count).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets it recognises as TCP (see server/app.py).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    port_queue.put(sock.getsockname()[1])
+    config = uvicorn.Config(app, access_log=False, lifespan="off", log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def receiver() -> Iterator[str]:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=run_receiver, args=(queue,), daemon=True)
+    proc.start()
+    try:
+        yield f"http://127.0.0.1:{queue.get(timeout=30)}"
+    finally:
+        proc.terminate()
+        proc.join(10)
+
+
+def received(url: str) -> int:
+    import httpx
+
+    return int(httpx.get(url + "/count", timeout=10).text)
+
+
+# ---------------------------------------------------------------------------
+# Ceiling: plain httpx POSTs (runs in the spawned load process)
+
+
+def plain_posts(url: str, seconds: float, in_flight: int) -> float:
+    """POSTs/s of SAMPLE_BODY with `in_flight` concurrent requests spread over PLAIN_CLIENTS httpx clients."""
+
+    async def run() -> float:
+        import httpx
+
+        per_client = max(1, in_flight // PLAIN_CLIENTS)
+        limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=10))
+                for _ in range(PLAIN_CLIENTS)
+            ]
+            done = 0
+            start = time.perf_counter()
+            deadline = start + seconds
+
+            async def worker(client: httpx.AsyncClient) -> None:
+                nonlocal done
+                while time.perf_counter() < deadline:
+                    response = await client.post(url + "/plain", content=SAMPLE_BODY)
+                    response.raise_for_status()
+                    done += 1
+
+            await asyncio.gather(*(worker(clients[i % PLAIN_CLIENTS]) for i in range(in_flight)))
+            return done / (time.perf_counter() - start)
+
+    return asyncio.run(run())
+
+
+# ---------------------------------------------------------------------------
+# Measurements against the server
+
+
+@dataclass
+class Report:
+    backend: str
+    plain_posts: float
+    deliveries: float
+    delivery_events: int
+    ingest_none: grpc_bench.Result
+    ingest_with: grpc_bench.Result
+
+
+def _webhooks_stub(grpc_target: str, token: str) -> tuple[Any, Any]:
+    import grpc
+
+    from convhub.v1 import webhook_service_pb2_grpc
+
+    channel = grpc.insecure_channel(grpc_target)
+    return channel, webhook_service_pb2_grpc.WebhookServiceStub(channel)
+
+
+def measure_deliveries(server: grpc_bench.Server, seeded: grpc_bench.Seeded, url: str, events: int) -> float:
+    """Deliveries/s draining a backlog of `events` message events (built while the endpoint was disabled)."""
+    from convhub.v1 import webhook_pb2, webhook_service_pb2
+    from tests.support import Api
+
+    md = (("authorization", f"Bearer {seeded.token}"),)
+    channel, stub = _webhooks_stub(server.grpc_target, seeded.token)
+    with channel:
+        endpoint = stub.CreateWebhookEndpoint(
+            webhook_service_pb2.CreateWebhookEndpointRequest(
+                webhook_endpoint=webhook_pb2.WebhookEndpoint(url=url + "/hook", disabled=True)
+            ),
+            metadata=md,
+        )
+        api = Api.for_tenant(channel, md)
+        for i in range(events):
+            peer = f"+1555{grpc_bench.ROOM_PEER_BASE + i % grpc_bench.SEEDED_ROOMS:07d}"
+            api.sms(peer=peer, self_=grpc_bench.SELF_NUMBER, text=f"backlog {i}")
+        before = received(url)
+        start = time.perf_counter()
+        stub.UpdateWebhookEndpoint(
+            webhook_service_pb2.UpdateWebhookEndpointRequest(
+                webhook_endpoint=webhook_pb2.WebhookEndpoint(id=endpoint.id, disabled=False),
+                update_mask={"paths": ["disabled"]},
+            ),
+            metadata=md,
+        )
+        deadline = start + max(120.0, events / 20)
+        while received(url) - before < events and time.perf_counter() < deadline:
+            time.sleep(0.02)
+        got = received(url) - before
+        return got / (time.perf_counter() - start)
+
+
+def attach_endpoint(server: grpc_bench.Server, seeded: grpc_bench.Seeded, url: str) -> None:
+    from convhub.v1 import webhook_pb2, webhook_service_pb2
+
+    channel, stub = _webhooks_stub(server.grpc_target, seeded.token)
+    with channel:
+        stub.CreateWebhookEndpoint(
+            webhook_service_pb2.CreateWebhookEndpointRequest(
+                webhook_endpoint=webhook_pb2.WebhookEndpoint(url=url + "/attached")
+            ),
+            metadata=(("authorization", f"Bearer {seeded.token}"),),
+        )
+
+
+def ingest_load(
+    pool: ProcessPoolExecutor, server: grpc_bench.Server, seeded: grpc_bench.Seeded, args: argparse.Namespace, tag: str
+) -> grpc_bench.Result:
+    sc = grpc_bench.Scenario(
+        name=tag,
+        kind="ingest_existing",
+        target=server.grpc_target,
+        token=seeded.token,
+        conversation_id=seeded.conversation_id,
+        seconds=args.seconds,
+        warmup=args.warmup,
+        concurrency=args.concurrency,
+        channels=2,
+        run_tag=f"{tag}-{os.getpid()}-{time.time_ns()}",
+    )
+    return pool.submit(grpc_bench.run_scenario, sc).result(timeout=args.seconds + args.warmup + 180)
+
+
+def bench_backend(backend: str, args: argparse.Namespace, pool: ProcessPoolExecutor) -> Report | None:
+    conftest = grpc_bench._conftest()
+    with tempfile.TemporaryDirectory(prefix=f"convhub-whbench-{backend}-") as tmp:
+        db = contextlib.contextmanager(conftest.create_database)(backend, Path(tmp))
+        try:
+            database_url = db.__enter__()
+        except BaseException as exc:  # pytest.skip when PostgreSQL is unreachable
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            print(f"\n## {backend}: skipped ({exc})")
+            return None
+        try:
+            server = grpc_bench.start(database_url, Path(tmp))
+            try:
+                with receiver() as url:
+                    print(f"\n## {backend}: server pid {server.proc.pid}, receiver {url}", flush=True)
+                    plain = pool.submit(plain_posts, url, args.seconds, PER_ENDPOINT_IN_FLIGHT).result()
+                    print(f"  plain httpx POSTs, {PER_ENDPOINT_IN_FLIGHT} in flight: {plain:,.0f}/s", flush=True)
+                    backlog = grpc_bench.seed(database_url, server.grpc_target)
+                    rate = measure_deliveries(server, backlog, url, args.events)
+                    print(f"  (b) webhook deliveries: {rate:,.0f}/s", flush=True)
+                    none = grpc_bench.seed(database_url, server.grpc_target)
+                    ingest_none = ingest_load(pool, server, none, args, "ingest, no endpoint")
+                    print(f"  ingest, no endpoint: {ingest_none.rate:,.0f}/s", flush=True)
+                    attached = grpc_bench.seed(database_url, server.grpc_target)
+                    attach_endpoint(server, attached, url)
+                    ingest_with = ingest_load(pool, server, attached, args, "ingest, one endpoint")
+                    print(f"  (c) ingest, one endpoint attached: {ingest_with.rate:,.0f}/s", flush=True)
+                    return Report(backend, plain, rate, args.events, ingest_none, ingest_with)
+            finally:
+                grpc_bench.stop(server)
+        finally:
+            db.__exit__(None, None, None)
+
+
+def print_table(r: Report) -> None:
+    b = r.deliveries / r.plain_posts if r.plain_posts else float("nan")
+    c = r.ingest_with.rate / r.ingest_none.rate if r.ingest_none.rate else float("nan")
+    print(f"\n### {r.backend}\n")
+    print("| measurement | rate/s | ratio | target | pass? |")
+    print("|---|---:|---:|---|---|")
+    print(
+        f"| plain httpx POSTs to the receiver ({PER_ENDPOINT_IN_FLIGHT} in flight, {PLAIN_CLIENTS} clients)"
+        f" | {r.plain_posts:,.0f} | | | |"
+    )
+    print(
+        f"| (b) webhook deliveries ({r.delivery_events} events, one endpoint) | {r.deliveries:,.0f} | {b:.2f}"
+        f" | >= {DELIVERY_TARGET:.2f} | {'yes' if b >= DELIVERY_TARGET else 'NO'} |"
+    )
+    print(f"| IngestMessage, no endpoint | {r.ingest_none.rate:,.0f} | | | |")
+    errors = r.ingest_none.errors + r.ingest_with.errors
+    verdict = ("yes" if c >= INGEST_TARGET else "NO") + (f" ({errors} errors!)" if errors else "")
+    print(
+        f"| (c) IngestMessage, one endpoint attached | {r.ingest_with.rate:,.0f} | {c:.2f}"
+        f" | >= {INGEST_TARGET:.2f} | {verdict} |"
+    )
+    print(f"\nIngest p99: {r.ingest_none.p99_ms:.1f} ms without, {r.ingest_with.p99_ms:.1f} ms with an endpoint.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measurement time per load phase (default 10)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up before each ingest phase (default 1)")
+    parser.add_argument("--events", type=int, default=3000, help="backlog size for (b) (default 3000)")
+    parser.add_argument("--concurrency", type=int, default=32, help="ingest calls in flight (default 32)")
+    parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite,postgresql")
+    args = parser.parse_args(argv)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    # The server reads these from its environment (start_server passes ours on).
+    os.environ["CONVHUB_WEBHOOK_ALLOWED_NETWORKS"] = "127.0.0.1/32"
+    grpc_bench.machine_info(backends, "convhub webhook benchmark")
+    reports = grpc_bench.run_backends(backends, lambda backend, pool: bench_backend(backend, args, pool))
+    if reports is None:
+        return 1
+    print("\n# Results")
+    for report in reports:
+        print_table(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

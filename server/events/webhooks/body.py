@@ -1,0 +1,44 @@
+"""The webhook body: `{"type", "timestamp", "data"}`, with `data` exactly as the REST API shows the resource.
+
+`data` goes through the REST shim's own encoder (snake_case, VoIPBIN enum
+names, RFC 3339 times, INPUT_ONLY fields such as credentials left out), so a
+receiver parses webhooks and API responses with the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from convhub.server.events.outbox import EVENT_TYPE_NAMES
+from convhub.server.gateway.codec import encode_message
+from convhub.server.gateway.errors import dumps
+from convhub.v1 import event_pb2
+
+
+@dataclass(frozen=True)
+class RenderedEvent:
+    event_id: str
+    type: str
+    body: str
+    # The conversation (or, for other resources, the resource) whose events must stay in order.
+    ordering_key: str
+
+
+def ordering_key(event: event_pb2.Event) -> str:
+    kind = event.WhichOneof("resource")
+    if kind == "conversation":
+        return event.conversation.id
+    if kind in ("message", "participant"):
+        return str(getattr(event, kind).conversation_id)
+    resource = getattr(event, kind) if kind else None
+    return f"{kind}:{getattr(resource, 'id', '')}"
+
+
+def render_event(payload: bytes) -> RenderedEvent:
+    """The body for a stored event (its serialized `convhub.v1.Event`)."""
+    event = event_pb2.Event.FromString(payload)
+    kind = event.WhichOneof("resource")
+    data = encode_message(getattr(event, kind)) if kind else {}
+    type_name = EVENT_TYPE_NAMES.get(event.type, "unspecified")
+    body = {"type": type_name, "timestamp": event.tm_create.ToJsonString(), "data": data}
+    return RenderedEvent(event.id, type_name, dumps(body).decode("utf-8"), ordering_key(event))

@@ -1,0 +1,469 @@
+"""Webhook endpoints and deliveries: every statement the API and the emitter run on them.
+
+Two queues meet here, both safe with several replicas on one PostgreSQL:
+
+* fan-out: endpoints whose `cursor` is behind their customer's event counter
+  are claimed `FOR UPDATE SKIP LOCKED`; their new events become delivery rows
+  and the cursor advances in the same transaction, so no event becomes two
+  deliveries for one endpoint (the unique (endpoint, sequence) index backs it).
+* delivery: due rows are claimed `FOR UPDATE SKIP LOCKED` and leased
+  (`locked_by`, `locked_until`); a killed worker's lease just runs out. Only
+  the lowest pending sequence of each (endpoint, conversation) is claimable,
+  so one conversation's events reach an endpoint in order while a failing one
+  holds back nothing else.
+
+Secrets are stored sealed (store/secrets.py): callers pass sealed text in,
+and the claim opens it with the box it is given, for the sender alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, insert, literal_column, or_, select, update
+
+from convhub.server.store.db import new_id, now_us
+from convhub.server.store.live_rows import LiveRows
+from convhub.server.store.models import Customer, Event, WebhookDelivery, WebhookEndpoint
+from convhub.server.store.pages import Lister, Page
+
+endpoints = WebhookEndpoint.__table__
+deliveries = WebhookDelivery.__table__
+_customers = Customer.__table__
+_events = Event.__table__
+
+PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
+# Spelled literally in the queue queries: a partial index (`WHERE status = 'pending' [AND head]`)
+# is only used when the query says so literally, not through a bound parameter.
+_IS_PENDING: ColumnElement[str] = literal_column("'pending'")
+_IS_HEAD: ColumnElement[bool] = literal_column("webhook_deliveries.head")
+
+
+# ---------------------------------------------------------------------------
+# Endpoints (API side)
+
+live: LiveRows[Any] = LiveRows(endpoints)
+_default_endpoint = select(endpoints).where(
+    endpoints.c.customer_id == bindparam("customer_id"),
+    endpoints.c.customer_default.is_(True),
+    endpoints.c.tm_delete.is_(None),
+)
+_event_seq = select(_customers.c.event_seq).where(_customers.c.id == bindparam("customer_id"))
+
+
+def default_endpoint(conn: Connection, customer_id: str) -> Any:
+    """The endpoint managed through the customer's `webhook_uri`, or None."""
+    return conn.execute(_default_endpoint, {"customer_id": customer_id}).first()
+
+
+def insert_endpoint(conn: Connection, customer_id: str, sealed_secret: str, **values: Any) -> str:
+    """A new endpoint; it receives the customer's events committed after this point."""
+    now = now_us()
+    endpoint_id = new_id()
+    cursor = conn.execute(_event_seq, {"customer_id": customer_id}).scalar_one()
+    conn.execute(
+        insert(endpoints).values(
+            id=endpoint_id,
+            customer_id=customer_id,
+            secret=sealed_secret,
+            cursor=cursor,
+            tm_create=now,
+            tm_update=now,
+            **values,
+        )
+    )
+    return endpoint_id
+
+
+def update_endpoint(conn: Connection, endpoint_id: str, values: dict[str, Any]) -> None:
+    if values:
+        conn.execute(update(endpoints).where(endpoints.c.id == endpoint_id).values(tm_update=now_us(), **values))
+
+
+def delete_endpoint(conn: Connection, endpoint_id: str) -> None:
+    """Soft-delete the endpoint; its pending deliveries fail (nobody will send them)."""
+    now = now_us()
+    conn.execute(update(endpoints).where(endpoints.c.id == endpoint_id).values(tm_delete=now, tm_update=now))
+    conn.execute(
+        update(deliveries)
+        .where(deliveries.c.endpoint_id == endpoint_id, deliveries.c.status == PENDING)
+        .values(status=FAILED, last_error="endpoint deleted", locked_by=None, locked_until=None, tm_update=now)
+    )
+
+
+def rotate_secret(conn: Connection, endpoint_id: str, old_sealed: str, new_sealed: str, grace_us: int) -> None:
+    """Make the new secret current; the old one keeps signing for `grace_us` (an older one is dropped)."""
+    now = now_us()
+    conn.execute(
+        update(endpoints)
+        .where(endpoints.c.id == endpoint_id)
+        .values(
+            secret=new_sealed,
+            previous_secret=old_sealed if grace_us > 0 else None,
+            previous_secret_expires=now + grace_us if grace_us > 0 else None,
+            tm_update=now,
+        )
+    )
+
+
+# ---------------------------------------------------------------------------
+# Deliveries (API side)
+
+_delivery = select(deliveries).where(
+    deliveries.c.id == bindparam("id"),
+    deliveries.c.endpoint_id == bindparam("endpoint_id"),
+    deliveries.c.customer_id == bindparam("customer_id"),
+)
+
+
+_deliveries = Lister(deliveries, ("endpoint_id",), live_only=False)
+_deliveries_by_status = Lister(deliveries, ("endpoint_id", "status"), live_only=False)
+
+
+def delivery_page(
+    conn: Connection, page: Page, customer_id: str, endpoint_id: str, status: str | None
+) -> tuple[list[Any], str]:
+    """One page of an endpoint's deliveries, oldest first, optionally of one status."""
+    if status is None:
+        return _deliveries.fetch(conn, page, customer_id, endpoint_id=endpoint_id)
+    return _deliveries_by_status.fetch(conn, page, customer_id, endpoint_id=endpoint_id, status=status)
+
+
+def delivery(conn: Connection, customer_id: str, endpoint_id: str, delivery_id: str) -> Any:
+    params = {"id": delivery_id, "endpoint_id": endpoint_id, "customer_id": customer_id}
+    return conn.execute(_delivery, params).first()
+
+
+def retry_delivery(conn: Connection, row: Any) -> None:
+    """Send again now with a fresh schedule, as its chain's head unless the chain has one already.
+
+    (A lease held by a sender still in flight is left to expire.)
+    """
+    now = now_us()
+    conn.execute(_lock_endpoints, {"ids": [row.endpoint_id]}).all()
+    waiting = conn.execute(_open_chains, {"endpoint_id": row.endpoint_id, "keys": [row.ordering_key]}).first()
+    head = row.head if row.status == PENDING else waiting is None
+    conn.execute(
+        update(deliveries)
+        .where(deliveries.c.id == row.id)
+        .values(status=PENDING, head=head, attempts=0, next_attempt_at=now, last_error="", tm_update=now)
+    )
+
+
+# ---------------------------------------------------------------------------
+# Fan-out: events -> delivery rows
+
+_behind_condition = and_(
+    endpoints.c.tm_delete.is_(None), endpoints.c.disabled.is_(False), endpoints.c.cursor < _customers.c.event_seq
+)
+_behind = (
+    select(endpoints.c.id)
+    .join(_customers, _customers.c.id == endpoints.c.customer_id)
+    .where(_behind_condition)
+    .limit(1)
+)
+_claim_behind = (
+    select(endpoints.c.id, endpoints.c.customer_id, endpoints.c.cursor, endpoints.c.event_types)
+    .join(_customers, _customers.c.id == endpoints.c.customer_id)
+    .where(_behind_condition)
+    .order_by(endpoints.c.cursor)
+    .limit(bindparam("limit"))
+    .with_for_update(of=endpoints, skip_locked=True)
+)
+_events_after = (
+    select(_events.c.sequence, _events.c.type, _events.c.payload)
+    .where(_events.c.customer_id == bindparam("customer_id"), _events.c.sequence > bindparam("after"))
+    .order_by(_events.c.sequence)
+    .limit(bindparam("limit"))
+)
+_insert_delivery = insert(deliveries)
+_open_chains = (
+    select(deliveries.c.ordering_key)
+    .where(
+        deliveries.c.endpoint_id == bindparam("endpoint_id"),
+        deliveries.c.status == _IS_PENDING,
+        deliveries.c.ordering_key.in_(bindparam("keys", expanding=True)),
+    )
+    .distinct()
+)
+_advance_cursor = (
+    update(endpoints).where(endpoints.c.id == bindparam("endpoint_id")).values(cursor=bindparam("new_cursor"))
+)
+
+
+def _mark_heads(conn: Connection, endpoint_id: str, new_rows: list[dict[str, Any]]) -> None:
+    """The first new delivery of each chain with nothing pending yet becomes its head.
+
+    Runs under the endpoint's row lock, as does passing the head on
+    (`record_outcomes`), so a chain never ends up with no head or two.
+    """
+    if not new_rows:
+        return
+    keys = list({r["ordering_key"] for r in new_rows})
+    busy = set(conn.execute(_open_chains, {"endpoint_id": endpoint_id, "keys": keys}).scalars())
+    for row in new_rows:
+        if row["ordering_key"] not in busy:
+            row["head"] = True
+            busy.add(row["ordering_key"])
+
+
+def fan_out_pending(conn: Connection) -> bool:
+    """Whether some live endpoint is behind its customer's events (a cheap, lock-free read)."""
+    return conn.execute(_behind).first() is not None
+
+
+@dataclass(frozen=True)
+class RenderedBody:
+    event_id: str
+    body: str
+    ordering_key: str
+
+
+def fan_out(
+    conn: Connection,
+    render: Callable[[bytes], RenderedBody],
+    first_delay_us: int,
+    *,
+    endpoint_limit: int = 50,
+    event_limit: int = 500,
+) -> tuple[int, bool]:
+    """Turn new events into deliveries for a batch of endpoints; (deliveries made, more work left)."""
+    claimed = conn.execute(_claim_behind, {"limit": endpoint_limit}).all()
+    if not claimed:
+        return 0, False
+    by_customer: dict[str, list[Any]] = {}
+    for row in claimed:
+        by_customer.setdefault(row.customer_id, []).append(row)
+    now = now_us()
+    rows: list[dict[str, Any]] = []
+    cursors: list[dict[str, Any]] = []
+    more = len(claimed) == endpoint_limit
+    rendered: dict[int, RenderedBody] = {}
+    for customer_id, group in by_customer.items():
+        after = min(r.cursor for r in group)
+        events = conn.execute(_events_after, {"customer_id": customer_id, "after": after, "limit": event_limit}).all()
+        if not events:
+            continue
+        last = events[-1].sequence
+        more = more or len(events) == event_limit
+        for endpoint in group:
+            wanted = set(endpoint.event_types or ())
+            new_rows: list[dict[str, Any]] = []
+            for ev in events:
+                if ev.sequence <= endpoint.cursor or (wanted and ev.type not in wanted):
+                    continue
+                body = rendered.get(ev.sequence)
+                if body is None:
+                    body = rendered[ev.sequence] = render(ev.payload)
+                new_rows.append(
+                    {
+                        "id": new_id(),
+                        "customer_id": customer_id,
+                        "endpoint_id": endpoint.id,
+                        "event_id": body.event_id,
+                        "event_sequence": ev.sequence,
+                        "event_type": ev.type,
+                        "ordering_key": body.ordering_key,
+                        "body": body.body,
+                        "status": PENDING,
+                        "head": False,
+                        "attempts": 0,
+                        "next_attempt_at": now + first_delay_us,
+                        "last_response_code": 0,
+                        "last_error": "",
+                        "tm_create": now,
+                        "tm_update": now,
+                    }
+                )
+            _mark_heads(conn, endpoint.id, new_rows)
+            rows.extend(new_rows)
+            if last > endpoint.cursor:
+                cursors.append({"endpoint_id": endpoint.id, "new_cursor": last})
+    if rows:
+        conn.execute(_insert_delivery, rows)
+    if cursors:
+        conn.execute(_advance_cursor, cursors)
+    return len(rows), more
+
+
+# ---------------------------------------------------------------------------
+# Delivery: claim, lease, record the outcome
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    id: str
+    endpoint_id: str
+    ordering_key: str
+    event_id: str
+    body: str
+    attempts: int
+    url: str
+    secrets: tuple[str, ...]  # current first, then one still in its rotation grace period
+
+
+_claim_due = (
+    select(
+        deliveries.c.id,
+        deliveries.c.endpoint_id,
+        deliveries.c.ordering_key,
+        deliveries.c.event_id,
+        deliveries.c.body,
+        deliveries.c.attempts,
+        endpoints.c.url,
+        endpoints.c.secret,
+        endpoints.c.previous_secret,
+        endpoints.c.previous_secret_expires,
+    )
+    .join(endpoints, endpoints.c.id == deliveries.c.endpoint_id)
+    .where(
+        deliveries.c.status == _IS_PENDING,
+        deliveries.c.next_attempt_at <= bindparam("now"),
+        or_(deliveries.c.locked_until.is_(None), deliveries.c.locked_until < bindparam("now")),
+        endpoints.c.tm_delete.is_(None),
+        endpoints.c.disabled.is_(False),
+        deliveries.c.endpoint_id.not_in(bindparam("full", expanding=True)),
+        _IS_HEAD,
+    )
+    .order_by(deliveries.c.next_attempt_at)
+    .limit(bindparam("limit"))
+    .with_for_update(of=deliveries, skip_locked=True)
+)
+_lease = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("delivery_id"))
+    .values(locked_by=bindparam("worker"), locked_until=bindparam("until"))
+)
+
+
+def claim_due(
+    conn: Connection,
+    worker: str,
+    limit: int,
+    lease_us: int,
+    room: Callable[[str], int],
+    open_secret: Callable[[str], str],
+    full: Sequence[str] = (),
+) -> list[ClaimedDelivery]:
+    """Lease up to `limit` due chain heads; at most `room(endpoint_id)` more per endpoint."""
+    now = now_us()
+    rows = conn.execute(_claim_due, {"now": now, "limit": limit, "full": list(full)}).all()
+    taken: list[ClaimedDelivery] = []
+    per_endpoint: dict[str, int] = {}
+    for r in rows:
+        used = per_endpoint.get(r.endpoint_id, 0)
+        if used >= room(r.endpoint_id):
+            continue  # left unleased: the row lock ends with this transaction
+        per_endpoint[r.endpoint_id] = used + 1
+        secrets = [open_secret(r.secret)]
+        if r.previous_secret and (r.previous_secret_expires or 0) > now:
+            secrets.append(open_secret(r.previous_secret))
+        taken.append(
+            ClaimedDelivery(r.id, r.endpoint_id, r.ordering_key, r.event_id, r.body, r.attempts, r.url, tuple(secrets))
+        )
+    if taken:
+        conn.execute(_lease, [{"delivery_id": d.id, "worker": worker, "until": now + lease_us} for d in taken])
+    return taken
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt ended in; `next_attempt_at` None means no further attempt is scheduled."""
+
+    delivery_id: str
+    endpoint_id: str
+    ordering_key: str
+    status: str
+    attempts: int
+    next_attempt_at: int
+    response_code: int
+    error: str
+    disable_reason: str = ""  # non-empty: the endpoint asked to be disabled (410 Gone)
+
+
+_record = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("delivery_id"), deliveries.c.locked_by == bindparam("worker"))
+    .values(
+        status=bindparam("status"),
+        attempts=bindparam("attempts"),
+        next_attempt_at=bindparam("next_at"),
+        last_response_code=bindparam("code"),
+        last_error=bindparam("error"),
+        locked_by=None,
+        locked_until=None,
+        tm_update=bindparam("now"),
+    )
+)
+_disable = (
+    update(endpoints)
+    .where(endpoints.c.id == bindparam("endpoint_id"), endpoints.c.tm_delete.is_(None))
+    .values(disabled=True, disabled_reason=bindparam("reason"), tm_update=bindparam("now"))
+)
+
+
+_lock_endpoints = (
+    select(endpoints.c.id)
+    .where(endpoints.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(endpoints.c.id)
+    .with_for_update()
+)
+_chain = deliveries.alias("chain")  # a name of its own, or the subquery would correlate with the UPDATE
+_next_in_chain = (
+    select(_chain.c.id)
+    .where(
+        _chain.c.endpoint_id == bindparam("chain_endpoint"),
+        _chain.c.ordering_key == bindparam("chain_key"),
+        _chain.c.status == literal_column("'pending'"),
+    )
+    .order_by(_chain.c.event_sequence)
+    .limit(1)
+    .scalar_subquery()
+)
+_pass_head = update(deliveries).where(deliveries.c.id == _next_in_chain).values(head=True)
+
+
+def record_outcomes(conn: Connection, worker: str, outcomes: Sequence[Outcome]) -> None:
+    """Store attempts' results and pass each settled chain's head on to its next pending delivery.
+
+    A result whose lease was lost (expired and taken over) is dropped. The
+    endpoints' rows are locked first (in id order: no deadlock between
+    replicas), which orders this against a fan-out adding to the same chains.
+    """
+    now = now_us()
+    settled = {(o.endpoint_id, o.ordering_key) for o in outcomes if o.status != PENDING}
+    if settled:
+        conn.execute(_lock_endpoints, {"ids": sorted({e for e, _ in settled})}).all()
+    params = [
+        {
+            "delivery_id": o.delivery_id,
+            "worker": worker,
+            "status": o.status,
+            "attempts": o.attempts,
+            "next_at": o.next_attempt_at,
+            "code": o.response_code,
+            "error": o.error[:512],
+            "now": now,
+        }
+        for o in outcomes
+    ]
+    if params:
+        conn.execute(_record, params)
+    if settled:
+        conn.execute(_pass_head, [{"chain_endpoint": e, "chain_key": k} for e, k in sorted(settled)])
+    disable = [
+        {"endpoint_id": o.endpoint_id, "reason": o.disable_reason, "now": now} for o in outcomes if o.disable_reason
+    ]
+    if disable:
+        conn.execute(_disable, disable)
+
+
+def release(conn: Connection, worker: str) -> None:
+    """Give back every lease this worker holds (on a clean stop)."""
+    conn.execute(
+        update(deliveries)
+        .where(deliveries.c.locked_by == worker, deliveries.c.status == PENDING)
+        .values(locked_by=None, locked_until=None)
+    )
