@@ -8,9 +8,11 @@ Two queues meet here, both safe with several replicas on one PostgreSQL:
   deliveries for one endpoint (the unique (endpoint, sequence) index backs it).
 * delivery: due rows are claimed `FOR UPDATE SKIP LOCKED` and leased
   (`locked_by`, `locked_until`); a killed worker's lease just runs out. Only
-  the lowest pending sequence of each (endpoint, conversation) is claimable,
-  so one conversation's events reach an endpoint in order while a failing one
-  holds back nothing else.
+  the `head` of each chain (the lowest pending sequence of one endpoint and
+  conversation) is claimable, and a settled head passes the mark on, so one
+  conversation's events reach an endpoint in order while a failing one holds
+  back nothing else. Fan-out and hand-over both hold the endpoint's row lock,
+  so a chain never has two heads or none.
 
 Secrets are stored sealed (store/secrets.py): callers pass sealed text in,
 and the claim opens it with the box it is given, for the sender alone.
