@@ -52,6 +52,8 @@ class Outbound:
     medias: Sequence[Media] = ()
     reply_token: str | None = None  # LINE: answer with the reply API while the token is fresh
     status_callback_url: str | None = None  # where the provider posts delivery receipts
+    # The provider's id for this delivery when the worker already knows one (find_sent can then look it up).
+    provider_message_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

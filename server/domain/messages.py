@@ -44,3 +44,9 @@ def can_move(current: str, new: str) -> bool:
 def has_content(text: str, subject: str, medias: object) -> bool:
     """A message must say something: text, a subject or at least one media item."""
     return bool(text or subject or medias)
+
+
+def media_kind(mime_type: str) -> str:
+    """A media item's `type` from its MIME type: image, video or audio by the top-level type, else file."""
+    top = mime_type.split("/", 1)[0].strip().lower()
+    return top if top in ("image", "video", "audio") else "file"

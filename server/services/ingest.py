@@ -52,6 +52,7 @@ class InboundMessage:
     - `provider_message_id`: the provider's id; a repeat within the dedupe scope
       returns the first message (`duplicate=True`) and stores nothing.
     - `request_id`: the caller's AIP-155 id, same effect.
+    - `reply_token`: the provider's token for answering it (LINE), stored, never returned.
     Lengths are the caller's to check (api/validation.py limits fit the columns).
     """
 
@@ -65,6 +66,7 @@ class InboundMessage:
     medias: Sequence[Media] = ()
     provider_message_id: str = ""
     request_id: str | None = None
+    reply_token: str = ""  # the provider's token for answering this message (LINE), kept for the delivery worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +229,7 @@ def _apply(item: _Prepared, rooms: dict[RoomKey, Room], batch: _Batch) -> Ingest
         "tm_create": now,
         "tm_update": now,
         "tm_delete": None,
+        "reply_token": inbound_message.reply_token or None,
     }
     batch.rows.add(messages.INSERT_MESSAGE, message)
     if not created:

@@ -166,6 +166,9 @@ class Message(Base):
     tm_create: Mapped[int] = mapped_column(BigInteger)
     tm_update: Mapped[int] = mapped_column(BigInteger)
     tm_delete: Mapped[int | None] = mapped_column(BigInteger)
+    # Incoming: the provider's token for answering this message (LINE's replyToken, usable once, for about
+    # a minute). Never returned by any read: it lets whoever holds it speak as the account.
+    reply_token: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (
         Index("ix_messages_conversation_order", "conversation_id", "tm_create", "id"),

@@ -1,0 +1,71 @@
+"""`GET /v1.0/media/{media_id}`: media bytes convhub keeps (store/media_files.py), for the API token's customer.
+
+The token is the same as for every REST call (`Authorization: Bearer`, or
+`?token=` / `?accesskey=`); another customer's media id answers 404, like any
+other resource of theirs. Served so a browser cannot run it as a page of
+ours: `nosniff`, a sandboxing CSP, and `attachment` unless it is an image,
+video or audio item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from google.rpc import code_pb2
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from convhub.server.api.dispatch import Caller
+from convhub.server.api.errors import ApiError
+from convhub.server.gateway.errors import dumps, error_payload, http_status, simple_status
+from convhub.server.store.media_files import MediaFiles
+
+AUTH_QUERY_PARAMS = ("token", "accesskey")
+INLINE_KINDS = ("image/", "video/", "audio/")
+
+
+def _error(code: int, message: str) -> Response:
+    return Response(
+        dumps(error_payload(simple_status(code, message))), status_code=http_status(code), media_type="application/json"
+    )
+
+
+def _token(request: Request) -> str | None:
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credential.strip():
+        return credential.strip()
+    for name in AUTH_QUERY_PARAMS:
+        value = request.query_params.get(name)
+        if value:
+            return value
+    return None
+
+
+def media_routes(authenticate: Callable[[str | None], Caller], files: MediaFiles) -> list[BaseRoute]:
+    """The media download route; `authenticate` is the dispatcher's (ApiError for a missing or bad token)."""
+
+    async def get_media(request: Request) -> Response:
+        try:
+            caller = authenticate(_token(request))
+        except ApiError as exc:
+            status = exc.to_status()
+            return _error(status.code, status.message)
+        found = await asyncio.to_thread(files.find, caller.customer_id, request.path_params["media_id"])
+        if found is None:
+            return _error(code_pb2.NOT_FOUND, "no such media")
+        inline = found.mime_type.startswith(INLINE_KINDS)
+        return FileResponse(
+            found.path,
+            media_type=found.mime_type,
+            content_disposition_type="inline" if inline else "attachment",
+            filename=None if inline else request.path_params["media_id"],
+            headers={
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "sandbox; default-src 'none'",
+                "Cache-Control": "private, max-age=86400",
+            },
+        )
+
+    return [Route("/v1.0/media/{media_id}", get_media, methods=["GET", "HEAD"])]
