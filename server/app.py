@@ -33,12 +33,14 @@ from convhub.server.config import Settings
 from convhub.server.events.webhooks.emitter import WebhookEmitter
 from convhub.server.events.webhooks.policy import WebhookPolicy
 from convhub.server.gateway import Gateway
+from convhub.server.gateway.media import media_mount
 from convhub.server.http_app import build_http_app
 from convhub.server.http_server import SETTLE_SECONDS, ConnectionLimits, HttpServer
 from convhub.server.observability.logs import configure_logging
 from convhub.server.observability.setup import Observability
 from convhub.server.store.customers import ensure_default_customer
 from convhub.server.store.db import Database, database_backend, open_database, upgrade_schema
+from convhub.server.store.media_files import MediaFiles
 from convhub.server.store.pg_doorbell import NotifyListener
 from convhub.server.store.sealed_columns import check_secrets_open, seal_plaintext_credentials
 from convhub.server.store.secrets import SecretBox, SecretKeyError, SecretUnreadable, load_secret_box
@@ -186,6 +188,11 @@ async def serve(settings: Settings) -> None:
     life = _Lifecycle()
     observability = Observability(settings, db)
     supervisor = build_supervisor(db, settings)
+    media = MediaFiles(
+        settings.data_dir / "media",
+        max_total_bytes=settings.media_max_bytes,
+        max_item_bytes=settings.media_max_item_bytes,
+    )
 
     server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=observability.grpc_interceptors())
     server.add_generic_rpc_handlers(generic_handlers(dispatcher))
@@ -218,6 +225,7 @@ async def serve(settings: Settings) -> None:
                 Gateway(dispatcher, settings.max_body_bytes),
                 ready=lambda: life.ready,
                 extra_routes=observability.http_routes(),
+                mounts=[media_mount(dispatcher.authenticate, media)],
             )
         )
         limits = ConnectionLimits(

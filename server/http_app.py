@@ -61,12 +61,14 @@ def build_http_app(
     ready: Callable[[], bool] = lambda: True,
     hook_routes: Sequence[BaseRoute] = (),
     extra_routes: Sequence[Route] = (),
+    mounts: Sequence[Mount] = (),
 ) -> HttpApp:
     """The HTTP app: `gateway` plus /healthz, /readyz, the OpenAPI document, `hook_routes` and `extra_routes`.
 
     `ready` answers /readyz (503 while starting or stopping). `extra_routes`
     are fixed paths served beside health (observability's /metrics, later
-    static pages); hook routes are mounted under HOOKS_PREFIX.
+    static pages); hook routes are mounted under HOOKS_PREFIX; `mounts` are
+    other prefixes with routes of their own (the media downloads).
     """
     openapi_body = gateway.openapi_document
 
@@ -102,6 +104,9 @@ def build_http_app(
         hooks = Router(list(hook_routes), redirect_slashes=False, default=gateway)
         mounted.append(Mount(HOOKS_PREFIX, app=hooks))
         prefixes.append(HOOKS_PREFIX + "/")
+    for mount in mounts:
+        mounted.append(mount)
+        prefixes.append(mount.path + "/")
     routed = Starlette(routes=mounted)
     routed.router.redirect_slashes = False
     routed.router.default = gateway  # unmatched paths and methods: the gateway's JSON 404/405

@@ -17,13 +17,15 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select, text
+from starlette.routing import Mount
 
 from convhub.server.api.dispatch import Caller
 from convhub.server.api.errors import Unauthenticated
 from convhub.server.channels.adapter import ChannelAccount, ChannelAdapter, HookContext, Receipt
 from convhub.server.config import Settings
 from convhub.server.domain.addresses import Address
-from convhub.server.gateway.media import media_routes
+from convhub.server.gateway.media import media_mount
+from convhub.server.http_app import HOOKS_PREFIX
 from convhub.server.services.accounts import AccountService, NewAccount
 from convhub.server.services.ingest import IngestService
 from convhub.server.store.customers import create_customer, create_token, customer_for_token
@@ -141,7 +143,7 @@ async def hook_harness(
 
         def routes(base_url: str) -> list[Any]:
             hooks = HookContext(_account_loader(db), ingest, receipt, public_url=base_url, http=http)
-            return [*adapter.hook_routes(hooks), *media_routes(authenticate, media)]
+            return [Mount(HOOKS_PREFIX, routes=adapter.hook_routes(hooks)), media_mount(authenticate, media)]
 
         async with serve(routes) as base_url:
             yield HookHarness(db, base_url, customer_id, token, media, receipts), adapter

@@ -30,6 +30,7 @@ from convhub.server.domain.addresses import Address
 from convhub.server.store.customers import create_customer, create_token
 from convhub.server.store.db import Database
 from convhub.server.store.media_files import MediaFiles
+from tests.conftest import Hub, Tenant
 from tests.hook_harness import HookHarness, hook_db, hook_harness
 from tests.provider_standins import LineStandIn, Scripted, serve
 
@@ -534,3 +535,14 @@ async def test_unknown_or_deleted_account_answers_404(hooks: tuple[HookHarness, 
     harness.delete_account(account_id)
     assert (await post(harness, account_id, signed([text_event("hi")]))).status_code == 404
     assert harness.messages() == []
+
+
+async def test_served_app_answers_media_downloads_with_the_api_token(hub: Hub, tenant: Tenant) -> None:
+    """`convhub serve` mounts GET /v1.0/media/{id}: 401 without a token, 404 for an id it does not keep."""
+    assert hub.http_base is not None
+    url = f"{hub.http_base}/v1.0/media/{uuid.uuid4()}"
+    async with httpx.AsyncClient(timeout=10) as http:
+        assert (await http.get(url)).status_code == 401
+        missing = await http.get(url, headers={"authorization": f"Bearer {tenant.token}"})
+        assert missing.status_code == 404
+        assert missing.json()["error"]["status"] == "NOT_FOUND"

@@ -203,7 +203,7 @@ class LineAdapter:
                 return Response(OK_BODY, media_type="application/json")
             return await self._ingest_all(hooks, account, parsed)
 
-        return [Route("/v1.0/hooks/line/{account_id}", webhook, methods=["POST"])]
+        return [Route("/line/{account_id}", webhook, methods=["POST"])]  # mounted under /v1.0/hooks
 
     async def _ingest_all(self, hooks: HookContext, account: ChannelAccount, body: line_events.LineBody) -> Response:
         """Enrich every event (names, content), then ingest them together (one group commit)."""

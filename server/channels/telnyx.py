@@ -8,7 +8,7 @@ Wire formats are Telnyx's own (API v2):
 - find_sent: `GET {api}/v2/messages/{id}`, only when an id is known: Telnyx
   has neither an idempotency key nor a message search, so otherwise it
   cannot tell (and the worker fails the message rather than risk a double text).
-- hook: one JSON endpoint for every event (`message.received`,
+- hook (`/v1.0/hooks/telnyx/{account_id}`): one JSON endpoint for every event (`message.received`,
   `message.sent`, `message.finalized`), signed with Ed25519:
   `telnyx-signature-ed25519` is the base64 signature of
   `"{telnyx-timestamp}|{raw body}"` under the account's `public_key`
@@ -170,11 +170,11 @@ class TelnyxAdapter:
                 return hook_rules.api_error_response(exc)
             return Response(OK_BODY, media_type="application/json")
 
-        # Receipts arrive on the messaging profile's URL or on the `webhook_url` a send named
-        # (the worker names `.../status`): both take every event type.
+        # Mounted under /v1.0/hooks. Receipts arrive on the messaging profile's URL or on the
+        # `webhook_url` a send named (the worker names `.../status`): both take every event type.
         return [
-            Route("/v1.0/hooks/telnyx/{account_id}", events, methods=["POST"]),
-            Route("/v1.0/hooks/telnyx/{account_id}/status", events, methods=["POST"]),
+            Route("/telnyx/{account_id}", events, methods=["POST"]),
+            Route("/telnyx/{account_id}/status", events, methods=["POST"]),
         ]
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from google.rpc import code_pb2
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Mount, Route
 
 from convhub.server.api.dispatch import Caller
 from convhub.server.api.errors import ApiError
@@ -43,8 +43,11 @@ def _token(request: Request) -> str | None:
     return None
 
 
-def media_routes(authenticate: Callable[[str | None], Caller], files: MediaFiles) -> list[BaseRoute]:
-    """The media download route; `authenticate` is the dispatcher's (ApiError for a missing or bad token)."""
+MEDIA_PREFIX = "/v1.0/media"
+
+
+def media_mount(authenticate: Callable[[str | None], Caller], files: MediaFiles) -> Mount:
+    """The media download route under MEDIA_PREFIX; `authenticate` is the dispatcher's (ApiError for a bad token)."""
 
     async def get_media(request: Request) -> Response:
         try:
@@ -68,4 +71,4 @@ def media_routes(authenticate: Callable[[str | None], Caller], files: MediaFiles
             },
         )
 
-    return [Route("/v1.0/media/{media_id}", get_media, methods=["GET", "HEAD"])]
+    return Mount(MEDIA_PREFIX, routes=[Route("/{media_id}", get_media, methods=["GET", "HEAD"])])
