@@ -27,6 +27,7 @@ from linebot.v3.webhooks import FollowEvent, MessageEvent, UnfollowEvent
 from convhub.server.channels.adapter import CannotTell, ChannelAccount, Outbound, SendFailed
 from convhub.server.channels.line import LineAdapter, line_messages, retry_key
 from convhub.server.domain.addresses import Address
+from convhub.server.store import messages as messages_store
 from convhub.server.store.customers import create_customer, create_token
 from convhub.server.store.db import Database
 from convhub.server.store.media_files import MediaFiles
@@ -546,3 +547,16 @@ async def test_served_app_answers_media_downloads_with_the_api_token(hub: Hub, t
         missing = await http.get(url, headers={"authorization": f"Bearer {tenant.token}"})
         assert missing.status_code == 404
         assert missing.json()["error"]["status"] == "NOT_FOUND"
+
+
+async def test_newest_reply_token_is_found_within_its_window(hooks: tuple[HookHarness, LineStandIn, str]) -> None:
+    harness, _, account_id = hooks
+    for token in ("rt-old", "rt-new"):
+        assert (await post(harness, account_id, signed([text_event(token, reply_token=token)]))).status_code == 200
+    first, second = harness.messages()
+    with harness.db.read() as conn:
+        now = time.time_ns() // 1000
+        assert messages_store.reply_token(conn, first.conversation_id, USER, now - 60_000_000, now) == "rt-new"
+        assert messages_store.reply_token(conn, first.conversation_id, USER, 0, first.tm_create) == "rt-old"
+        assert messages_store.reply_token(conn, first.conversation_id, USER, second.tm_create + 1, now) is None
+        assert messages_store.reply_token(conn, first.conversation_id, OTHER_USER, 0, now) is None

@@ -30,3 +30,29 @@ def by_provider_ids(conn: Connection, keys: Sequence[tuple[str, str, str]]) -> l
 
 def by_ids(conn: Connection, ids: Collection[str]) -> dict[str, MessageRow]:
     return {r.id: cast("MessageRow", r) for r in conn.execute(_by_ids, {"ids": list(ids)})}
+
+
+_reply_token = (
+    select(messages.c.reply_token)
+    .where(
+        messages.c.conversation_id == bindparam("conversation_id"),
+        messages.c.direction == "incoming",
+        messages.c.source_target == bindparam("peer_target"),
+        messages.c.reply_token.is_not(None),
+        messages.c.tm_create >= bindparam("since"),
+        messages.c.tm_create <= bindparam("until"),
+        messages.c.tm_delete.is_(None),
+    )
+    .order_by(messages.c.tm_create.desc(), messages.c.id.desc())
+    .limit(1)
+)
+
+
+def reply_token(conn: Connection, conversation_id: str, peer_target: str, since_us: int, until_us: int) -> str | None:
+    """The newest reply token `peer_target` gave us in the conversation between the two times (an index range:
+    ix_messages_conversation_order), None without one. The provider decides whether it is still good."""
+    value = conn.execute(
+        _reply_token,
+        {"conversation_id": conversation_id, "peer_target": peer_target, "since": since_us, "until": until_us},
+    ).scalar()
+    return str(value) if value else None
