@@ -225,6 +225,19 @@ def _event_id() -> str:
     return "01" + uuid.uuid4().hex[:24].upper()
 
 
+def plain_event(kind: str, **fields: Any) -> dict[str, Any]:
+    """A non-message event (follow, unfollow, postback) from USER."""
+    return {
+        "type": kind,
+        "mode": "active",
+        "timestamp": int(time.time() * 1000),
+        "source": {"type": "user", "userId": USER},
+        "webhookEventId": _event_id(),
+        "deliveryContext": {"isRedelivery": False},
+        **fields,
+    }
+
+
 def message_event(
     message: dict[str, Any],
     *,
@@ -376,20 +389,8 @@ async def test_sticker_location_follow_and_unfollow_are_rendered_as_text(
     hooks: tuple[HookHarness, LineStandIn, str],
 ) -> None:
     harness, _, account_id = hooks
-    base = {
-        "timestamp": int(time.time() * 1000),
-        "mode": "active",
-        "source": {"type": "user", "userId": USER},
-        "deliveryContext": {"isRedelivery": False},
-    }
     events = [
-        {
-            **base,
-            "type": "follow",
-            "webhookEventId": _event_id(),
-            "replyToken": "rt-f",
-            "follow": {"isUnblocked": False},
-        },
+        plain_event("follow", replyToken="rt-f", follow={"isUnblocked": False}),
         message_event(
             {
                 "type": "sticker",
@@ -410,7 +411,7 @@ async def test_sticker_location_follow_and_unfollow_are_rendered_as_text(
                 "longitude": 139.7037,
             }
         ),
-        {**base, "type": "unfollow", "webhookEventId": _event_id()},
+        plain_event("unfollow"),
     ]
     response = await post(harness, account_id, signed(events))
     assert response.status_code == 200, response.text
@@ -438,16 +439,7 @@ async def test_redelivered_events_answer_200_and_store_nothing_new(
     harness, stand_in, account_id = hooks
     stand_in.contents["7001"] = (b"jpeg bytes", "image/jpeg")
     image = message_event({"type": "image", "id": "7001", "contentProvider": {"type": "line"}})
-    follow = {
-        "type": "follow",
-        "mode": "active",
-        "timestamp": 1,
-        "source": {"type": "user", "userId": USER},
-        "webhookEventId": _event_id(),
-        "deliveryContext": {"isRedelivery": False},
-        "replyToken": "r",
-        "follow": {"isUnblocked": False},
-    }
+    follow = plain_event("follow", replyToken="r", follow={"isUnblocked": False})
     assert (await post(harness, account_id, signed([image, follow]))).status_code == 200
     stored = media_files(harness)
     again = [
@@ -513,16 +505,7 @@ async def test_verify_request_other_events_and_groups(hooks: tuple[HookHarness, 
         text_event("hello group", source={"type": "group", "groupId": group, "userId": OTHER_USER}),
     ]
     body, headers = signed(events)
-    postback = {
-        "type": "postback",
-        "mode": "active",
-        "timestamp": 1,
-        "source": {"type": "user", "userId": USER},
-        "webhookEventId": _event_id(),
-        "deliveryContext": {"isRedelivery": False},
-        "replyToken": "r",
-        "postback": {"data": "action=buy"},
-    }
+    postback = plain_event("postback", replyToken="r", postback={"data": "action=buy"})
     body = body.replace(b'"events": [', b'"events": [' + json.dumps(postback).encode() + b", ")
     headers["x-line-signature"] = base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha256).digest()).decode()
     assert (await post(harness, account_id, (body, headers))).status_code == 200

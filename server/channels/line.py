@@ -122,15 +122,8 @@ class LineAdapter:
 
     # --- outbound ---------------------------------------------------------
 
-    @staticmethod
-    def _token(account: ChannelAccount) -> str:
-        token = account.credentials.get("channel_access_token", "")
-        if not token:
-            raise SendFailed("no_credentials", "the account has no LINE channel_access_token", retryable=False)
-        return token
-
     async def send(self, http: httpx.AsyncClient, account: ChannelAccount, outbound: Outbound) -> Accepted:
-        token = self._token(account)
+        token = provider_http.credential(account, "channel_access_token", "LINE")
         messages = line_messages(outbound)
         if outbound.reply_token:
             accepted = await self._reply(http, token, outbound.reply_token, messages)

@@ -14,7 +14,15 @@ from typing import Any
 
 import httpx
 
-from convhub.server.channels.adapter import SendFailed
+from convhub.server.channels.adapter import ChannelAccount, SendFailed
+
+
+def credential(account: ChannelAccount, name: str, provider: str) -> str:
+    """A credential the call needs; a final SendFailed when the account lacks it (no retry would help)."""
+    value = account.credentials.get(name, "")
+    if not value:
+        raise SendFailed("no_credentials", f"the account has no {provider} {name}", retryable=False)
+    return value
 
 
 async def request(http: httpx.AsyncClient, method: str, url: str, *, provider: str, **kwargs: Any) -> httpx.Response:

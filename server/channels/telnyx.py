@@ -94,13 +94,6 @@ class TelnyxAdapter:
 
     # --- outbound ---------------------------------------------------------
 
-    @staticmethod
-    def _api_key(account: ChannelAccount) -> str:
-        key = account.credentials.get("api_key", "")
-        if not key:
-            raise SendFailed("no_credentials", "the account has no Telnyx api_key", retryable=False)
-        return key
-
     async def send(self, http: httpx.AsyncClient, account: ChannelAccount, outbound: Outbound) -> Accepted:
         body: dict[str, Any] = {"from": outbound.sender.target, "to": outbound.recipient.target}
         if outbound.text:
@@ -115,7 +108,7 @@ class TelnyxAdapter:
             f"{self.api_url}/v2/messages",
             provider="Telnyx",
             json=body,
-            headers={"Authorization": f"Bearer {self._api_key(account)}"},
+            headers={"Authorization": f"Bearer {provider_http.credential(account, 'api_key', 'Telnyx')}"},
         )
         if response.status_code in (200, 201, 202):
             data = provider_http.json_object(response).get("data")
@@ -133,7 +126,7 @@ class TelnyxAdapter:
         if not outbound.provider_message_id:
             raise CannotTell("Telnyx has no idempotency key and no message search; no message id is known")
         try:
-            key = self._api_key(account)
+            key = provider_http.credential(account, "api_key", "Telnyx")
         except SendFailed:
             raise CannotTell("the account has no Telnyx api_key") from None
         try:
