@@ -107,7 +107,8 @@ async def test_retried_push_keeps_its_retry_key_and_is_delivered_once(
             await adapter.send(http, account(), job)
         assert failed.value.retryable
         again = await adapter.send(http, account(), job)  # the worker's retry: the same job
-    assert again.delivery_status == "sent" and again.provider_message_id
+    assert again.delivery_status == "sent"
+    assert again.provider_message_id == stand_in.retry_keys[retry_key(job.job_id)], "the first attempt's message id"
     keys = {headers["x-line-retry-key"] for _, _, headers, _ in stand_in.calls("/v2/bot/message/push")}
     assert keys == {retry_key(job.job_id)}
     assert len(stand_in.calls("/v2/bot/message/push")) == 2

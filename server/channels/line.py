@@ -126,19 +126,19 @@ class LineAdapter:
         token = provider_http.credential(account, "channel_access_token", "LINE")
         messages = line_messages(outbound)
         if outbound.reply_token:
-            accepted = await self._reply(http, token, outbound.reply_token, messages)
+            accepted = await self._reply(http, token, outbound, messages)
             if accepted is not None:
                 return accepted
         return await self._push(http, token, outbound, messages)
 
     async def _reply(
-        self, http: httpx.AsyncClient, token: str, reply_token: str, messages: list[dict[str, Any]]
+        self, http: httpx.AsyncClient, token: str, outbound: Outbound, messages: list[dict[str, Any]]
     ) -> Accepted | None:
         """The reply's acceptance; None when the token is spent or expired (push instead)."""
         try:
             response = await http.post(
                 f"{self.api_url}/v2/bot/message/reply",
-                json={"replyToken": reply_token, "messages": messages},
+                json={"replyToken": outbound.reply_token, "messages": messages},
                 headers={"Authorization": f"Bearer {token}"},
             )
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # never reached LINE: safe to try again
@@ -146,7 +146,7 @@ class LineAdapter:
         except httpx.HTTPError as exc:
             raise _reply_unknown(f"no answer ({type(exc).__name__})") from None
         if response.status_code == 200:
-            return Accepted(_sent_message_id(response), "sent")
+            return Accepted(_sent_message_id(response, outbound), "sent")
         code, message = _error(response)
         if response.status_code == 400 and "reply token" in message.lower():
             return None
@@ -165,12 +165,8 @@ class LineAdapter:
             json={"to": outbound.recipient.target, "messages": messages},
             headers={"Authorization": f"Bearer {token}", RETRY_KEY_HEADER: retry_key(outbound.job_id)},
         )
-        if response.status_code == 200:
-            return Accepted(_sent_message_id(response), "sent")
-        if response.status_code == 409:  # an earlier attempt with this retry key was accepted
-            return Accepted(
-                _sent_message_id(response) or response.headers.get("x-line-accepted-request-id", ""), "sent"
-            )
+        if response.status_code in (200, 409):  # 409: an earlier attempt with this retry key was accepted
+            return Accepted(_sent_message_id(response, outbound), "sent")
         code, message = _error(response)
         raise _classified(response, code, message)
 
@@ -375,11 +371,16 @@ def line_messages(outbound: Outbound) -> list[dict[str, Any]]:
     return messages
 
 
-def _sent_message_id(response: httpx.Response) -> str:
+def _sent_message_id(response: httpx.Response, outbound: Outbound) -> str:
+    """The id convhub records for the delivery (unique per message, so never empty): LINE's first sent
+    message id, else the accepted (409) or this request's id, else the retry key (unique per job)."""
     sent = provider_http.json_object(response).get("sentMessages")
     if isinstance(sent, list) and sent and isinstance(sent[0], dict) and sent[0].get("id"):
         return str(sent[0]["id"])
-    return response.headers.get("x-line-request-id", "")
+    for header in ("x-line-accepted-request-id", "x-line-request-id"):
+        if response.headers.get(header):
+            return response.headers[header]
+    return retry_key(outbound.job_id)
 
 
 def _error(response: httpx.Response) -> tuple[str, str]:
