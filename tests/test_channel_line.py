@@ -364,6 +364,8 @@ async def test_media_content_is_fetched_kept_and_served_to_the_customer_only(
         assert (got.content, got.headers["content-type"]) == (picture, "image/jpeg")
         assert (await http.get(image["url"] + f"?token={harness.token}")).status_code == 200
         assert (await http.get(image["url"])).status_code == 401
+        ambiguous = await http.get(image["url"] + "?token=other", headers={"authorization": f"Bearer {harness.token}"})
+        assert ambiguous.status_code == 400
         stranger = create_token(harness.db.writer, create_customer(harness.db.writer, "stranger")).token
         assert (await http.get(image["url"], headers={"authorization": f"Bearer {stranger}"})).status_code == 404
         pdf = await http.get(by_type["file"]["url"], headers={"authorization": f"Bearer {harness.token}"})

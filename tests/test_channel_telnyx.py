@@ -336,12 +336,12 @@ async def test_malformed_payload_answers_400_naming_the_field(
     assert harness.messages() == []
 
 
-async def test_body_that_is_not_json_answers_400(hooks: tuple[HookHarness, Signer, str]) -> None:
+@pytest.mark.parametrize("body", [b'{"data": ', b"[" * 100_000 + b"]" * 100_000, b'{"data": NaN}', b"[]"])
+async def test_body_that_is_not_a_json_object_answers_400(hooks: tuple[HookHarness, Signer, str], body: bytes) -> None:
     harness, signer, account_id = hooks
-    body = b'{"data": '
     response = await post(harness, account_id, body, signer.headers(body))
-    assert response.status_code == 400
-    assert response.json()["error"]["details"][-1]["field_violations"][0]["field"] == "body"
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["details"][-1]["field_violations"][0]["field"] in ("body", "data")
 
 
 async def test_unknown_deleted_or_other_provider_account_answers_404(hooks: tuple[HookHarness, Signer, str]) -> None:

@@ -20,6 +20,8 @@ def json_object(body: bytes) -> dict[str, Any]:
         value = json.loads(body)
     except (UnicodeDecodeError, ValueError):
         raise malformed("body", "is not valid JSON") from None
+    except RecursionError:  # nested deeper than the parser goes: no provider sends that
+        raise malformed("body", "is nested too deeply") from None
     if not isinstance(value, dict):
         raise malformed("body", "must be a JSON object")
     return value

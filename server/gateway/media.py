@@ -1,7 +1,7 @@
 """`GET /v1.0/media/{media_id}`: media bytes convhub keeps (store/media_files.py), for the API token's customer.
 
 The token is the same as for every REST call (`Authorization: Bearer`, or
-`?token=` / `?accesskey=`); another customer's media id answers 404, like any
+`?token=` / `?accesskey=`, exactly one of them); another customer's media id answers 404, like any
 other resource of theirs. Served so a browser cannot run it as a page of
 ours: `nosniff`, a sandboxing CSP, and `attachment` unless it is an image,
 video or audio item.
@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 
+from convhub.server.api.credentials import single_token
 from convhub.server.api.dispatch import Caller
 from convhub.server.api.errors import ApiError
 from convhub.server.gateway.errors import dumps, error_payload, http_status, simple_status
@@ -33,14 +34,10 @@ def _error(code: int, message: str) -> Response:
 
 
 def _token(request: Request) -> str | None:
-    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credential.strip():
-        return credential.strip()
-    for name in AUTH_QUERY_PARAMS:
-        value = request.query_params.get(name)
-        if value:
-            return value
-    return None
+    """The call's one API token, by the same rule as every REST call (api/credentials.py)."""
+    sources = [("authorization", value) for value in request.headers.getlist("authorization")]
+    sources += [(key, value) for key, value in request.query_params.multi_items() if key in AUTH_QUERY_PARAMS]
+    return single_token(sources)
 
 
 MEDIA_PREFIX = "/v1.0/media"
@@ -51,7 +48,7 @@ def media_mount(authenticate: Callable[[str | None], Caller], files: MediaFiles)
 
     async def get_media(request: Request) -> Response:
         try:
-            caller = authenticate(_token(request))
+            caller = authenticate(_token(request))  # ambiguous credentials are 400 before any lookup
         except ApiError as exc:
             status = exc.to_status()
             return _error(status.code, status.message)
