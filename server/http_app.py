@@ -24,9 +24,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from convhub.server.gateway import OPENAPI_PATH, Gateway
+from convhub.server.gateway.request_ids import REQUEST_ID_HEADER, REQUEST_ID_KEY, request_id_of
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,17 @@ class HttpApp:
         app = self._exact.get(path)
         if app is None:
             app = self._routed if path.startswith(self._prefixes) else self.gateway
-        await app(scope, receive, send)
+        # Every response names its request id (VoIPBIN's X-Request-Id); errors and the access line repeat it.
+        request_id = request_id_of(scope["headers"])
+        scope[REQUEST_ID_KEY] = request_id
+        header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        await app(scope, receive, send_with_id)
 
 
 def build_http_app(

@@ -22,6 +22,7 @@ from tests.support import Api, expect_error
 SECRET_TEXT = "body-text-that-must-never-be-logged"
 INGEST = "/convhub.v1.IngestService/IngestMessage"
 LIST = "/convhub.v1.ConversationService/ListConversations"
+REQUEST_ID = "req_logged-call_1"
 
 
 @contextmanager
@@ -56,7 +57,10 @@ def make_calls(grpc_target: str, http_base: str | None, token: str) -> None:
             stranger.conversations.ListConversations, cs.ListConversationsRequest(), grpc.StatusCode.UNAUTHENTICATED
         )
     assert http_base is not None
-    assert httpx.get(f"{http_base}/v1.0/conversations", params={"token": token}, timeout=10).status_code == 200
+    r = httpx.get(
+        f"{http_base}/v1.0/conversations", params={"token": token}, headers={"X-Request-Id": REQUEST_ID}, timeout=10
+    )
+    assert r.status_code == 200 and r.headers["x-request-id"] == REQUEST_ID
 
 
 def test_json_lines_carry_method_code_duration_customer_and_peer_and_no_secret(tmp_path: Path) -> None:
@@ -85,6 +89,7 @@ def test_json_lines_carry_method_code_duration_customer_and_peer_and_no_secret(t
         me,
     )
     assert re.fullmatch(r"127\.0\.0\.1:\d+", rest["peer"])
+    assert rest["request_id"] == REQUEST_ID  # the id the response's X-Request-Id header carried
     everything = "\n".join(lines)
     assert token not in everything and "chk_wrong_token_value" not in everything and SECRET_TEXT not in everything
 
@@ -94,7 +99,8 @@ def test_text_lines_by_default_and_switches_turn_lines_and_metrics_off(tmp_path:
         make_calls(target, base, token)
     pattern = rf"INFO convhub\.access: grpc {re.escape(INGEST)} OK \d+\.\d+ms customer={me} peer=ipv4:127\.0\.0\.1:\d+"
     assert any(re.search(pattern, line) for line in lines), lines
-    assert any(re.search(r"convhub\.access: http GET /v1\.0/conversations 200 [\d.]+ms customer=", x) for x in lines)
+    http_line = r"convhub\.access: http GET /v1\.0/conversations 200 [\d.]+ms customer=\S+ peer=\S+ request_id="
+    assert any(re.search(http_line + REQUEST_ID, x) for x in lines), lines
     assert token not in "\n".join(lines)
 
     off = {"CONVHUB_LOG_LEVEL": "INFO", "CONVHUB_ACCESS_LOG": "false", "CONVHUB_METRICS": "false"}

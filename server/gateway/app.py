@@ -9,8 +9,9 @@ document): building Starlette `Request`/`Response` objects per call would
 cost more than all of our own work.
 
 Per request:
-  * auth: `Authorization: Bearer <token>`, `?token=` or `?accesskey=` (VoIPBIN
-    spellings, removed before the query is mapped onto the request); two
+  * auth: `Authorization: Bearer <token>`, `?token=` or `?accesskey=`, or a
+    `token`/`accesskey` cookie (every way VoIPBIN's bin-api-manager reads one;
+    the query ones are removed before the query is mapped onto the request); two
     different credentials are a 400 (`api/credentials.py`);
   * deadline: `Grpc-Timeout` (`5S`, `200m`, `100u`...) -> 504 DEADLINE_EXCEEDED;
   * body: at most `max_body_bytes` (Content-Length and the bytes actually read) -> 413;
@@ -36,6 +37,7 @@ from convhub.server.api.credentials import single_token
 from convhub.server.api.dispatch import Dispatcher, Method
 from convhub.server.api.errors import InvalidArgument
 from convhub.server.gateway import codec
+from convhub.server.gateway.cookies import credential_cookies
 from convhub.server.gateway.errors import (
     dumps,
     error_payload,
@@ -45,6 +47,7 @@ from convhub.server.gateway.errors import (
 )
 from convhub.server.gateway.json_body import parse_json
 from convhub.server.gateway.openapi import build_openapi
+from convhub.server.gateway.request_ids import REQUEST_ID_KEY
 from convhub.server.gateway.routes import Binding, Match, RouteTable, build_route_table
 from convhub.server.observability.http_calls import ROUTE_KEY
 
@@ -145,6 +148,8 @@ class RoutePlan:
                 self.body_decoder(req, data, self.body)
         if self.query is not None and query:
             self.query.apply(req, query)
+        elif query:  # body "*": every field comes from the path or the body
+            raise codec.unknown_query_parameter(query[0][0])
         for (parents, setter, canonical), (_, value) in zip(self.path_setters, match.values, strict=True):
             target: Any = req
             for p in parents:
@@ -167,12 +172,16 @@ async def _send_json(send: Send, status: int, body: bytes, extra: list[tuple[byt
 
 
 async def _send_status(
-    send: Send, status: status_pb2.Status, http: int | None = None, extra: list[tuple[bytes, bytes]] | None = None
+    send: Send,
+    scope: Scope,
+    status: status_pb2.Status,
+    http: int | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     code = http if http is not None else http_status(status.code)
     if code == 401:
         extra = [*(extra or []), (b"www-authenticate", b"Bearer")]
-    await _send_json(send, code, dumps(error_payload(status, code)), extra)
+    await _send_json(send, code, dumps(error_payload(status, code, scope.get(REQUEST_ID_KEY, ""))), extra)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
@@ -216,12 +225,13 @@ class Gateway:
         http_method: str = scope["method"]
         found = self.table.match(http_method, path)
         if found is None:
-            await _send_status(send, simple_status(code_pb2.NOT_FOUND, f"no route for {path}"), 404)
+            await _send_status(send, scope, simple_status(code_pb2.NOT_FOUND, f"no route for {path}"), 404)
             return
         if not isinstance(found, Match):
             allow = ", ".join(sorted(found))
             await _send_status(
                 send,
+                scope,
                 simple_status(
                     code_pb2.UNIMPLEMENTED, f"method {http_method} not allowed for {path} (allowed: {allow})"
                 ),
@@ -243,6 +253,8 @@ class Gateway:
                 timeout = value.decode("latin-1")
             elif name == b"accept":
                 accept = value.decode("latin-1")
+            elif name == b"cookie":
+                credentials.extend(credential_cookies(value.decode("latin-1")))
             elif name == b"content-length":
                 with contextlib.suppress(ValueError):
                     content_length = int(value)
@@ -266,7 +278,7 @@ class Gateway:
             deadline = parse_grpc_timeout(timeout) if timeout is not None else None
             request = plan.build_request(found, query, body)
             if plan.method.server_streaming:
-                await self._stream(plan, request, token, deadline, "text/event-stream" in accept, receive, send)
+                await self._stream(plan, request, token, deadline, "text/event-stream" in accept, scope, receive, send)
                 return
             if deadline is None:
                 response = await self.dispatcher.call(plan.method, request, token)
@@ -276,6 +288,7 @@ class Gateway:
         except _BodyTooLarge:
             await _send_status(
                 send,
+                scope,
                 simple_status(code_pb2.RESOURCE_EXHAUSTED, f"request body larger than {self.max_body_bytes} bytes"),
                 413,
             )
@@ -288,10 +301,12 @@ class Gateway:
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
-            await _send_status(send, simple_status(code_pb2.UNAVAILABLE, "server stopping; the call did not complete"))
+            await _send_status(
+                send, scope, simple_status(code_pb2.UNAVAILABLE, "server stopping; the call did not complete")
+            )
             return
         except Exception as exc:
-            await _send_status(send, status_for_exception(exc))
+            await _send_status(send, scope, status_for_exception(exc))
             return
         await _send_json(send, 200, payload)
 
@@ -302,6 +317,7 @@ class Gateway:
         token: str | None,
         deadline: float | None,
         sse: bool,
+        scope: Scope,
         receive: Receive,
         send: Send,
     ) -> None:
@@ -373,9 +389,14 @@ class Gateway:
         except Exception as exc:
             status = status_for_exception(exc)
             if not started:
-                await _send_status(send, status)
+                await _send_status(send, scope, status)
             else:
-                await send({"type": "http.response.body", "body": frame(error_payload(status))})
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": frame(error_payload(status, None, scope.get(REQUEST_ID_KEY, ""))),
+                    }
+                )
         finally:
             watcher.cancel()
             aclose = getattr(items, "aclose", None)

@@ -264,6 +264,7 @@ def message_encoder(desc: Descriptor) -> Encoder:
         _ENCODERS[desc.full_name] = wkt
         return wkt
     plan: list[tuple[str, Encoder | None, bool]] = []
+    nulls: list[str] = []  # unset fields written as null rather than left out (VoIPBIN's tm_delete)
 
     def encode(msg: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -272,14 +273,32 @@ def message_encoder(desc: Descriptor) -> Encoder:
                 continue
             v = getattr(msg, name)
             out[name] = v if conv is None else conv(v)
+        for name in nulls:
+            out.setdefault(name, None)
         return out
 
     _ENCODERS[desc.full_name] = encode  # before compiling fields: a field may refer back to this type
     for f in desc.fields:
         if is_input_only(f):
             continue
-        plan.append((f.name, field_encoder(f), f.has_presence and not f.is_repeated))
+        presence = f.has_presence and not f.is_repeated
+        conv = field_encoder(f)
+        if presence and f.name in NULL_WHEN_UNSET:
+            nulls.append(f.name)
+        if f.cpp_type == FD.CPPTYPE_STRING and not f.is_repeated and f.name in NIL_UUID_WHEN_EMPTY:
+            conv = _nil_uuid_when_empty
+        plan.append((f.name, conv, presence))
     return encode
+
+
+# VoIPBIN's typed clients read these: an unset time is `null`, an unset id the nil UUID.
+NULL_WHEN_UNSET = frozenset({"tm_delete"})
+NIL_UUID_WHEN_EMPTY = frozenset({"account_id", "owner_id", "reference_id"})
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+def _nil_uuid_when_empty(v: str) -> str:
+    return v or NIL_UUID
 
 
 def _single_encoder(f: FieldDescriptor) -> Encoder | None:
@@ -656,6 +675,14 @@ def field_decoder(f: FieldDescriptor) -> JsonDecoder:
 
         return rep_scalar
 
+    if f.cpp_type == FD.CPPTYPE_STRING and name in NIL_UUID_WHEN_EMPTY:
+
+        def nil_uuid_scalar(msg: Any, v: Any, path: str) -> None:
+            value = parse(v, path)
+            setattr(msg, name, "" if value == NIL_UUID else value)  # VoIPBIN's "no id"
+
+        return nil_uuid_scalar
+
     def one_scalar(msg: Any, v: Any, path: str) -> None:
         setattr(msg, name, parse(v, path))
 
@@ -757,12 +784,17 @@ def _single(values: list[str], pname: str) -> str:
     return values[0]
 
 
+def unknown_query_parameter(key: str) -> InvalidArgument:
+    return InvalidArgument(key, f"unknown query parameter {key!r}", reason="UNKNOWN_QUERY_PARAMETER")
+
+
 class QueryMapper:
     """Maps query parameters onto request fields not bound by the path or the body.
 
     Built once per route: every reachable leaf (`filter.color`, `filterColor.label`...)
-    is indexed under each snake_case/lowerCamelCase spelling. Unknown parameters are
-    ignored, as grpc-gateway does, so clients may send extras (cache busters, ...).
+    is indexed under each snake_case/lowerCamelCase spelling. A parameter the route
+    does not know is INVALID_ARGUMENT naming it (unlike grpc-gateway, which ignores
+    it): a misspelt or unsupported filter must not silently return everything.
     """
 
     MAX_DEPTH = 6
@@ -802,7 +834,7 @@ class QueryMapper:
         for key, value in pairs:
             entry = self.params.get(key)
             if entry is None:
-                continue
+                raise unknown_query_parameter(key)
             parents, setter, canonical = entry
             grouped.setdefault(canonical, []).append(value)
             targets[canonical] = (parents, setter)

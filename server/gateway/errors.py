@@ -4,7 +4,12 @@ Both transports start from the same `google.rpc.Status` (`ApiError.to_status()`)
 so a REST client gets the same code name, message and details (`ErrorInfo`,
 `BadRequest` naming the field) a gRPC client does, only in JSON:
 
-    {"error": {"code": 404, "status": "NOT_FOUND", "message": "...", "details": [{"@type": ...}]}}
+    {"error": {"status": "NOT_FOUND", "reason": "CONVERSATION_NOT_FOUND", "message": "...",
+               "request_id": "req_...", "code": 404, "details": [{"@type": ...}]}}
+
+`status`, `reason`, `message`, `request_id` and `details` are VoIPBIN's envelope
+(`lib/apierror/envelope.go`; `reason` is the `ErrorInfo` reason, else the status
+name); `code` (the HTTP status) and the typed details are grpc-gateway's extras.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import logging
 from typing import Any
 
 from google.protobuf import json_format
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from convhub.server.api.errors import ApiError, internal_status
 
@@ -56,13 +61,24 @@ def _detail(any_msg: Any) -> dict[str, Any]:
         return {"@type": any_msg.type_url}
 
 
-def error_payload(status: status_pb2.Status, http: int | None = None) -> dict[str, Any]:
+def _reason(status: status_pb2.Status, name: str) -> str:
+    info = error_details_pb2.ErrorInfo()
+    for detail in status.details:
+        if detail.Is(info.DESCRIPTOR) and detail.Unpack(info) and info.reason:
+            return info.reason
+    return name
+
+
+def error_payload(status: status_pb2.Status, http: int | None = None, request_id: str = "") -> dict[str, Any]:
     """The `{"error": {...}}` object for a status (also the last line of a failed stream)."""
+    name = CODE_NAMES.get(status.code, "UNKNOWN")
     return {
         "error": {
-            "code": http if http is not None else http_status(status.code),
-            "status": CODE_NAMES.get(status.code, "UNKNOWN"),
+            "status": name,
+            "reason": _reason(status, name),
             "message": status.message,
+            "request_id": request_id,
+            "code": http if http is not None else http_status(status.code),
             "details": [_detail(d) for d in status.details],
         }
     }

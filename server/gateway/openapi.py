@@ -71,11 +71,16 @@ ERROR_SCHEMA: dict[str, Any] = {
     "properties": {
         "error": {
             "type": "object",
-            "required": ["code", "status", "message", "details"],
+            "required": ["status", "reason", "message", "request_id", "code", "details"],
             "properties": {
-                "code": {"type": "integer", "description": "The HTTP status code."},
                 "status": {"type": "string", "description": "The gRPC status code name, e.g. NOT_FOUND."},
+                "reason": {
+                    "type": "string",
+                    "description": "Machine-readable reason (the ErrorInfo reason, else the status name).",
+                },
                 "message": {"type": "string"},
+                "request_id": {"type": "string", "description": "The request's id, as in its X-Request-Id header."},
+                "code": {"type": "integer", "description": "The HTTP status code."},
                 "details": {
                     "type": "array",
                     "description": "google.rpc.Status details (ErrorInfo, BadRequest ...), each with its @type.",
@@ -238,6 +243,8 @@ class SchemaBuilder:
                 schema = self._required_value(f, schema)
         behaviors = codec.field_behaviors(f)
         extra: dict[str, Any] = {}
+        if f.name in codec.NULL_WHEN_UNSET and f.has_presence and not f.is_repeated:
+            extra["nullable"] = True  # the codec writes null when it is unset
         if field_behavior_pb2.OUTPUT_ONLY in behaviors:
             extra["readOnly"] = True
         if field_behavior_pb2.INPUT_ONLY in behaviors:
@@ -435,7 +442,9 @@ def build_openapi(plans: Iterable[RoutePlan], *, title: str = "convhub") -> dict
                 "bearer": {"type": "http", "scheme": "bearer", "description": SEND_ONCE},
                 "token": {"type": "apiKey", "in": "query", "name": "token", "description": SEND_ONCE},
                 "accesskey": {"type": "apiKey", "in": "query", "name": "accesskey", "description": SEND_ONCE},
+                "token_cookie": {"type": "apiKey", "in": "cookie", "name": "token", "description": SEND_ONCE},
+                "accesskey_cookie": {"type": "apiKey", "in": "cookie", "name": "accesskey", "description": SEND_ONCE},
             },
         },
-        "security": [{"bearer": []}, {"token": []}, {"accesskey": []}],
+        "security": [{"bearer": []}, {"token": []}, {"accesskey": []}, {"token_cookie": []}, {"accesskey_cookie": []}],
     }

@@ -29,6 +29,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Where the REST gateway puts the matched route template.
 ROUTE_KEY = "convhub.route"
+# Where the HTTP app puts the request's id (server/gateway/request_ids.py); the access line names it.
+REQUEST_ID_KEY = "convhub.request_id"
 UNMATCHED = "(unmatched)"
 # Status recorded when the client went away before any response started (nginx's convention).
 CLIENT_CLOSED = 499
@@ -96,7 +98,7 @@ class HttpCallObserver:
             if self.access_log is not None:
                 client = scope.get("client")
                 peer = f"{client[0]}:{client[1]}" if client else "-"
-                self.access_log.http(method, route, status, seconds, customer_id, peer)
+                self.access_log.http(method, route, status, seconds, customer_id, peer, scope.get(REQUEST_ID_KEY))
             if span is not None and self.spans is not None:
                 with contextlib.suppress(ValueError):
                     self.spans.deactivate(activation)

@@ -82,13 +82,22 @@ class AccessLog:
             self._write_text(message)
 
     def http(
-        self, http_method: str, route: str, status: int, seconds: float, customer_id: str | None, peer: str
+        self,
+        http_method: str,
+        route: str,
+        status: int,
+        seconds: float,
+        customer_id: str | None,
+        peer: str,
+        request_id: str | None = None,
     ) -> None:
         ms = round(seconds * 1000, 3)
         message = f"http {http_method} {route} {status} {ms:.3f}ms customer={customer_id or '-'} peer={peer}"
+        message += f" request_id={request_id or '-'}"
         if self._json:
             fields = f'"transport": "http", "method": {_q(http_method)}, "route": {_q(route)}, "status": {status:d}, '
-            fields += f'"duration_ms": {ms!r}, "customer_id": {_q_or_null(customer_id)}, "peer": {_q(peer)}'
+            fields += f'"duration_ms": {ms!r}, "customer_id": {_q_or_null(customer_id)}, "peer": {_q(peer)}, '
+            fields += f'"request_id": {_q_or_null(request_id)}'
             self._write_json(message, fields)
         else:
             self._write_text(message)

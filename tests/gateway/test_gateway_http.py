@@ -86,8 +86,8 @@ async def test_body_star_and_additional_bindings(gw: httpx.AsyncClient, gw_handl
     assert r.status_code == 200
     assert r.json()["request"]["notes"] == ["a", "b"]
     assert r.json()["request"]["item"]["count"] == 2
-    # second binding: path variable overrides the body; query ignored with body "*"
-    r = await gw.post("/v1/shelves/s9:echo", params={"code": "5"}, json={"shelf": "ignored", "notes": ["x"]})
+    # second binding: path variable overrides the body
+    r = await gw.post("/v1/shelves/s9:echo", json={"shelf": "ignored", "notes": ["x"]})
     assert r.status_code == 200
     assert r.json()["request"]["shelf"] == "s9"
     assert r.json()["request"]["code"] == 0
@@ -117,13 +117,35 @@ async def test_unannotated_rpc_is_not_exposed(gw: httpx.AsyncClient) -> None:
 # --- query parameters ----------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [
+        ("/v1/items?page_size=5&unknown_param=1", "unknown_param"),
+        ("/v1/items?filterBig=x", "filterBig"),
+        ("/v1/echo/s3?code=9&cache_buster=1", "cache_buster"),
+    ],
+)
+async def test_unknown_query_parameter_is_400_naming_it(gw: httpx.AsyncClient, path: str, param: str) -> None:
+    r = await gw.get(path)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["reason"] == "UNKNOWN_QUERY_PARAMETER"
+    assert err["details"][-1]["field_violations"][0]["field"] == param
+
+
+async def test_query_parameter_on_a_body_star_route_is_400(gw: httpx.AsyncClient) -> None:
+    r = await gw.post("/v1/shelves/s9:echo", params={"code": "5"}, json={"notes": ["x"]})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["reason"] == "UNKNOWN_QUERY_PARAMETER"
+
+
 async def test_query_parameters_all_shapes(gw: httpx.AsyncClient, gw_handlers: EchoHandlers) -> None:
     r = await gw.get(
         "/v1/items?"
         "page_size=5&pageToken=tok&ids=a&ids=b&numbers=1&numbers=-2&color=red&colors=dark_blue&colors=COLOR_RED"
         "&colors=2&include_deleted=true&since=-9007199254740993&min_ratio=0.5&after=2024-01-02T03:04:05Z"
         "&fields=displayName,inner.label&limit=3&maybe_name=&filter.label=L&filter.color=dark_blue"
-        "&filter.tags=x&filter.tags=y&filterBig=ignored-unknown&unknown_param=1"
+        "&filter.tags=x&filter.tags=y"
     )
     assert r.status_code == 200, r.text
     assert [i["id"] for i in r.json()["result"]] == ["a", "b"]

@@ -85,10 +85,12 @@ def test_component_schemas(doc: dict[str, Any]) -> None:
     assert item["labels"] == {"type": "object", "additionalProperties": {"type": "string", "pattern": "^[^\\u0000]*$"}}
     assert item["maybe"]["nullable"] is True
     assert "not" in schemas["gwtest.v1.Item"]  # the oneof
-    assert schemas["Error"]["properties"]["error"]["required"] == ["code", "status", "message", "details"]
+    required = ["status", "reason", "message", "request_id", "code", "details"]  # VoIPBIN's envelope + extras
+    assert schemas["Error"]["properties"]["error"]["required"] == required
     security = doc["components"]["securitySchemes"]
     assert security["bearer"]["scheme"] == "bearer"
     assert {security["token"]["name"], security["accesskey"]["name"]} == {"token", "accesskey"}
+    assert (security["token_cookie"]["in"], security["accesskey_cookie"]["name"]) == ("cookie", "accesskey")
     assert doc["paths"]["/healthz"]["get"]["security"] == []
 
 

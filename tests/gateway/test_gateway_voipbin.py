@@ -82,7 +82,7 @@ def test_conversation_in_voipbin_shape(rest: httpx.Client) -> None:
     for key in ("customer_id", "account_id", "name", "detail", "owner_type", "owner_id", "metadata", "tags"):
         assert key in conv  # every field present, snake_case
     assert datetime.fromisoformat(conv["tm_create"].replace("Z", "+00:00"))
-    assert "tm_delete" not in conv
+    assert conv["tm_delete"] is None  # VoIPBIN sends null for a live resource
     assert "tmCreate" not in conv
 
 
