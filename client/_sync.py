@@ -150,16 +150,29 @@ class ConvhubClient:
     # -- conversations ----------------------------------------------------
 
     def list_conversations(
-        self, page_size: int = 0, page_token: str = "", *, timeout: float | None = None
+        self,
+        page_size: int = 0,
+        page_token: str = "",
+        *,
+        where: cs_pb2.ListConversationsRequest | None = None,
+        timeout: float | None = None,
     ) -> cs_pb2.ListConversationsResponse:
-        request = cs_pb2.ListConversationsRequest(page_size=page_size, page_token=page_token)
+        """One page; `where` carries the filters (owner_id, tag, state, type, peer, updated_since)."""
+        request = cs_pb2.ListConversationsRequest()
+        if where is not None:
+            request.CopyFrom(where)
+        request.page_size, request.page_token = page_size, page_token
         return self._call(self._conv.ListConversations, request, idempotent=True, timeout=timeout)
 
     def iter_conversations(
-        self, page_size: int = 100, *, timeout: float | None = None
+        self,
+        page_size: int = 100,
+        *,
+        where: cs_pb2.ListConversationsRequest | None = None,
+        timeout: float | None = None,
     ) -> Iterator[conversation_pb2.Conversation]:
-        """Every conversation, page after page (`timeout` applies per page)."""
-        return self._walk(lambda token: self.list_conversations(page_size, token, timeout=timeout))
+        """Every conversation matching `where`, page after page (`timeout` applies per page)."""
+        return self._walk(lambda token: self.list_conversations(page_size, token, where=where, timeout=timeout))
 
     def get_conversation(self, id: str, *, timeout: float | None = None) -> conversation_pb2.Conversation:
         request = cs_pb2.GetConversationRequest(id=id)
@@ -174,6 +187,11 @@ class ConvhubClient:
     ) -> conversation_pb2.Conversation:
         request = _base.update_conversation_request(conversation, update_mask)
         return self._call(self._conv.UpdateConversation, request, idempotent=False, timeout=timeout)
+
+    def unassign_conversation(self, id: str, *, timeout: float | None = None) -> conversation_pb2.Conversation:
+        """Clear the conversation's owner; repeating it changes nothing more, so it is retried like a read."""
+        request = cs_pb2.UnassignConversationRequest(id=id)
+        return self._call(self._conv.UnassignConversation, request, idempotent=True, timeout=timeout)
 
     def delete_conversation(self, id: str, *, timeout: float | None = None) -> conversation_pb2.Conversation:
         request = cs_pb2.DeleteConversationRequest(id=id)

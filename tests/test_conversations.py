@@ -6,7 +6,7 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2, struct_pb2
 
-from convhub.v1 import conversation_pb2
+from convhub.v1 import common_pb2, conversation_pb2
 from convhub.v1 import conversation_service_pb2 as cs
 from tests.conftest import Tenant
 from tests.support import Api, expect_error
@@ -169,3 +169,22 @@ def test_deleted_conversations_leave_lists_and_gets(api: Api) -> None:
     assert list_all(api, 100) == [keep]
     expect_error(api.conversations.GetConversation, cs.GetConversationRequest(id=gone), NOT_FOUND)
     expect_error(api.conversations.DeleteConversation, cs.DeleteConversationRequest(id=gone), NOT_FOUND)
+
+
+def test_list_filters_over_grpc_and_unassign(api: Api) -> None:
+    """The same filters as REST (tests/gateway/test_voipbin_parity.py), through the typed request fields."""
+    a, b = open_rooms(api, 2)
+    owner = conversation_pb2.Conversation(id=a, owner_type="agent", owner_id="agent-7", tags=["vip"])
+    api.conversations.UpdateConversation(cs.UpdateConversationRequest(conversation=owner))
+
+    def ids(**fields: object) -> list[str]:
+        return [c.id for c in api.conversations.ListConversations(cs.ListConversationsRequest(**fields)).result]
+
+    assert ids(owner_id="agent-7") == [a]
+    assert ids(tag="vip") == [a]
+    assert ids(peer=common_pb2.Address(type=common_pb2.ADDRESS_TYPE_TEL, target="+1 555 000 0001")) == [b]
+    assert ids(state=conversation_pb2.CONVERSATION_STATE_CLOSED) == []
+    expect_error(api.conversations.ListConversations, cs.ListConversationsRequest(state=9), INVALID)
+    unassigned = api.conversations.UnassignConversation(cs.UnassignConversationRequest(id=a))
+    assert (unassigned.owner_type, unassigned.owner_id, list(unassigned.tags)) == ("", "", ["vip"])
+    assert ids(owner_id="agent-7") == []

@@ -8,6 +8,7 @@ from convhub.server.api.errors import InvalidArgument
 from convhub.server.domain.updates import CONVERSATION_UPDATABLE
 from convhub.server.services import resources
 from convhub.server.services.conversations import ConversationPatch, ConversationService
+from convhub.server.store.conversations import ConversationFilter
 from convhub.v1 import conversation_pb2
 from convhub.v1 import conversation_service_pb2 as pb
 
@@ -16,13 +17,29 @@ def _text(fields: frozenset[str], name: str, value: str, limit: int) -> str:
     return validation.max_length(f"conversation.{name}", value, limit) if name in fields else ""
 
 
+def _filter(request: pb.ListConversationsRequest) -> ConversationFilter:
+    """The list filters of a request in stored forms; a bad enum or peer names its field."""
+    peer_type = validation.enum_name("peer.type", resources.ADDRESS_TYPE, request.peer.type, required=False)
+    return ConversationFilter(
+        owner_id=request.owner_id,
+        tag=request.tag,
+        state=validation.enum_name("state", resources.CONVERSATION_STATE, request.state, required=False),
+        type=validation.enum_name("type", resources.CONVERSATION_TYPE, request.type, required=False),
+        peer_type=peer_type,
+        peer_target=request.peer.target.strip(),
+        updated_since_us=request.updated_since.ToMicroseconds() if request.HasField("updated_since") else None,
+    )
+
+
 class ConversationMethods:
     conversations: ConversationService
 
     @read_only
     def ListConversations(self, request: pb.ListConversationsRequest, caller: Caller) -> pb.ListConversationsResponse:
-        page = pagination.parse(request.page_size, request.page_token, "conversations")
-        result, token = self.conversations.list(caller.customer_id, page)
+        where = _filter(request)
+        scope = "conversations" if where.is_empty() else f"conversations:{where.fingerprint()}"
+        page = pagination.parse(request.page_size, request.page_token, scope)
+        result, token = self.conversations.list(caller.customer_id, page, where)
         return pb.ListConversationsResponse(result=result, next_page_token=token)
 
     @read_only
@@ -55,6 +72,11 @@ class ConversationMethods:
                 ),
             )
         )
+
+    def UnassignConversation(
+        self, request: pb.UnassignConversationRequest, caller: Caller
+    ) -> conversation_pb2.Conversation:
+        return self.conversations.unassign(caller.customer_id, validation.require_uuid("id", request.id))
 
     def DeleteConversation(
         self, request: pb.DeleteConversationRequest, caller: Caller

@@ -836,6 +836,8 @@ class QueryMapper:
             if entry is None:
                 raise unknown_query_parameter(key)
             parents, setter, canonical = entry
+            if value == NIL_UUID and canonical.rpartition(".")[2] in NIL_UUID_WHEN_EMPTY:
+                value = ""  # VoIPBIN's "no id": `?owner_id=<nil UUID>` does not filter
             grouped.setdefault(canonical, []).append(value)
             targets[canonical] = (parents, setter)
         for canonical, values in grouped.items():

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from convhub.server.api.errors import AlreadyExists
 from convhub.server.config import Settings
 from convhub.server.domain import rooms
+from convhub.server.domain.addresses import AddressError, normalize_target
+from convhub.server.domain.violations import RuleViolation
 from convhub.server.events.outbox import append_events
 from convhub.server.services import resources
-from convhub.server.services.errors import found
+from convhub.server.services.errors import found, invalid_argument
 from convhub.server.store import conversations
+from convhub.server.store.conversations import ConversationFilter
 from convhub.server.store.db import Database, now_us
 from convhub.server.store.pages import Page
 from convhub.v1 import conversation_pb2, event_pb2
+
+NO_FILTER = ConversationFilter()
 
 
 @dataclass(frozen=True)
@@ -38,10 +43,26 @@ class ConversationService:
         self.db = db
         self.settings = settings
 
-    def list(self, customer_id: str, page: Page) -> tuple[list[conversation_pb2.Conversation], str]:
+    def list(
+        self, customer_id: str, page: Page, where: ConversationFilter = NO_FILTER
+    ) -> tuple[list[conversation_pb2.Conversation], str]:
+        """A page of the customer's conversations matching `where` (a typed peer target is normalised first)."""
+        if where.peer_type and where.peer_target:
+            try:
+                target = normalize_target(
+                    where.peer_type, where.peer_target, default_region=self.settings.default_region
+                )
+            except AddressError as exc:
+                raise invalid_argument(RuleViolation("peer.target", str(exc))) from None
+            where = replace(where, peer_target=target)
         with self.db.read() as conn:
-            rows, token = conversations.live.page(conn, page, customer_id)
+            rows, token = conversations.page_filtered(conn, page, customer_id, where)
         return [resources.conversation(r) for r in rows], token
+
+    def unassign(self, customer_id: str, conversation_id: str) -> conversation_pb2.Conversation:
+        """VoIPBIN's unassign: the owner cleared, as an update (same event)."""
+        fields = frozenset({"owner_type", "owner_id"})
+        return self.update(ConversationPatch(customer_id=customer_id, conversation_id=conversation_id, fields=fields))
 
     def get(self, customer_id: str, conversation_id: str) -> conversation_pb2.Conversation:
         with self.db.read() as conn:

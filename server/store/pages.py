@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Row, Table, and_, bindparam, or_, select
+from sqlalchemy.sql.elements import ColumnElement
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,19 @@ class Lister:
         else:
             params["after_tm"], params["after_id"] = page.after
             rows = conn.execute(self._next, params).all()
-        if len(rows) <= page.size:
-            return list(rows), ""
-        rows = rows[: page.size]
-        last = rows[-1]
-        return list(rows), encode_page_token(page.scope, last.tm_create, last.id)
+        return page_of(rows, page)
+
+
+def after_key(table: Table, after: tuple[int, str]) -> ColumnElement[bool]:
+    """Rows past `after` in (tm_create, id) order."""
+    tm, item_id = after
+    return or_(table.c.tm_create > tm, and_(table.c.tm_create == tm, table.c.id > item_id))
+
+
+def page_of(rows: Sequence[Row[Any]], page: Page) -> tuple[list[Row[Any]], str]:
+    """`rows` fetched with one extra (size + 1) cut to the page, and the next page token ('' on the last page)."""
+    if len(rows) <= page.size:
+        return list(rows), ""
+    kept = list(rows[: page.size])
+    last = kept[-1]
+    return kept, encode_page_token(page.scope, last.tm_create, last.id)

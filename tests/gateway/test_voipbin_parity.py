@@ -102,6 +102,13 @@ def check_error(r: httpx.Response, http: int, status: str) -> dict[str, Any]:
     return err
 
 
+def violated_field(err: dict[str, Any]) -> str:
+    """The field the BadRequest detail names."""
+    bad_request = next(d for d in err["details"] if d["@type"].endswith("google.rpc.BadRequest"))
+    field: str = bad_request["field_violations"][0]["field"]
+    return field
+
+
 def test_conversation_has_every_voipbin_field_with_nil_uuids_and_null_tm_delete(rest: httpx.Client) -> None:
     conv = open_conversation(rest)
     got = rest.get(f"/v1.0/conversations/{conv['id']}").json()
@@ -172,3 +179,76 @@ def test_unknown_query_parameter_is_400_naming_it(rest: httpx.Client) -> None:
     assert "ownerid" in err["message"] and err["reason"] == "UNKNOWN_QUERY_PARAMETER"
     r = rest.get(f"/v1.0/conversations/{conv['id']}/messages", params={"page_size": 5, "sort": "asc"})
     assert "sort" in check_error(r, 400, "INVALID_ARGUMENT")["message"]
+
+
+def test_list_filters_owner_tag_state_type_peer_and_updated_since(rest: httpx.Client) -> None:
+    a, b, c = open_conversation(rest), open_conversation(rest), open_conversation(rest)
+    owner = str(uuid.uuid4())
+    for conv, body in (
+        (a, {"owner_type": "agent", "owner_id": owner}),
+        (b, {"tags": ["vip", "x"]}),
+        (c, {"state": "closed"}),
+    ):
+        assert rest.put(f"/v1.0/conversations/{conv['id']}", json=body).status_code == 200
+
+    def ids(**params: Any) -> list[str]:
+        r = rest.get("/v1.0/conversations", params=params)
+        assert r.status_code == 200, r.text
+        return [item["id"] for item in r.json()["result"]]
+
+    everything = ids()
+    assert {a["id"], b["id"], c["id"]} <= set(everything)
+    assert ids(owner_id=owner) == [a["id"]]
+    assert ids(owner_id=NIL_UUID) == everything  # VoIPBIN: the nil UUID disables the filter
+    assert ids(tag="vip") == [b["id"]] and ids(tag="vi") == []
+    assert ids(state="closed") == [c["id"]]
+    assert c["id"] not in ids(state="open") and a["id"] in ids(state="open")
+    assert set(ids(type="message")) == set(everything) and ids(type="line") == []
+    peer = a["peer"]["target"]
+    national = "(" + peer[2:5] + ") " + peer[5:8] + "-" + peer[8:]  # normalised like the stored address
+    assert ids(**{"peer.type": "tel", "peer.target": national}) == [a["id"]]
+    assert ids(**{"peer.target": peer}) == [a["id"]]
+    since = rest.get(f"/v1.0/conversations/{c['id']}").json()["tm_update"]
+    assert ids(updated_since=since) == [c["id"]]
+    assert ids(owner_id=owner, state="closed") == []
+
+
+def test_filtered_pages_walk_every_match_and_tokens_stay_with_their_filter(rest: httpx.Client) -> None:
+    made = [open_conversation(rest)["id"] for _ in range(5)]
+    for conv_id in made[1:4]:
+        assert rest.put(f"/v1.0/conversations/{conv_id}", json={"tags": ["walk"]}).status_code == 200
+    seen: list[str] = []
+    token = ""
+    for _ in range(10):
+        r = rest.get("/v1.0/conversations", params={"tag": "walk", "page_size": 2, "page_token": token})
+        assert r.status_code == 200, r.text
+        seen += [item["id"] for item in r.json()["result"]]
+        token = r.json()["next_page_token"]
+        if not token:
+            break
+        other = rest.get("/v1.0/conversations", params={"tag": "other", "page_token": token})
+        assert violated_field(check_error(other, 400, "INVALID_ARGUMENT")) == "page_token"
+    assert seen == made[1:4]
+
+
+def test_bad_filters_are_400_naming_the_field(rest: httpx.Client) -> None:
+    for params, field in (
+        ({"state": "archived"}, "state"),
+        ({"type": "pigeon"}, "type"),
+        ({"peer.type": "tel", "peer.target": "not a number"}, "peer.target"),
+        ({"updated_since": "yesterday"}, "updated_since"),
+    ):
+        err = check_error(rest.get("/v1.0/conversations", params=params), 400, "INVALID_ARGUMENT")
+        assert violated_field(err) == field, (params, err)
+
+
+def test_unassign_clears_the_owner(rest: httpx.Client) -> None:
+    conv = open_conversation(rest)
+    owner = str(uuid.uuid4())
+    rest.put(f"/v1.0/conversations/{conv['id']}", json={"owner_type": "agent", "owner_id": owner, "name": "keep"})
+    r = rest.post(f"/v1.0/conversations/{conv['id']}/unassign")  # VoIPBIN sends no body
+    assert r.status_code == 200, r.text
+    check_shape(r.json(), CONVERSATION_KEYS)
+    assert (r.json()["owner_type"], r.json()["owner_id"], r.json()["name"]) == ("", NIL_UUID, "keep")
+    assert rest.get(f"/v1.0/conversations/{conv['id']}").json()["owner_id"] == NIL_UUID
+    check_error(rest.post(f"/v1.0/conversations/{uuid.uuid4()}/unassign"), 404, "NOT_FOUND")

@@ -31,9 +31,10 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import field_info_pb2 as google_dot_api_dot_field__info__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%convhub/v1/conversation_service.proto\x12\nconvhub.v1\x1a\x17\x63onvhub/v1/common.proto\x1a\x1d\x63onvhub/v1/conversation.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x18\x63onvhub/v1/message.proto\x1a\x1c\x63onvhub/v1/participant.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a google/protobuf/field_mask.proto\"R\n\x18ListConversationsRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1b\n\npage_token\x18\x02 \x01(\tB\x07\x82\x80\x19\x03\x08\x80\x04\"^\n\x19ListConversationsResponse\x12(\n\x06result\x18\x01 \x03(\x0b\x32\x18.convhub.v1.Conversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x16GetConversationRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\"\x82\x01\n\x19UpdateConversationRequest\x12\x34\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x18.convhub.v1.ConversationB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"5\n\x19\x44\x65leteConversationRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\"t\n\x13ListMessagesRequest\x12%\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x19\n\tpage_size\x18\x02 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1b\n\npage_token\x18\x03 \x01(\tB\x07\x82\x80\x19\x03\x08\x80\x04\"T\n\x14ListMessagesResponse\x12#\n\x06result\x18\x01 \x03(\x0b\x32\x13.convhub.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x11GetMessageRequest\x12%\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x18\n\x02id\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\"\xa4\x01\n\x12SendMessageRequest\x12%\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x16\n\x04text\x18\x02 \x01(\tB\x08\x82\x80\x19\x04\x08\x80\x80\x01\x12)\n\x06medias\x18\x03 \x03(\x0b\x32\x11.convhub.v1.MediaB\x06\x82\x80\x19\x02\x10\x14\x12$\n\nrequest_id\x18\x04 \x01(\tB\x10\x82\x80\x19\x0c\x08@:\x08^[ -~]*$\"W\n\x14\x44\x65leteMessageRequest\x12%\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x18\n\x02id\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\"x\n\x17ListParticipantsRequest\x12%\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x19\n\tpage_size\x18\x02 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1b\n\npage_token\x18\x03 \x01(\tB\x07\x82\x80\x19\x03\x08\x80\x04\"\\\n\x18ListParticipantsResponse\x12\'\n\x06result\x18\x01 \x03(\x0b\x32\x17.convhub.v1.Participant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x98\x01\n\x15\x41\x64\x64ParticipantRequest\x12%\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x32\n\x0bparticipant\x18\x02 \x01(\x0b\x32\x17.convhub.v1.ParticipantB\x04\xe2\x41\x01\x02\x12$\n\nrequest_id\x18\x03 \x01(\tB\x10\x82\x80\x19\x0c\x08@:\x08^[ -~]*$\"\x7f\n\x18UpdateParticipantRequest\x12\x32\n\x0bparticipant\x18\x01 \x01(\x0b\x32\x17.convhub.v1.ParticipantB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"[\n\x18RemoveParticipantRequest\x12%\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x18\n\x02id\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x32\xc3\x0e\n\x13\x43onversationService\x12}\n\x11ListConversations\x12$.convhub.v1.ListConversationsRequest\x1a%.convhub.v1.ListConversationsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1.0/conversations\x12q\n\x0fGetConversation\x12\".convhub.v1.GetConversationRequest\x1a\x18.convhub.v1.Conversation\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1.0/conversations/{id}\x12\xc9\x01\n\x12UpdateConversation\x12%.convhub.v1.UpdateConversationRequest\x1a\x18.convhub.v1.Conversation\"r\x82\xd3\xe4\x93\x02l\x1a%/v1.0/conversations/{conversation.id}:\x0c\x63onversationZ52%/v1.0/conversations/{conversation.id}:\x0c\x63onversation\x12w\n\x12\x44\x65leteConversation\x12%.convhub.v1.DeleteConversationRequest\x1a\x18.convhub.v1.Conversation\" \x82\xd3\xe4\x93\x02\x1a*\x18/v1.0/conversations/{id}\x12\x89\x01\n\x0cListMessages\x12\x1f.convhub.v1.ListMessagesRequest\x1a .convhub.v1.ListMessagesResponse\"6\x82\xd3\xe4\x93\x02\x30\x12./v1.0/conversations/{conversation_id}/messages\x12}\n\nGetMessage\x12\x1d.convhub.v1.GetMessageRequest\x1a\x13.convhub.v1.Message\";\x82\xd3\xe4\x93\x02\x35\x12\x33/v1.0/conversations/{conversation_id}/messages/{id}\x12}\n\x0bSendMessage\x12\x1e.convhub.v1.SendMessageRequest\x1a\x13.convhub.v1.Message\"9\x82\xd3\xe4\x93\x02\x33\"./v1.0/conversations/{conversation_id}/messages:\x01*\x12\x83\x01\n\rDeleteMessage\x12 .convhub.v1.DeleteMessageRequest\x1a\x13.convhub.v1.Message\";\x82\xd3\xe4\x93\x02\x35*3/v1.0/conversations/{conversation_id}/messages/{id}\x12\x99\x01\n\x10ListParticipants\x12#.convhub.v1.ListParticipantsRequest\x1a$.convhub.v1.ListParticipantsResponse\":\x82\xd3\xe4\x93\x02\x34\x12\x32/v1.0/conversations/{conversation_id}/participants\x12\x95\x01\n\x0e\x41\x64\x64Participant\x12!.convhub.v1.AddParticipantRequest\x1a\x17.convhub.v1.Participant\"G\x82\xd3\xe4\x93\x02\x41\"2/v1.0/conversations/{conversation_id}/participants:\x0bparticipant\x12\x9a\x02\n\x11UpdateParticipant\x12$.convhub.v1.UpdateParticipantRequest\x1a\x17.convhub.v1.Participant\"\xc5\x01\x82\xd3\xe4\x93\x02\xbe\x01\x1aO/v1.0/conversations/{participant.conversation_id}/participants/{participant.id}:\x0bparticipantZ^2O/v1.0/conversations/{participant.conversation_id}/participants/{participant.id}:\x0bparticipant\x12\x93\x01\n\x11RemoveParticipant\x12$.convhub.v1.RemoveParticipantRequest\x1a\x17.convhub.v1.Participant\"?\x82\xd3\xe4\x93\x02\x39*7/v1.0/conversations/{conversation_id}/participants/{id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%convhub/v1/conversation_service.proto\x12\nconvhub.v1\x1a\x17\x63onvhub/v1/common.proto\x1a\x1d\x63onvhub/v1/conversation.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x18\x63onvhub/v1/message.proto\x1a\x1c\x63onvhub/v1/participant.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x02\n\x18ListConversationsRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1b\n\npage_token\x18\x02 \x01(\tB\x07\x82\x80\x19\x03\x08\x80\x04\x12\x19\n\x08owner_id\x18\x03 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01\x12\x13\n\x03tag\x18\x04 \x01(\tB\x06\x82\x80\x19\x02\x08@\x12,\n\x05state\x18\x05 \x01(\x0e\x32\x1d.convhub.v1.ConversationState\x12*\n\x04type\x18\x06 \x01(\x0e\x32\x1c.convhub.v1.ConversationType\x12!\n\x04peer\x18\x07 \x01(\x0b\x32\x13.convhub.v1.Address\x12\x31\n\rupdated_since\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\x19ListConversationsResponse\x12(\n\x06result\x18\x01 \x03(\x0b\x32\x18.convhub.v1.Conversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x16GetConversationRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\"\x82\x01\n\x19UpdateConversationRequest\x12\x34\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x18.convhub.v1.ConversationB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"7\n\x1bUnassignConversationRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\"5\n\x19\x44\x65leteConversationRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\"t\n\x13ListMessagesRequest\x12%\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x19\n\tpage_size\x18\x02 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1b\n\npage_token\x18\x03 \x01(\tB\x07\x82\x80\x19\x03\x08\x80\x04\"T\n\x14ListMessagesResponse\x12#\n\x06result\x18\x01 \x03(\x0b\x32\x13.convhub.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x11GetMessageRequest\x12%\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x18\n\x02id\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\"\xa4\x01\n\x12SendMessageRequest\x12%\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x16\n\x04text\x18\x02 \x01(\tB\x08\x82\x80\x19\x04\x08\x80\x80\x01\x12)\n\x06medias\x18\x03 \x03(\x0b\x32\x11.convhub.v1.MediaB\x06\x82\x80\x19\x02\x10\x14\x12$\n\nrequest_id\x18\x04 \x01(\tB\x10\x82\x80\x19\x0c\x08@:\x08^[ -~]*$\"W\n\x14\x44\x65leteMessageRequest\x12%\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x18\n\x02id\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\"x\n\x17ListParticipantsRequest\x12%\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x19\n\tpage_size\x18\x02 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1b\n\npage_token\x18\x03 \x01(\tB\x07\x82\x80\x19\x03\x08\x80\x04\"\\\n\x18ListParticipantsResponse\x12\'\n\x06result\x18\x01 \x03(\x0b\x32\x17.convhub.v1.Participant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x98\x01\n\x15\x41\x64\x64ParticipantRequest\x12%\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x32\n\x0bparticipant\x18\x02 \x01(\x0b\x32\x17.convhub.v1.ParticipantB\x04\xe2\x41\x01\x02\x12$\n\nrequest_id\x18\x03 \x01(\tB\x10\x82\x80\x19\x0c\x08@:\x08^[ -~]*$\"\x7f\n\x18UpdateParticipantRequest\x12\x32\n\x0bparticipant\x18\x01 \x01(\x0b\x32\x17.convhub.v1.ParticipantB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"[\n\x18RemoveParticipantRequest\x12%\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x18\n\x02id\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x32\xcd\x0f\n\x13\x43onversationService\x12}\n\x11ListConversations\x12$.convhub.v1.ListConversationsRequest\x1a%.convhub.v1.ListConversationsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1.0/conversations\x12q\n\x0fGetConversation\x12\".convhub.v1.GetConversationRequest\x1a\x18.convhub.v1.Conversation\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1.0/conversations/{id}\x12\xc9\x01\n\x12UpdateConversation\x12%.convhub.v1.UpdateConversationRequest\x1a\x18.convhub.v1.Conversation\"r\x82\xd3\xe4\x93\x02l\x1a%/v1.0/conversations/{conversation.id}:\x0c\x63onversationZ52%/v1.0/conversations/{conversation.id}:\x0c\x63onversation\x12\x87\x01\n\x14UnassignConversation\x12\'.convhub.v1.UnassignConversationRequest\x1a\x18.convhub.v1.Conversation\",\x82\xd3\xe4\x93\x02&\"!/v1.0/conversations/{id}/unassign:\x01*\x12w\n\x12\x44\x65leteConversation\x12%.convhub.v1.DeleteConversationRequest\x1a\x18.convhub.v1.Conversation\" \x82\xd3\xe4\x93\x02\x1a*\x18/v1.0/conversations/{id}\x12\x89\x01\n\x0cListMessages\x12\x1f.convhub.v1.ListMessagesRequest\x1a .convhub.v1.ListMessagesResponse\"6\x82\xd3\xe4\x93\x02\x30\x12./v1.0/conversations/{conversation_id}/messages\x12}\n\nGetMessage\x12\x1d.convhub.v1.GetMessageRequest\x1a\x13.convhub.v1.Message\";\x82\xd3\xe4\x93\x02\x35\x12\x33/v1.0/conversations/{conversation_id}/messages/{id}\x12}\n\x0bSendMessage\x12\x1e.convhub.v1.SendMessageRequest\x1a\x13.convhub.v1.Message\"9\x82\xd3\xe4\x93\x02\x33\"./v1.0/conversations/{conversation_id}/messages:\x01*\x12\x83\x01\n\rDeleteMessage\x12 .convhub.v1.DeleteMessageRequest\x1a\x13.convhub.v1.Message\";\x82\xd3\xe4\x93\x02\x35*3/v1.0/conversations/{conversation_id}/messages/{id}\x12\x99\x01\n\x10ListParticipants\x12#.convhub.v1.ListParticipantsRequest\x1a$.convhub.v1.ListParticipantsResponse\":\x82\xd3\xe4\x93\x02\x34\x12\x32/v1.0/conversations/{conversation_id}/participants\x12\x95\x01\n\x0e\x41\x64\x64Participant\x12!.convhub.v1.AddParticipantRequest\x1a\x17.convhub.v1.Participant\"G\x82\xd3\xe4\x93\x02\x41\"2/v1.0/conversations/{conversation_id}/participants:\x0bparticipant\x12\x9a\x02\n\x11UpdateParticipant\x12$.convhub.v1.UpdateParticipantRequest\x1a\x17.convhub.v1.Participant\"\xc5\x01\x82\xd3\xe4\x93\x02\xbe\x01\x1aO/v1.0/conversations/{participant.conversation_id}/participants/{participant.id}:\x0bparticipantZ^2O/v1.0/conversations/{participant.conversation_id}/participants/{participant.id}:\x0bparticipant\x12\x93\x01\n\x11RemoveParticipant\x12$.convhub.v1.RemoveParticipantRequest\x1a\x17.convhub.v1.Participant\"?\x82\xd3\xe4\x93\x02\x39*7/v1.0/conversations/{conversation_id}/participants/{id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,10 +45,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTCONVERSATIONSREQUEST'].fields_by_name['page_size']._serialized_options = b'\202\200\031\002 \000'
   _globals['_LISTCONVERSATIONSREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTCONVERSATIONSREQUEST'].fields_by_name['page_token']._serialized_options = b'\202\200\031\003\010\200\004'
+  _globals['_LISTCONVERSATIONSREQUEST'].fields_by_name['owner_id']._loaded_options = None
+  _globals['_LISTCONVERSATIONSREQUEST'].fields_by_name['owner_id']._serialized_options = b'\202\200\031\003\010\377\001'
+  _globals['_LISTCONVERSATIONSREQUEST'].fields_by_name['tag']._loaded_options = None
+  _globals['_LISTCONVERSATIONSREQUEST'].fields_by_name['tag']._serialized_options = b'\202\200\031\002\010@'
   _globals['_GETCONVERSATIONREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_GETCONVERSATIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\342\214\317\327\010\002\010\001'
   _globals['_UPDATECONVERSATIONREQUEST'].fields_by_name['conversation']._loaded_options = None
   _globals['_UPDATECONVERSATIONREQUEST'].fields_by_name['conversation']._serialized_options = b'\342A\001\002'
+  _globals['_UNASSIGNCONVERSATIONREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_UNASSIGNCONVERSATIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\342\214\317\327\010\002\010\001'
   _globals['_DELETECONVERSATIONREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_DELETECONVERSATIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\342\214\317\327\010\002\010\001'
   _globals['_LISTMESSAGESREQUEST'].fields_by_name['conversation_id']._loaded_options = None
@@ -96,6 +103,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONVERSATIONSERVICE'].methods_by_name['GetConversation']._serialized_options = b'\202\323\344\223\002\032\022\030/v1.0/conversations/{id}'
   _globals['_CONVERSATIONSERVICE'].methods_by_name['UpdateConversation']._loaded_options = None
   _globals['_CONVERSATIONSERVICE'].methods_by_name['UpdateConversation']._serialized_options = b'\202\323\344\223\002l\032%/v1.0/conversations/{conversation.id}:\014conversationZ52%/v1.0/conversations/{conversation.id}:\014conversation'
+  _globals['_CONVERSATIONSERVICE'].methods_by_name['UnassignConversation']._loaded_options = None
+  _globals['_CONVERSATIONSERVICE'].methods_by_name['UnassignConversation']._serialized_options = b'\202\323\344\223\002&\"!/v1.0/conversations/{id}/unassign:\001*'
   _globals['_CONVERSATIONSERVICE'].methods_by_name['DeleteConversation']._loaded_options = None
   _globals['_CONVERSATIONSERVICE'].methods_by_name['DeleteConversation']._serialized_options = b'\202\323\344\223\002\032*\030/v1.0/conversations/{id}'
   _globals['_CONVERSATIONSERVICE'].methods_by_name['ListMessages']._loaded_options = None
@@ -114,36 +123,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONVERSATIONSERVICE'].methods_by_name['UpdateParticipant']._serialized_options = b'\202\323\344\223\002\276\001\032O/v1.0/conversations/{participant.conversation_id}/participants/{participant.id}:\013participantZ^2O/v1.0/conversations/{participant.conversation_id}/participants/{participant.id}:\013participant'
   _globals['_CONVERSATIONSERVICE'].methods_by_name['RemoveParticipant']._loaded_options = None
   _globals['_CONVERSATIONSERVICE'].methods_by_name['RemoveParticipant']._serialized_options = b'\202\323\344\223\0029*7/v1.0/conversations/{conversation_id}/participants/{id}'
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=321
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=403
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=405
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=499
-  _globals['_GETCONVERSATIONREQUEST']._serialized_start=501
-  _globals['_GETCONVERSATIONREQUEST']._serialized_end=551
-  _globals['_UPDATECONVERSATIONREQUEST']._serialized_start=554
-  _globals['_UPDATECONVERSATIONREQUEST']._serialized_end=684
-  _globals['_DELETECONVERSATIONREQUEST']._serialized_start=686
-  _globals['_DELETECONVERSATIONREQUEST']._serialized_end=739
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=741
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=857
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=859
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=943
-  _globals['_GETMESSAGEREQUEST']._serialized_start=945
-  _globals['_GETMESSAGEREQUEST']._serialized_end=1029
-  _globals['_SENDMESSAGEREQUEST']._serialized_start=1032
-  _globals['_SENDMESSAGEREQUEST']._serialized_end=1196
-  _globals['_DELETEMESSAGEREQUEST']._serialized_start=1198
-  _globals['_DELETEMESSAGEREQUEST']._serialized_end=1285
-  _globals['_LISTPARTICIPANTSREQUEST']._serialized_start=1287
-  _globals['_LISTPARTICIPANTSREQUEST']._serialized_end=1407
-  _globals['_LISTPARTICIPANTSRESPONSE']._serialized_start=1409
-  _globals['_LISTPARTICIPANTSRESPONSE']._serialized_end=1501
-  _globals['_ADDPARTICIPANTREQUEST']._serialized_start=1504
-  _globals['_ADDPARTICIPANTREQUEST']._serialized_end=1656
-  _globals['_UPDATEPARTICIPANTREQUEST']._serialized_start=1658
-  _globals['_UPDATEPARTICIPANTREQUEST']._serialized_end=1785
-  _globals['_REMOVEPARTICIPANTREQUEST']._serialized_start=1787
-  _globals['_REMOVEPARTICIPANTREQUEST']._serialized_end=1878
-  _globals['_CONVERSATIONSERVICE']._serialized_start=1881
-  _globals['_CONVERSATIONSERVICE']._serialized_end=3740
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=355
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=661
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=663
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=757
+  _globals['_GETCONVERSATIONREQUEST']._serialized_start=759
+  _globals['_GETCONVERSATIONREQUEST']._serialized_end=809
+  _globals['_UPDATECONVERSATIONREQUEST']._serialized_start=812
+  _globals['_UPDATECONVERSATIONREQUEST']._serialized_end=942
+  _globals['_UNASSIGNCONVERSATIONREQUEST']._serialized_start=944
+  _globals['_UNASSIGNCONVERSATIONREQUEST']._serialized_end=999
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_start=1001
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_end=1054
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=1056
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=1172
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1174
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1258
+  _globals['_GETMESSAGEREQUEST']._serialized_start=1260
+  _globals['_GETMESSAGEREQUEST']._serialized_end=1344
+  _globals['_SENDMESSAGEREQUEST']._serialized_start=1347
+  _globals['_SENDMESSAGEREQUEST']._serialized_end=1511
+  _globals['_DELETEMESSAGEREQUEST']._serialized_start=1513
+  _globals['_DELETEMESSAGEREQUEST']._serialized_end=1600
+  _globals['_LISTPARTICIPANTSREQUEST']._serialized_start=1602
+  _globals['_LISTPARTICIPANTSREQUEST']._serialized_end=1722
+  _globals['_LISTPARTICIPANTSRESPONSE']._serialized_start=1724
+  _globals['_LISTPARTICIPANTSRESPONSE']._serialized_end=1816
+  _globals['_ADDPARTICIPANTREQUEST']._serialized_start=1819
+  _globals['_ADDPARTICIPANTREQUEST']._serialized_end=1971
+  _globals['_UPDATEPARTICIPANTREQUEST']._serialized_start=1973
+  _globals['_UPDATEPARTICIPANTREQUEST']._serialized_end=2100
+  _globals['_REMOVEPARTICIPANTREQUEST']._serialized_start=2102
+  _globals['_REMOVEPARTICIPANTREQUEST']._serialized_end=2193
+  _globals['_CONVERSATIONSERVICE']._serialized_start=2196
+  _globals['_CONVERSATIONSERVICE']._serialized_end=4193
 # @@protoc_insertion_point(module_scope)

@@ -11,6 +11,7 @@ from convhub.v1 import participant_pb2 as _participant_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -31,19 +32,49 @@ class ListConversationsRequest(_message.Message):
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    OWNER_ID_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    PEER_FIELD_NUMBER: _builtins.int
+    UPDATED_SINCE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many results (default 100, max 100)."""
     page_token: _builtins.str
-    """The `next_page_token` of the previous page."""
+    """The `next_page_token` of the previous page (a token is bound to the filters it was made with)."""
+    owner_id: _builtins.str
+    """Only conversations with this owner id."""
+    tag: _builtins.str
+    """Only conversations carrying this tag."""
+    state: _conversation_pb2.ConversationState.ValueType
+    """Only conversations in this state."""
+    type: _common_pb2.ConversationType.ValueType
+    """Only conversations of this channel family."""
+    @_builtins.property
+    def peer(self) -> _common_pb2.Address:
+        """Only conversations with this peer: `target` matches the stored (normalised)
+        address; with `type`, it is normalised first and the type must match too.
+        """
+
+    @_builtins.property
+    def updated_since(self) -> _timestamp_pb2.Timestamp:
+        """Only conversations updated at or after this time."""
+
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        owner_id: _builtins.str = ...,
+        tag: _builtins.str = ...,
+        state: _conversation_pb2.ConversationState.ValueType = ...,
+        type: _common_pb2.ConversationType.ValueType = ...,
+        peer: _common_pb2.Address | None = ...,
+        updated_since: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["peer", b"peer", "updated_since", b"updated_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner_id", b"owner_id", "page_size", b"page_size", "page_token", b"page_token", "peer", b"peer", "state", b"state", "tag", b"tag", "type", b"type", "updated_since", b"updated_since"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -128,6 +159,28 @@ class UpdateConversationRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateConversationRequest: _TypeAlias = UpdateConversationRequest  # noqa: Y015
+
+@_typing.final
+class UnassignConversationRequest(_message.Message):
+    """Request for UnassignConversation: clears `owner_type` and `owner_id`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The conversation id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnassignConversationRequest: _TypeAlias = UnassignConversationRequest  # noqa: Y015
 
 @_typing.final
 class DeleteConversationRequest(_message.Message):

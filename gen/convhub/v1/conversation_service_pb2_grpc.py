@@ -55,6 +55,11 @@ class ConversationServiceStub:
                 request_serializer=convhub_dot_v1_dot_conversation__service__pb2.UpdateConversationRequest.SerializeToString,
                 response_deserializer=convhub_dot_v1_dot_conversation__pb2.Conversation.FromString,
                 _registered_method=True)
+        self.UnassignConversation = channel.unary_unary(
+                '/convhub.v1.ConversationService/UnassignConversation',
+                request_serializer=convhub_dot_v1_dot_conversation__service__pb2.UnassignConversationRequest.SerializeToString,
+                response_deserializer=convhub_dot_v1_dot_conversation__pb2.Conversation.FromString,
+                _registered_method=True)
         self.DeleteConversation = channel.unary_unary(
                 '/convhub.v1.ConversationService/DeleteConversation',
                 request_serializer=convhub_dot_v1_dot_conversation__service__pb2.DeleteConversationRequest.SerializeToString,
@@ -124,6 +129,13 @@ class ConversationServiceServicer:
 
     def UpdateConversation(self, request, context):
         """Updates name, detail, owner, metadata, tags or state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnassignConversation(self, request, context):
+        """Clears a conversation's owner (VoIPBIN's unassign) and returns it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -208,6 +220,11 @@ def add_ConversationServiceServicer_to_server(servicer, server):
             'UpdateConversation': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateConversation,
                     request_deserializer=convhub_dot_v1_dot_conversation__service__pb2.UpdateConversationRequest.FromString,
+                    response_serializer=convhub_dot_v1_dot_conversation__pb2.Conversation.SerializeToString,
+            ),
+            'UnassignConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnassignConversation,
+                    request_deserializer=convhub_dot_v1_dot_conversation__service__pb2.UnassignConversationRequest.FromString,
                     response_serializer=convhub_dot_v1_dot_conversation__pb2.Conversation.SerializeToString,
             ),
             'DeleteConversation': grpc.unary_unary_rpc_method_handler(
@@ -339,6 +356,33 @@ class ConversationService:
             target,
             '/convhub.v1.ConversationService/UpdateConversation',
             convhub_dot_v1_dot_conversation__service__pb2.UpdateConversationRequest.SerializeToString,
+            convhub_dot_v1_dot_conversation__pb2.Conversation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnassignConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/convhub.v1.ConversationService/UnassignConversation',
+            convhub_dot_v1_dot_conversation__service__pb2.UnassignConversationRequest.SerializeToString,
             convhub_dot_v1_dot_conversation__pb2.Conversation.FromString,
             options,
             channel_credentials,

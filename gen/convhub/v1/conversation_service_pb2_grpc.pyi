@@ -45,6 +45,8 @@ class ConversationServiceStub:
     """Gets one conversation."""
     UpdateConversation: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.UpdateConversationRequest, _conversation_pb2.Conversation]
     """Updates name, detail, owner, metadata, tags or state."""
+    UnassignConversation: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.UnassignConversationRequest, _conversation_pb2.Conversation]
+    """Clears a conversation's owner (VoIPBIN's unassign) and returns it."""
     DeleteConversation: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.DeleteConversationRequest, _conversation_pb2.Conversation]
     """Deletes a conversation (soft delete) and returns it."""
     ListMessages: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.ListMessagesRequest, _conversation_service_pb2.ListMessagesResponse]
@@ -78,6 +80,8 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
     """Gets one conversation."""
     UpdateConversation: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.UpdateConversationRequest, _conversation_pb2.Conversation]  # type: ignore[assignment]
     """Updates name, detail, owner, metadata, tags or state."""
+    UnassignConversation: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.UnassignConversationRequest, _conversation_pb2.Conversation]  # type: ignore[assignment]
+    """Clears a conversation's owner (VoIPBIN's unassign) and returns it."""
     DeleteConversation: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.DeleteConversationRequest, _conversation_pb2.Conversation]  # type: ignore[assignment]
     """Deletes a conversation (soft delete) and returns it."""
     ListMessages: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.ListMessagesRequest, _conversation_service_pb2.ListMessagesResponse]  # type: ignore[assignment]
@@ -126,6 +130,14 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_conversation_pb2.Conversation, _abc.Awaitable[_conversation_pb2.Conversation]]:
         """Updates name, detail, owner, metadata, tags or state."""
+
+    @_abc_1.abstractmethod
+    def UnassignConversation(
+        self,
+        request: _conversation_service_pb2.UnassignConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conversation_pb2.Conversation, _abc.Awaitable[_conversation_pb2.Conversation]]:
+        """Clears a conversation's owner (VoIPBIN's unassign) and returns it."""
 
     @_abc_1.abstractmethod
     def DeleteConversation(
