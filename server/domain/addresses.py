@@ -19,11 +19,16 @@ from convhub.server.domain.violations import RuleViolation
 MAX_TARGET_LENGTH = 320
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _OPAQUE_ID = re.compile(r"^[A-Za-z0-9._:@\-]{1,128}$")
+_UUID = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
+_SIP_URI = re.compile(r"^(?i:sips?):[^\s@]+@[^\s@]+$")
+# VoIPBIN's own endpoints, named by their UUID (CommonAddress: "UUID for agent/conference/extension").
+VOIPBIN_ID_TYPES = frozenset({"agent", "ai", "ai_team", "conference", "extension"})
 
 
 @dataclass(frozen=True, slots=True)
 class Address:
-    """An endpoint: `type` is the stored short name (`tel`, `email`, `line`, `webchat`; "" when unset)."""
+    """An endpoint: `type` is the stored short name (`tel`, `email`, `line`, `webchat`, `whatsapp`, `sip`,
+    `agent`, ...; "" when unset)."""
 
     type: str
     target: str
@@ -53,16 +58,25 @@ def normalize_target(address_type: str, target: str, *, default_region: str) -> 
         raise AddressError("must not be empty")
     if len(target) > MAX_TARGET_LENGTH:
         raise AddressError(f"longer than {MAX_TARGET_LENGTH} characters")
-    if address_type == "tel":
+    if address_type in ("tel", "whatsapp"):  # a WhatsApp user is a phone number
         return normalize_e164(target, default_region)
     if address_type == "email":
         if not _EMAIL.match(target):
             raise AddressError("not an email address")
         return target.lower()
-    if address_type in ("line", "webchat"):
+    if address_type in ("line", "webchat", "web_session"):
         if not _OPAQUE_ID.match(target):
             raise AddressError("must be 1-128 characters of letters, digits and . _ : @ -")
         return target
+    if address_type in VOIPBIN_ID_TYPES:
+        if not _UUID.match(target):
+            raise AddressError(f"a {address_type} address is a UUID")
+        return target.lower()
+    if address_type == "sip":
+        if not _SIP_URI.match(target):
+            raise AddressError("not a SIP URI (sip:user@host)")
+        scheme, _, rest = target.partition(":")
+        return f"{scheme.lower()}:{rest}"
     raise AddressError(f"unknown address type {address_type!r}")
 
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 # Conversation type (channel) -> the address type of both its endpoints.
-CHANNEL_ADDRESS_TYPE = {"message": "tel", "line": "line", "email": "email", "webchat": "webchat"}
+CHANNEL_ADDRESS_TYPE = {
+    "message": "tel",
+    "line": "line",
+    "email": "email",
+    "webchat": "webchat",
+    "whatsapp": "whatsapp",
+}
 
 # Account type -> the channel (conversation type) it carries.
-ACCOUNT_CHANNEL = {"sms": "message", "line": "line", "email": "email", "webchat": "webchat"}
+ACCOUNT_CHANNEL = {"sms": "message", "line": "line", "email": "email", "webchat": "webchat", "whatsapp": "whatsapp"}
 
 
 def address_type_for_account(account_type: str) -> str:

@@ -252,3 +252,58 @@ def test_unassign_clears_the_owner(rest: httpx.Client) -> None:
     assert (r.json()["owner_type"], r.json()["owner_id"], r.json()["name"]) == ("", NIL_UUID, "keep")
     assert rest.get(f"/v1.0/conversations/{conv['id']}").json()["owner_id"] == NIL_UUID
     check_error(rest.post(f"/v1.0/conversations/{uuid.uuid4()}/unassign"), 404, "NOT_FOUND")
+
+
+# VoIPBIN's enum spellings convhub must accept and store (ConversationManager*Type, CommonAddress.type).
+ACCOUNT_TYPES = ("line", "sms", "whatsapp")
+ADDRESS_TYPES = {
+    "tel": "+14155551234",
+    "email": "ann@example.com",
+    "line": "Uabc123",
+    "whatsapp": "+14155551235",
+    "sip": "sip:ann@example.com",
+    "agent": str(uuid.uuid4()),
+    "ai": str(uuid.uuid4()),
+    "ai_team": str(uuid.uuid4()),
+    "conference": str(uuid.uuid4()),
+    "extension": str(uuid.uuid4()),
+    "web_session": "ws-42",
+}
+
+
+def test_whatsapp_conversations_are_ingested_listed_and_filtered(rest: httpx.Client) -> None:
+    body = {
+        "channel": "whatsapp",
+        "self": {"type": "whatsapp", "target": "+14155550000"},
+        "peer": {"type": "whatsapp", "target": "+1 415 555 0199"},
+        "text": "hola",
+    }
+    r = rest.post("/v1.0/conversation_messages:ingest", json=body)
+    assert r.status_code == 200, r.text
+    conv = r.json()["conversation"]
+    check_shape(conv, CONVERSATION_KEYS)
+    assert conv["type"] == "whatsapp" and conv["peer"]["target"] == "+14155550199"
+    listed = rest.get("/v1.0/conversations", params={"type": "whatsapp"}).json()["result"]
+    assert [c["id"] for c in listed] == [conv["id"]]
+
+
+@pytest.mark.parametrize("account_type", ACCOUNT_TYPES)
+def test_every_voipbin_account_type_is_accepted_and_stored(rest: httpx.Client, account_type: str) -> None:
+    r = rest.post("/v1.0/conversation_accounts", json={"type": account_type, "name": f"{account_type} account"})
+    assert r.status_code == 200, r.text
+    assert rest.get(f"/v1.0/conversation_accounts/{r.json()['id']}").json()["type"] == account_type
+
+
+def test_every_voipbin_address_type_is_accepted_and_stored(rest: httpx.Client) -> None:
+    conv = open_conversation(rest)
+    addresses = [{"type": kind, "target": target} for kind, target in ADDRESS_TYPES.items()]
+    r = rest.post(f"/v1.0/conversations/{conv['id']}/participants", json={"name": "Ann", "addresses": addresses})
+    assert r.status_code == 200, r.text
+    stored = {a["type"]: a["target"] for a in r.json()["addresses"]}
+    assert stored == ADDRESS_TYPES
+    for kind, bad in (("agent", "not-a-uuid"), ("sip", "ann@example.com"), ("whatsapp", "hello")):
+        r = rest.post(
+            f"/v1.0/conversations/{conv['id']}/participants",
+            json={"addresses": [{"type": kind, "target": bad}]},
+        )
+        assert check_error(r, 400, "INVALID_ARGUMENT")["message"].startswith("participant.addresses[0].target"), kind

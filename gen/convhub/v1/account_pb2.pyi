@@ -36,6 +36,8 @@ class _AccountTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AccountTy
     """A mailbox."""
     ACCOUNT_TYPE_WEBCHAT: _AccountType.ValueType  # 4
     """A web chat widget."""
+    ACCOUNT_TYPE_WHATSAPP: _AccountType.ValueType  # 5
+    """A WhatsApp Business account."""
 
 class AccountType(_AccountType, metaclass=_AccountTypeEnumTypeWrapper):
     """AccountType is the kind of channel account."""
@@ -49,6 +51,8 @@ ACCOUNT_TYPE_EMAIL: AccountType.ValueType  # 3
 """A mailbox."""
 ACCOUNT_TYPE_WEBCHAT: AccountType.ValueType  # 4
 """A web chat widget."""
+ACCOUNT_TYPE_WHATSAPP: AccountType.ValueType  # 5
+"""A WhatsApp Business account."""
 Global___AccountType: _TypeAlias = AccountType  # noqa: Y015
 
 @_typing.final

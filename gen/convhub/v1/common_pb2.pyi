@@ -32,6 +32,22 @@ class _AddressTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AddressTy
     """A LINE user, group or channel id."""
     ADDRESS_TYPE_WEBCHAT: _AddressType.ValueType  # 4
     """A web chat session or visitor id."""
+    ADDRESS_TYPE_WHATSAPP: _AddressType.ValueType  # 5
+    """A WhatsApp user, by phone number (E.164)."""
+    ADDRESS_TYPE_SIP: _AddressType.ValueType  # 6
+    """A SIP URI (`sip:alice@example.com`)."""
+    ADDRESS_TYPE_AGENT: _AddressType.ValueType  # 7
+    """A VoIPBIN agent id."""
+    ADDRESS_TYPE_AI: _AddressType.ValueType  # 8
+    """A VoIPBIN AI id."""
+    ADDRESS_TYPE_AI_TEAM: _AddressType.ValueType  # 9
+    """A VoIPBIN AI team id."""
+    ADDRESS_TYPE_CONFERENCE: _AddressType.ValueType  # 10
+    """A VoIPBIN conference id."""
+    ADDRESS_TYPE_EXTENSION: _AddressType.ValueType  # 11
+    """A VoIPBIN extension id."""
+    ADDRESS_TYPE_WEB_SESSION: _AddressType.ValueType  # 12
+    """A VoIPBIN web session id."""
 
 class AddressType(_AddressType, metaclass=_AddressTypeEnumTypeWrapper):
     """AddressType says which kind of network an address lives on."""
@@ -45,6 +61,22 @@ ADDRESS_TYPE_LINE: AddressType.ValueType  # 3
 """A LINE user, group or channel id."""
 ADDRESS_TYPE_WEBCHAT: AddressType.ValueType  # 4
 """A web chat session or visitor id."""
+ADDRESS_TYPE_WHATSAPP: AddressType.ValueType  # 5
+"""A WhatsApp user, by phone number (E.164)."""
+ADDRESS_TYPE_SIP: AddressType.ValueType  # 6
+"""A SIP URI (`sip:alice@example.com`)."""
+ADDRESS_TYPE_AGENT: AddressType.ValueType  # 7
+"""A VoIPBIN agent id."""
+ADDRESS_TYPE_AI: AddressType.ValueType  # 8
+"""A VoIPBIN AI id."""
+ADDRESS_TYPE_AI_TEAM: AddressType.ValueType  # 9
+"""A VoIPBIN AI team id."""
+ADDRESS_TYPE_CONFERENCE: AddressType.ValueType  # 10
+"""A VoIPBIN conference id."""
+ADDRESS_TYPE_EXTENSION: AddressType.ValueType  # 11
+"""A VoIPBIN extension id."""
+ADDRESS_TYPE_WEB_SESSION: AddressType.ValueType  # 12
+"""A VoIPBIN web session id."""
 Global___AddressType: _TypeAlias = AddressType  # noqa: Y015
 
 class _ConversationType:
@@ -62,6 +94,8 @@ class _ConversationTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Conv
     """Email."""
     CONVERSATION_TYPE_WEBCHAT: _ConversationType.ValueType  # 4
     """Web chat."""
+    CONVERSATION_TYPE_WHATSAPP: _ConversationType.ValueType  # 5
+    """WhatsApp (stored and listed; sending needs a channel adapter)."""
 
 class ConversationType(_ConversationType, metaclass=_ConversationTypeEnumTypeWrapper):
     """ConversationType is the channel family a conversation (or message) uses."""
@@ -75,6 +109,8 @@ CONVERSATION_TYPE_EMAIL: ConversationType.ValueType  # 3
 """Email."""
 CONVERSATION_TYPE_WEBCHAT: ConversationType.ValueType  # 4
 """Web chat."""
+CONVERSATION_TYPE_WHATSAPP: ConversationType.ValueType  # 5
+"""WhatsApp (stored and listed; sending needs a channel adapter)."""
 Global___ConversationType: _TypeAlias = ConversationType  # noqa: Y015
 
 @_typing.final
