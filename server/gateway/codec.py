@@ -38,6 +38,14 @@ from google.protobuf.message import Message
 
 from convhub.server.api.errors import InvalidArgument
 from convhub.server.api.request_rules import MAX_DEPTH, check_number, check_text, text_problem
+from convhub.server.gateway.voipbin_names import (
+    INPUT_ALIASES,
+    NIL_UUID,
+    NIL_UUID_WHEN_EMPTY,
+    NULL_WHEN_UNSET,
+    OUTPUT_ALIASES,
+    OUTPUT_CONSTANTS,
+)
 
 FD = FieldDescriptor
 Encoder = Callable[[Any], Any]
@@ -265,6 +273,8 @@ def message_encoder(desc: Descriptor) -> Encoder:
         return wkt
     plan: list[tuple[str, Encoder | None, bool]] = []
     nulls: list[str] = []  # unset fields written as null rather than left out (VoIPBIN's tm_delete)
+    aliases = OUTPUT_ALIASES.get(desc.full_name, ())
+    constants = dict(OUTPUT_CONSTANTS.get(desc.full_name, ()))
 
     def encode(msg: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -275,6 +285,9 @@ def message_encoder(desc: Descriptor) -> Encoder:
             out[name] = v if conv is None else conv(v)
         for name in nulls:
             out.setdefault(name, None)
+        for alias, source in aliases:
+            out[alias] = out.get(source)
+        out.update(constants)
         return out
 
     _ENCODERS[desc.full_name] = encode  # before compiling fields: a field may refer back to this type
@@ -289,12 +302,6 @@ def message_encoder(desc: Descriptor) -> Encoder:
             conv = _nil_uuid_when_empty
         plan.append((f.name, conv, presence))
     return encode
-
-
-# VoIPBIN's typed clients read these: an unset time is `null`, an unset id the nil UUID.
-NULL_WHEN_UNSET = frozenset({"tm_delete"})
-NIL_UUID_WHEN_EMPTY = frozenset({"account_id", "owner_id", "reference_id"})
-NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
 
 def _nil_uuid_when_empty(v: str) -> str:
@@ -607,6 +614,8 @@ def message_decoder(desc: Descriptor) -> JsonDecoder:
         entry = (f.name, field_decoder(f), real_oneof, null_ok)
         table[f.name] = entry
         table[f.json_name] = entry
+    for alias, target in INPUT_ALIASES.get(desc.full_name, {}).items():
+        table[alias] = (alias, table[target][1], None, False)
     return decode
 
 
@@ -695,8 +704,8 @@ def decode_into(msg: Message, data: Any, path: str = "") -> None:
 
 
 def lookup_field(desc: Descriptor, key: str) -> FieldDescriptor | None:
-    """A field by its proto name or its lowerCamelCase JSON name."""
-    f = desc.fields_by_name.get(key)
+    """A field by its proto name, its lowerCamelCase JSON name or a VoIPBIN input alias."""
+    f = desc.fields_by_name.get(INPUT_ALIASES.get(desc.full_name, {}).get(key, key))
     if f is None:
         for cand in desc.fields:
             if cand.json_name == key:

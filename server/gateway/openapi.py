@@ -24,7 +24,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from convhub.server.api import request_rules
 from convhub.server.api.request_rules import MAX_DEPTH, declared_rules
-from convhub.server.gateway import codec
+from convhub.server.gateway import codec, voipbin_names
 from convhub.server.gateway.routes import _ANY, _DEEP, _LITERAL, Binding
 
 if TYPE_CHECKING:
@@ -145,6 +145,7 @@ class SchemaBuilder:
                 props[f.name] = self.field(f)
                 if field_behavior_pb2.REQUIRED in behaviors and not update:
                     required.append(f.name)
+            self._voipbin_keys(desc.full_name, props)
             schema: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
             if required:
                 schema["required"] = required
@@ -159,6 +160,18 @@ class SchemaBuilder:
                 schema["not"] = {"anyOf": [{"required": p} for p in pairs]}
             self.schemas[key] = schema
         return self.ref(key)
+
+    @staticmethod
+    def _voipbin_keys(full_name: str, props: dict[str, Any]) -> None:
+        """VoIPBIN's extra keys for a message (voipbin_names.py): aliases share their field's schema."""
+        for alias, target in voipbin_names.INPUT_ALIASES.get(full_name, {}).items():
+            if target in props:
+                props[alias] = props[target]
+        for alias, source in voipbin_names.OUTPUT_ALIASES.get(full_name, ()):
+            if source in props:
+                props[alias] = props[source]
+        for key, value in voipbin_names.OUTPUT_CONSTANTS.get(full_name, ()):
+            props[key] = {"type": "string", "enum": [value], "readOnly": True}
 
     def enum(self, f: FieldDescriptor) -> dict[str, Any]:
         key = schema_name(codec.enum_type(f).full_name)
@@ -243,7 +256,7 @@ class SchemaBuilder:
                 schema = self._required_value(f, schema)
         behaviors = codec.field_behaviors(f)
         extra: dict[str, Any] = {}
-        if f.name in codec.NULL_WHEN_UNSET and f.has_presence and not f.is_repeated:
+        if f.name in voipbin_names.NULL_WHEN_UNSET and f.has_presence and not f.is_repeated:
             extra["nullable"] = True  # the codec writes null when it is unset
         if field_behavior_pb2.OUTPUT_ONLY in behaviors:
             extra["readOnly"] = True

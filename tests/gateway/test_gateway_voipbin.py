@@ -261,7 +261,11 @@ def test_health_and_openapi(base: str) -> None:
     schemas = doc["components"]["schemas"]
     assert "credentials" in schemas["convhub.v1.Account"]["properties"]  # documented as write-only
     assert schemas["convhub.v1.Account"]["properties"]["credentials"]["writeOnly"] is True
-    assert schemas["convhub.v1.ConversationType"]["enum"] == ["unspecified", "message", "line", "email", "webchat"]
+    conversation_types = ["unspecified", "message", "line", "email", "webchat", "whatsapp"]
+    assert schemas["convhub.v1.ConversationType"]["enum"] == conversation_types
+    assert ("POST", "/v1.0/conversations/{id}/unassign") in ops
+    assert schemas["convhub.v1.Account"]["properties"]["provider_data"]["writeOnly"] is True
+    assert schemas["convhub.v1.Message"]["properties"]["reference_type"]["readOnly"] is True
 
 
 async def test_schemathesis_against_the_real_server(base: str, tenant: Any, tmp_path: Path) -> None:

@@ -307,3 +307,56 @@ def test_every_voipbin_address_type_is_accepted_and_stored(rest: httpx.Client) -
             json={"addresses": [{"type": kind, "target": bad}]},
         )
         assert check_error(r, 400, "INVALID_ARGUMENT")["message"].startswith("participant.addresses[0].target"), kind
+
+
+# ConversationManagerMessage: the keys VoIPBIN's client reads.
+MESSAGE_KEYS = {
+    "id": "uuid",
+    "customer_id": "uuid",
+    "conversation_id": "uuid",
+    "reference_id": "uuid",
+    "text": "string",
+    "tm_create": "date-time",
+    "tm_update": "date-time",
+    "tm_delete": "date-time-or-null",
+}
+MESSAGE_REFERENCE_TYPES = {"", "message", "line", "whatsapp", "email"}
+MESSAGE_DIRECTIONS = {"outgoing", "incoming"}
+MESSAGE_STATUSES = {"progressing", "done", "failed"}
+
+
+def test_messages_carry_reference_type_and_reference_id(rest: httpx.Client) -> None:
+    conv = open_conversation(rest)
+    listed = rest.get(f"/v1.0/conversations/{conv['id']}/messages").json()["result"]
+    assert len(listed) == 1
+    message = listed[0]
+    check_shape(message, MESSAGE_KEYS)
+    assert message["reference_type"] == "message" == message["channel"]
+    assert message["reference_type"] in MESSAGE_REFERENCE_TYPES
+    assert message["reference_id"] == NIL_UUID
+    assert message["direction"] in MESSAGE_DIRECTIONS and message["status"] in MESSAGE_STATUSES
+    got = rest.get(f"/v1.0/conversations/{conv['id']}/messages/{message['id']}").json()
+    assert got["reference_type"] == "message" and got["tm_delete"] is None
+
+
+def test_whatsapp_account_with_provider_data_stores_it_write_only(rest: httpx.Client) -> None:
+    body = {  # VoIPBIN's create body, less secret/token (the sending work maps those)
+        "type": "whatsapp",
+        "name": "support line",
+        "detail": "WhatsApp Business",
+        "provider_data": {"phone_number_id": "1234567890", "app_secret": "meta-app-secret"},
+    }
+    r = rest.post("/v1.0/conversation_accounts", json=body)
+    assert r.status_code == 200, r.text
+    account = r.json()
+    assert (account["type"], account["name"], account["detail"]) == ("whatsapp", "support line", "WhatsApp Business")
+    check_shape(
+        account, {"id": "uuid", "customer_id": "uuid", "tm_create": "date-time", "tm_delete": "date-time-or-null"}
+    )
+    for read in (account, rest.get(f"/v1.0/conversation_accounts/{account['id']}").json()):
+        assert "provider_data" not in read and "credentials" not in read
+        assert "meta-app-secret" not in str(read)
+    r = rest.put(f"/v1.0/conversation_accounts/{account['id']}", json={"provider_data": {"app_secret": "rotated"}})
+    assert r.status_code == 200, r.text
+    r = rest.post("/v1.0/conversation_accounts", json={**body, "provider_data": {"app_secret": 7}})
+    assert check_error(r, 400, "INVALID_ARGUMENT")["message"].startswith("account.provider_data")
