@@ -31,6 +31,10 @@ def _address(account: account_pb2.Account) -> Address | None:
     return validation.address("account.address", account.address) if account.HasField("address") else None
 
 
+def _flow_id(value: str) -> str:
+    return validation.optional_uuid("account.message_flow_id", value) or ""
+
+
 class AccountMethods:
     def __init__(self, accounts: AccountService) -> None:
         self.accounts = accounts
@@ -48,6 +52,7 @@ class AccountMethods:
                 name=validation.max_length("account.name", a.name, validation.MAX_NAME),
                 detail=validation.max_length("account.detail", a.detail, validation.MAX_DETAIL),
                 credentials=_credentials(a.credentials),
+                message_flow_id=_flow_id(a.message_flow_id),
                 address=_address(a),
                 request_id=validation.request_id(request.request_id),
             )
@@ -82,6 +87,7 @@ class AccountMethods:
                 ),
                 address=_address(a) if "address" in fields else None,
                 credentials=_credentials(a.credentials) if "credentials" in fields else {},
+                message_flow_id=_flow_id(a.message_flow_id) if "message_flow_id" in fields else "",
             )
         )
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 CONVERSATION_UPDATABLE = ("name", "detail", "owner_type", "owner_id", "metadata", "tags", "state")
 PARTICIPANT_UPDATABLE = ("name", "addresses", "preferred_channel")
-ACCOUNT_UPDATABLE = ("name", "detail", "address", "credentials")
+ACCOUNT_UPDATABLE = ("name", "detail", "address", "credentials", "message_flow_id")
 
 
 class MaskError(ValueError):

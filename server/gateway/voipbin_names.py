@@ -34,4 +34,4 @@ OUTPUT_CONSTANTS: dict[str, tuple[tuple[str, str], ...]] = {
 # Unset, these are written as null rather than left out.
 NULL_WHEN_UNSET = frozenset({"tm_delete"})
 # Empty, these string ids are written as the nil UUID; the nil UUID on input is "".
-NIL_UUID_WHEN_EMPTY = frozenset({"account_id", "owner_id", "reference_id"})
+NIL_UUID_WHEN_EMPTY = frozenset({"account_id", "owner_id", "reference_id", "message_flow_id"})

@@ -29,6 +29,7 @@ class NewAccount:
     detail: str = ""
     address: Address | None = None  # normalised here for the account's channel
     credentials: Mapping[str, str] = field(default_factory=dict)
+    message_flow_id: str = ""
     request_id: str | None = None
 
 
@@ -43,6 +44,7 @@ class AccountPatch:
     detail: str = ""
     address: Address | None = None
     credentials: Mapping[str, str] = field(default_factory=dict)
+    message_flow_id: str = ""
 
 
 class AccountService:
@@ -70,6 +72,7 @@ class AccountService:
             "type": new.type,
             "name": new.name,
             "detail": new.detail,
+            "message_flow_id": new.message_flow_id,
             "credentials": self.db.secrets.seal(dict(new.credentials)),  # sealed at rest (store/secrets.py)
             **self._address_values(new.type, new.address),
         }
@@ -107,6 +110,8 @@ class AccountService:
                 values["name"] = patch.name
             if "detail" in patch.fields:
                 values["detail"] = patch.detail
+            if "message_flow_id" in patch.fields:
+                values["message_flow_id"] = patch.message_flow_id
             if "address" in patch.fields:
                 values.update(self._address_values(row.type, patch.address))
             if "credentials" in patch.fields:

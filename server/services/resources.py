@@ -147,6 +147,7 @@ def account(row: AccountRow) -> account_pb2.Account:
         name=row.name,
         detail=row.detail,
         address=address(row.address_type, row.address_target, row.address_name) if row.address_target else None,
+        message_flow_id=row.message_flow_id,
         tm_create=timestamp(row.tm_create),
         tm_update=timestamp(row.tm_update),
         tm_delete=timestamp(row.tm_delete),

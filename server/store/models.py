@@ -64,6 +64,7 @@ class Account(Base):
     address_target: Mapped[str] = mapped_column(String(320), default="")
     address_name: Mapped[str] = mapped_column(String(255), default="")
     credentials: Mapped[str] = mapped_column(Text)
+    message_flow_id: Mapped[str] = mapped_column(String(36), default="", server_default="")
     tm_create: Mapped[int] = mapped_column(BigInteger)
     tm_update: Mapped[int] = mapped_column(BigInteger)
     tm_delete: Mapped[int | None] = mapped_column(BigInteger)

@@ -26,6 +26,7 @@ class AccountRow(Timestamps, Protocol):
     address_type: str
     address_target: str
     address_name: str
+    message_flow_id: str
 
 
 class ConversationRow(Timestamps, Protocol):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
@@ -60,4 +61,22 @@ async def gw(gw_url: str) -> AsyncIterator[httpx.AsyncClient]:
 async def anon(gw_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """A client without credentials."""
     async with httpx.AsyncClient(base_url=gw_url, timeout=10) as client:
+        yield client
+
+
+# --- the real `convhub serve` (tests/conftest.py's `hub`), over REST ---------------------
+
+
+@pytest.fixture
+def base(hub: Any) -> str:
+    if hub.http_base is None:
+        pytest.skip("the test server runs without its REST port (tests/conftest.py: HTTP_ENABLED)")
+    result: str = hub.http_base
+    return result
+
+
+@pytest.fixture
+def rest(base: str, tenant: Any) -> Iterator[httpx.Client]:
+    """A client authenticated as a fresh tenant (Bearer header)."""
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tenant.token}"}, timeout=10) as client:
         yield client

@@ -21,21 +21,6 @@ import pytest
 
 
 @pytest.fixture
-def base(hub: Any) -> str:
-    if hub.http_base is None:
-        pytest.skip("the test server runs without its REST port (tests/conftest.py: HTTP_ENABLED)")
-    result: str = hub.http_base
-    return result
-
-
-@pytest.fixture
-def rest(base: str, tenant: Any) -> Iterator[httpx.Client]:
-    """A client authenticated as a fresh tenant (Bearer header)."""
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tenant.token}"}, timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
 def other(base: str, other_tenant: Any) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {other_tenant.token}"}, timeout=10) as client:
         yield client

@@ -4,14 +4,13 @@ The schema facts below are copied by hand from VoIPBIN's published OpenAPI
 document (`bin-openapi-manager/openapi/openapi.yaml`) and its Go structs
 (`bin-conversation-manager/models`, `bin-api-manager/lib/apierror`), as test
 data: which keys a response carries and the values an enum takes. Runs on
-SQLite and PostgreSQL (the `hub` fixture).
+SQLite and PostgreSQL (the `hub` fixture; `base` and `rest` are in conftest.py).
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -45,20 +44,6 @@ GENERATED_REQUEST_ID = re.compile(r"req_[A-Z2-7]{26}")
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 DATE_TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
-
-
-@pytest.fixture
-def base(hub: Any) -> str:
-    if hub.http_base is None:
-        pytest.skip("the test server runs without its REST port (tests/conftest.py: HTTP_ENABLED)")
-    result: str = hub.http_base
-    return result
-
-
-@pytest.fixture
-def rest(base: str, tenant: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tenant.token}"}, timeout=10) as client:
-        yield client
 
 
 def open_conversation(rest: httpx.Client, peer: str | None = None) -> dict[str, Any]:
@@ -360,3 +345,16 @@ def test_whatsapp_account_with_provider_data_stores_it_write_only(rest: httpx.Cl
     assert r.status_code == 200, r.text
     r = rest.post("/v1.0/conversation_accounts", json={**body, "provider_data": {"app_secret": 7}})
     assert check_error(r, 400, "INVALID_ARGUMENT")["message"].startswith("account.provider_data")
+
+
+def test_account_message_flow_id_is_stored_and_nil_when_unset(rest: httpx.Client) -> None:
+    flow = str(uuid.uuid4())
+    r = rest.post("/v1.0/conversation_accounts", json={"type": "line", "name": "line", "message_flow_id": flow})
+    assert r.status_code == 200, r.text
+    account = r.json()
+    assert account["message_flow_id"] == flow
+    assert rest.get(f"/v1.0/conversation_accounts/{account['id']}").json()["message_flow_id"] == flow
+    r = rest.put(f"/v1.0/conversation_accounts/{account['id']}", json={"message_flow_id": NIL_UUID})
+    assert r.status_code == 200 and r.json()["message_flow_id"] == NIL_UUID
+    r = rest.post("/v1.0/conversation_accounts", json={"type": "sms", "name": "x", "message_flow_id": "flow-1"})
+    assert check_error(r, 400, "INVALID_ARGUMENT")["message"].startswith("account.message_flow_id")

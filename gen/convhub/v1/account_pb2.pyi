@@ -93,6 +93,7 @@ class Account(_message.Message):
     TM_CREATE_FIELD_NUMBER: _builtins.int
     TM_UPDATE_FIELD_NUMBER: _builtins.int
     TM_DELETE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FLOW_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id (UUID)."""
     customer_id: _builtins.str
@@ -103,6 +104,10 @@ class Account(_message.Message):
     """Display name."""
     detail: _builtins.str
     """Free-form description."""
+    message_flow_id: _builtins.str
+    """The customer's flow to run for each inbound message (VoIPBIN's
+    `message_flow_id`); stored and returned, not run by convhub.
+    """
     @_builtins.property
     def address(self) -> _common_pb2.Address:
         """Our address on this account (a phone number, LINE channel id, mailbox);
@@ -140,10 +145,11 @@ class Account(_message.Message):
         tm_create: _timestamp_pb2.Timestamp | None = ...,
         tm_update: _timestamp_pb2.Timestamp | None = ...,
         tm_delete: _timestamp_pb2.Timestamp | None = ...,
+        message_flow_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "tm_create", b"tm_create", "tm_delete", b"tm_delete", "tm_update", b"tm_update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "credentials", b"credentials", "customer_id", b"customer_id", "detail", b"detail", "id", b"id", "name", b"name", "tm_create", b"tm_create", "tm_delete", b"tm_delete", "tm_update", b"tm_update", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "credentials", b"credentials", "customer_id", b"customer_id", "detail", b"detail", "id", b"id", "message_flow_id", b"message_flow_id", "name", b"name", "tm_create", b"tm_create", "tm_delete", b"tm_delete", "tm_update", b"tm_update", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
