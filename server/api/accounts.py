@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from convhub.server.api import pagination, validation
-from convhub.server.api.dispatch import Caller, read_only
+from convhub.server.api.dispatch import Caller, may_run_on_loop
 from convhub.server.api.errors import InvalidArgument
 from convhub.server.domain.addresses import Address
 from convhub.server.domain.updates import ACCOUNT_UPDATABLE
@@ -58,13 +58,13 @@ class AccountMethods:
             )
         )
 
-    @read_only
+    @may_run_on_loop
     def ListAccounts(self, request: pb.ListAccountsRequest, caller: Caller) -> pb.ListAccountsResponse:
         page = pagination.parse(request.page_size, request.page_token, "accounts")
         result, token = self.accounts.list(caller.customer_id, page)
         return pb.ListAccountsResponse(result=result, next_page_token=token)
 
-    @read_only
+    @may_run_on_loop
     def GetAccount(self, request: pb.GetAccountRequest, caller: Caller) -> account_pb2.Account:
         return self.accounts.get(caller.customer_id, validation.require_uuid("id", request.id))
 

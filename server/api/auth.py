@@ -14,7 +14,9 @@ from convhub.server.store.customers import customer_for_token, hash_token
 from convhub.server.store.db import Database
 
 
-class TokenAuthenticator:
+class StoredTokenAuthenticator:
+    """Resolves API tokens against their stored SHA-256 hashes, keeping recent answers in memory."""
+
     def __init__(self, db: Database, *, ttl: float = 30.0, max_entries: int = 10_000) -> None:
         self._db = db
         self._ttl = ttl

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from convhub.server.api import convert, pagination, validation
-from convhub.server.api.dispatch import Caller, read_only
+from convhub.server.api.dispatch import Caller, may_run_on_loop
 from convhub.server.api.errors import InvalidArgument
 from convhub.server.domain.updates import CONVERSATION_UPDATABLE
 from convhub.server.services import resources
@@ -34,7 +34,7 @@ def _filter(request: pb.ListConversationsRequest) -> ConversationFilter:
 class ConversationMethods:
     conversations: ConversationService
 
-    @read_only
+    @may_run_on_loop
     def ListConversations(self, request: pb.ListConversationsRequest, caller: Caller) -> pb.ListConversationsResponse:
         where = _filter(request)
         scope = "conversations" if where.is_empty() else f"conversations:{where.fingerprint()}"
@@ -42,7 +42,7 @@ class ConversationMethods:
         result, token = self.conversations.list(caller.customer_id, page, where)
         return pb.ListConversationsResponse(result=result, next_page_token=token)
 
-    @read_only
+    @may_run_on_loop
     def GetConversation(self, request: pb.GetConversationRequest, caller: Caller) -> conversation_pb2.Conversation:
         return self.conversations.get(caller.customer_id, validation.require_uuid("id", request.id))
 

@@ -6,7 +6,7 @@ authenticate the caller's token and call the same handler.
 
 Unary handlers are plain synchronous functions doing short database work.
 Where they run is decided per method: *inline* on the event loop when the
-work cannot wait on a lock (reads marked `@read_only`, and every SQLite
+work cannot wait on a lock (reads marked `@may_run_on_loop`, and every SQLite
 transaction: one process is SQLite's only writer), otherwise on a bounded
 thread pool so a write waiting on another replica's row lock never stalls
 the loop. Inline calls skip the thread hop and the GIL hand-offs it costs.
@@ -41,14 +41,16 @@ class Caller:
     customer_id: str
 
 
-class TokenAuthenticator(Protocol):
+class Authenticator(Protocol):
+    """What the dispatcher needs to know about tokens: whose they are."""
+
     def authenticate(self, token: str) -> Caller | None:
         """The caller a token belongs to, or None. Called on the event loop: must not wait on locks."""
 
 
-def read_only(fn: F) -> F:
-    """Mark a handler that only reads: it may run inline on the event loop."""
-    fn.convhub_read_only = True  # type: ignore[attr-defined]
+def may_run_on_loop(fn: F) -> F:
+    """Mark a handler that never waits on a lock (reads only), so it may run inline on the event loop."""
+    fn.convhub_may_run_on_loop = True  # type: ignore[attr-defined]
     return fn
 
 
@@ -95,7 +97,7 @@ def collect_methods(
                 response_cls=message_class(md.output_type),
                 handler=fn,
                 server_streaming=md.server_streaming,
-                inline=inline_writes or getattr(fn, "convhub_read_only", False),
+                inline=inline_writes or getattr(fn, "convhub_may_run_on_loop", False),
                 is_async=inspect.iscoroutinefunction(fn),
             )
     return methods
@@ -107,7 +109,7 @@ class Dispatcher:
     def __init__(
         self,
         methods: dict[str, Method],
-        authenticator: TokenAuthenticator,
+        authenticator: Authenticator,
         executor: ThreadPoolExecutor,
         services: Iterable[ServiceDescriptor] = (),
     ) -> None:

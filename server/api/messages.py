@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from convhub.server.api import pagination, validation
-from convhub.server.api.dispatch import Caller, read_only
+from convhub.server.api.dispatch import Caller, may_run_on_loop
 from convhub.server.services.messages import MessageService, OutboundMessage
 from convhub.v1 import conversation_service_pb2 as pb
 from convhub.v1 import message_pb2
@@ -12,20 +12,20 @@ from convhub.v1 import message_pb2
 class MessageMethods:
     messages: MessageService
 
-    @read_only
+    @may_run_on_loop
     def ListMessages(self, request: pb.ListMessagesRequest, caller: Caller) -> pb.ListMessagesResponse:
         conversation_id = validation.require_uuid("conversation_id", request.conversation_id)
         page = pagination.parse(request.page_size, request.page_token, f"messages:{conversation_id}")
         result, token = self.messages.list(caller.customer_id, conversation_id, page)
         return pb.ListMessagesResponse(result=result, next_page_token=token)
 
-    @read_only
+    @may_run_on_loop
     def GetMessage(self, request: pb.GetMessageRequest, caller: Caller) -> message_pb2.Message:
         conversation_id = validation.require_uuid("conversation_id", request.conversation_id)
         message_id = validation.require_uuid("id", request.id)
         return self.messages.get(caller.customer_id, conversation_id, message_id)
 
-    @read_only
+    @may_run_on_loop
     def SendMessage(self, request: pb.SendMessageRequest, caller: Caller) -> message_pb2.Message:
         return self.messages.send(
             OutboundMessage(

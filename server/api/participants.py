@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from convhub.server.api import pagination, validation
-from convhub.server.api.dispatch import Caller, read_only
+from convhub.server.api.dispatch import Caller, may_run_on_loop
 from convhub.server.api.errors import InvalidArgument
 from convhub.server.domain.addresses import Address
 from convhub.server.domain.updates import PARTICIPANT_UPDATABLE
@@ -31,7 +31,7 @@ def _preferred_channel(p: participant_pb2.Participant) -> str:
 class ParticipantMethods:
     participants: ParticipantService
 
-    @read_only
+    @may_run_on_loop
     def ListParticipants(self, request: pb.ListParticipantsRequest, caller: Caller) -> pb.ListParticipantsResponse:
         conversation_id = validation.require_uuid("conversation_id", request.conversation_id)
         page = pagination.parse(request.page_size, request.page_token, f"participants:{conversation_id}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from convhub.server.api.accounts import AccountMethods
-from convhub.server.api.auth import TokenAuthenticator
+from convhub.server.api.auth import StoredTokenAuthenticator
 from convhub.server.api.conversations import ConversationMethods
 from convhub.server.api.customers import CustomerMethods
 from convhub.server.api.dispatch import Dispatcher, collect_methods
@@ -51,7 +51,7 @@ def build_dispatcher(
     ]
     return Dispatcher(
         collect_methods(services, inline_writes=db.inline_writes),
-        TokenAuthenticator(db),
+        StoredTokenAuthenticator(db),
         executor,
         services=[s for s, _ in services],
     )
