@@ -12,11 +12,13 @@ reachable the PostgreSQL half is skipped locally, but fails under CI=true.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -141,6 +143,33 @@ def stop_server(proc: subprocess.Popen[str]) -> int:
     if proc.stdout is not None:
         proc.stdout.read()
     return proc.returncode
+
+
+@contextlib.contextmanager
+def dedicated_hub(database_url: str, tmp_dir: Path, env: dict[str, str] | None = None) -> Iterator[Hub]:
+    """A server of its own (for tests that break its database or change its settings).
+
+    Its whole output is collected into `Hub.output` while it runs, so a test can read
+    the log after stopping it (and the pipe never fills up).
+    """
+    proc, grpc_target, http_base, lines = start_server(database_url, data_dir=tmp_dir, env=env)
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(line.rstrip("\n") for line in proc.stdout), daemon=True)
+    reader.start()
+    engine = create_db_engine(database_url, pool_size=2)
+    try:
+        backend = make_url(database_url).get_backend_name()
+        yield Hub(backend, database_url, grpc_target, http_base, proc, lines, engine, data_dir=tmp_dir)
+    finally:
+        engine.dispose()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        reader.join(timeout=10)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

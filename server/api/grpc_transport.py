@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError, Message
 
 from convhub.server.api.credentials import single_token
 from convhub.server.api.dispatch import Dispatcher, Method
+from convhub.server.api.error_log import log_unexpected
 from convhub.server.api.errors import ApiError, InvalidArgument, internal_status
 
 log = logging.getLogger("convhub.grpc")
@@ -46,7 +47,7 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException
     if isinstance(exc, ApiError):
         status = exc.to_status()
     else:
-        log.exception("unexpected error in %s", method, exc_info=exc)
+        log_unexpected(log, method, exc)
         status = internal_status()
     await context.abort(
         grpc.StatusCode(next(c for c in grpc.StatusCode if c.value[0] == status.code)),

@@ -21,6 +21,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from convhub.server.api.error_log import log_unexpected
 from convhub.server.api.errors import ApiError, internal_status
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def status_for_exception(exc: BaseException) -> status_pb2.Status:
         return exc.to_status()
     if isinstance(exc, TimeoutError):
         return status_pb2.Status(code=code_pb2.DEADLINE_EXCEEDED, message="deadline exceeded")
-    log.error("unexpected error in REST call", exc_info=exc)
+    log_unexpected(log, "a REST call", exc)
     return internal_status()
 
 

@@ -80,6 +80,7 @@ def create_db_engine(url: str, *, pool_size: int = 8, read_only: bool = False) -
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
+            hide_parameters=True,  # error texts would quote message text and credentials
             pool_size=pool_size,
             max_overflow=pool_size,
             connect_args={"check_same_thread": False, "timeout": 10},
@@ -99,7 +100,9 @@ def create_db_engine(url: str, *, pool_size: int = 8, read_only: bool = False) -
         # with the server is invalidated on first use and the call answers
         # UNAVAILABLE, which clients retry.
         options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if read_only else {}
-        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, **options)
+        return create_engine(
+            url, hide_parameters=True, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, **options
+        )
     raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}")
 
 
