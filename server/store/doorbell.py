@@ -70,7 +70,10 @@ class Doorbell:
 
         @event.listens_for(engine, "rollback")
         def _forget(conn: Connection) -> None:
-            conn.info.pop(_MARK, None)
+            # An invalidated connection (lost mid-transaction) has no info to
+            # read: touching it raises PendingRollbackError over the real error.
+            if not conn.invalidated:
+                conn.info.pop(_MARK, None)
 
         @event.listens_for(engine.pool, "checkin")
         def _ring_after_commit(_dbapi_conn: Any, record: Any) -> None:
