@@ -39,7 +39,7 @@ from convhub.server.http_server import SETTLE_SECONDS, ConnectionLimits, HttpSer
 from convhub.server.observability.logs import configure_logging
 from convhub.server.observability.setup import Observability
 from convhub.server.store.customers import ensure_default_customer
-from convhub.server.store.db import Database, database_backend, open_database, upgrade_schema
+from convhub.server.store.db import Database, DatabaseTimeouts, database_backend, open_database, upgrade_schema
 from convhub.server.store.media_files import MediaFiles
 from convhub.server.store.pg_doorbell import NotifyListener
 from convhub.server.store.sealed_columns import check_secrets_open, seal_plaintext_credentials
@@ -82,6 +82,15 @@ def check_stored_secrets(db: Database) -> None:
         raise StartupError(str(exc)) from None
 
 
+def database_timeouts(settings: Settings) -> DatabaseTimeouts:
+    return DatabaseTimeouts(
+        connect=settings.db_connect_timeout,
+        read=settings.db_read_timeout,
+        statement=settings.db_statement_timeout,
+        lock=settings.db_lock_timeout,
+    )
+
+
 def prepare_database(settings: Settings) -> Database:
     """Open the database and upgrade its schema; on an empty one, print the default customer's token once."""
     url = settings.resolved_database_url
@@ -89,7 +98,12 @@ def prepare_database(settings: Settings) -> Database:
         backend = database_backend(url)
     except ValueError as exc:  # an unsupported or malformed URL
         raise StartupError(f"CONVHUB_DATABASE_URL: {exc}") from None
-    db = open_database(url, workers=settings.db_workers, secrets=load_secrets(settings, backend))
+    db = open_database(
+        url,
+        workers=settings.db_workers,
+        secrets=load_secrets(settings, backend),
+        timeouts=database_timeouts(settings),
+    )
     upgrade_schema(db.writer)
     check_stored_secrets(db)
     first = ensure_default_customer(db.writer)

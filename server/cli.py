@@ -18,9 +18,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from convhub.server.app import database_timeouts
     from convhub.server.store.db import create_db_engine, upgrade_schema
 
-    engine = create_db_engine(args.settings.resolved_database_url, pool_size=1)
+    settings = args.settings
+    engine = create_db_engine(settings.resolved_database_url, pool_size=1, timeouts=database_timeouts(settings))
     upgrade_schema(engine)
     return engine
 

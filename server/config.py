@@ -153,6 +153,15 @@ class Settings(BaseSettings):
     # at most this many bytes in all, and per item. Past either bound the message keeps the item without bytes.
     media_max_bytes: Annotated[int, Field(ge=0)] = 1 << 30
     media_max_item_bytes: Annotated[int, Field(ge=0)] = 25 << 20
+    # Database timeouts, seconds (README: "When the database is slow, locked or down").
+    # Opening a PostgreSQL connection (libpq counts whole seconds, at least 2).
+    db_connect_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 5.0
+    # One read. Reads run on the event loop: also the longest it stalls, once, when PostgreSQL stops answering.
+    db_read_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 2.0
+    # One write statement (PostgreSQL statement_timeout).
+    db_statement_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 15.0
+    # A write waiting for a lock held elsewhere (SQLite busy_timeout, PostgreSQL lock_timeout).
+    db_lock_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 10.0
 
     @property
     def resolved_database_url(self) -> str:

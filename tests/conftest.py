@@ -146,17 +146,20 @@ def stop_server(proc: subprocess.Popen[str]) -> int:
 
 
 @contextlib.contextmanager
-def dedicated_hub(database_url: str, tmp_dir: Path, env: dict[str, str] | None = None) -> Iterator[Hub]:
+def dedicated_hub(
+    database_url: str, tmp_dir: Path, env: dict[str, str] | None = None, *, direct_url: str | None = None
+) -> Iterator[Hub]:
     """A server of its own (for tests that break its database or change its settings).
 
     Its whole output is collected into `Hub.output` while it runs, so a test can read
-    the log after stopping it (and the pipe never fills up).
+    the log after stopping it (and the pipe never fills up). `Hub.engine` connects to
+    `direct_url` when given (the real database behind a proxy the server uses).
     """
     proc, grpc_target, http_base, lines = start_server(database_url, data_dir=tmp_dir, env=env)
     assert proc.stdout is not None
     reader = threading.Thread(target=lambda: lines.extend(line.rstrip("\n") for line in proc.stdout), daemon=True)
     reader.start()
-    engine = create_db_engine(database_url, pool_size=2)
+    engine = create_db_engine(direct_url or database_url, pool_size=2)
     try:
         backend = make_url(database_url).get_backend_name()
         yield Hub(backend, database_url, grpc_target, http_base, proc, lines, engine, data_dir=tmp_dir)
@@ -177,13 +180,9 @@ def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     backend = request.param
     tmp_dir = tmp_path_factory.mktemp(backend)
     for url in create_database(backend, tmp_dir):
-        proc, grpc_target, http_base, lines = start_server(url, data_dir=tmp_dir)
-        engine = create_db_engine(url, pool_size=2)
-        try:
-            yield Hub(backend, url, grpc_target, http_base, proc, lines, engine, data_dir=tmp_dir)
-        finally:
-            engine.dispose()
-            stop_server(proc)
+        # Its output is drained as it comes: a server blocked writing its log would stall every test.
+        with dedicated_hub(url, tmp_dir) as hub:
+            yield hub
 
 
 @dataclass

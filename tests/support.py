@@ -1,12 +1,17 @@
-"""Test helpers: typed stubs bound to a tenant's token, and rich-error inspection."""
+"""Test helpers: typed stubs bound to a tenant's token, rich-error inspection, a health watcher."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import grpc
+import httpx
 from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import select
 
 from convhub.server.store.models import Base
@@ -17,6 +22,9 @@ from convhub.v1 import (
     ingest_service_pb2,
     ingest_service_pb2_grpc,
 )
+
+if TYPE_CHECKING:
+    from tests.conftest import Hub
 
 SMS = common_pb2.CONVERSATION_TYPE_MESSAGE
 TEL = common_pb2.ADDRESS_TYPE_TEL
@@ -131,3 +139,51 @@ def varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+@dataclass
+class HealthWatch:
+    """Probes gRPC health and REST /healthz back to back in a thread, recording the slowest answer."""
+
+    hub: Hub
+    slowest: float = 0.0
+    answered: int = 0
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> HealthWatch:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        assert self.hub.http_base is not None
+        with self.hub.channel() as channel, httpx.Client(base_url=self.hub.http_base, timeout=30) as http:
+            health = health_pb2_grpc.HealthStub(channel)
+            while not self._stop.is_set():
+                for probe in (
+                    lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=30).status == 1,
+                    lambda: http.get("/healthz").status_code == 200,
+                ):
+                    started = time.monotonic()
+                    try:
+                        ok = probe()
+                    except Exception as exc:
+                        ok, self.failures = False, [*self.failures, repr(exc)]
+                    self.slowest = max(self.slowest, time.monotonic() - started)
+                    self.answered += ok
+                self._stop.wait(0.05)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """(seconds taken, the result or the RpcError raised)."""
+    started = time.monotonic()
+    try:
+        result = fn()
+    except grpc.RpcError as err:
+        result = err
+    return time.monotonic() - started, result

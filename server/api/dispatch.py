@@ -15,9 +15,10 @@ the loop. Inline calls skip the thread hop and the GIL hand-offs it costs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -25,11 +26,12 @@ from typing import Any, Protocol, TypeVar
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
-from sqlalchemy.exc import DBAPIError
 
-from convhub.server.api.errors import Unauthenticated, Unavailable
+from convhub.server.api.errors import DeadlineExceeded, Unauthenticated, Unavailable
 from convhub.server.api.request_rules import check_request
 from convhub.server.observability.calls import note_customer
+from convhub.server.store.commit_gate import CallDeadline, commit_deadline
+from convhub.server.store.faults import DeadlinePassed, WriteWouldWait, classify
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -121,24 +123,42 @@ class Dispatcher:
     def authenticate(self, token: str | None) -> Caller:
         if not token:
             raise Unauthenticated("missing API token")
-        caller = _guard_database(self._authenticator.authenticate, token)
+        with _database_faults_answered():
+            caller = self._authenticator.authenticate(token)
         if caller is None:
             raise Unauthenticated("invalid API token")
         note_customer(caller.customer_id)  # for the call's log line and span
         return caller
 
-    async def call(self, method: Method, request: Message, token: str | None) -> Message:
-        """Run a unary method; raises ApiError for anything the caller got wrong."""
+    async def call(self, method: Method, request: Message, token: str | None, deadline: float | None = None) -> Message:
+        """Run a unary method; raises ApiError for anything the caller got wrong or the database could not do.
+
+        `deadline` is the caller's (`time.monotonic()` seconds): a write still
+        running when it passes does not commit (store/commit_gate.py).
+        """
         caller = self.authenticate(token)
         check_request(request)  # text, Struct and declared limits on every field (request_rules.py)
-        if method.is_async:
-            return await _guard_database_async(method.handler(request, caller))
-        if method.inline:
-            return _guard_database(method.handler, request, caller)
-        loop = asyncio.get_running_loop()
-        # In the call's context, so the handler's database spans join the call's trace.
-        context = contextvars.copy_context()
-        return await loop.run_in_executor(self._executor, context.run, _guard_database, method.handler, request, caller)
+        call_deadline = CallDeadline(deadline)
+        with commit_deadline(call_deadline), _database_faults_answered():
+            if method.is_async:
+                return await method.handler(request, caller)
+            if method.inline:
+                try:
+                    return method.handler(request, caller)
+                except WriteWouldWait:
+                    pass  # SQLite's write lock is taken: wait for it on a thread, not here
+            # In the call's context: the thread sees the deadline, and its database spans join the trace.
+            context = contextvars.copy_context()
+            work = asyncio.get_running_loop().run_in_executor(
+                self._executor, context.run, method.handler, request, caller
+            )
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:  # the caller gave up (deadline, cancellation)
+                if call_deadline.abandon():
+                    work.add_done_callback(_outcome_unwanted)
+                    raise  # the thread may run on, but its commit is refused
+                return await work  # its commit was claimed first: answer with the result
 
     async def stream(self, method: Method, request: Message, token: str | None) -> AsyncIterator[Message]:
         """Run a server-streaming method: authenticate first, then yield its messages."""
@@ -148,20 +168,24 @@ class Dispatcher:
             yield item
 
 
-async def _guard_database_async(call: Awaitable[Any]) -> Any:
-    try:
-        return await call
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise Unavailable("database connection lost; retry", reason="DATABASE_UNAVAILABLE") from exc
-        raise
+def _outcome_unwanted(work: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned call's outcome, so asyncio does not log it as never retrieved."""
+    if not work.cancelled():
+        work.exception()
 
 
-def _guard_database(fn: Callable[..., Any], *args: Any) -> Any:
-    """A lost database connection is UNAVAILABLE (retryable), not an internal error."""
+@contextlib.contextmanager
+def _database_faults_answered() -> Iterator[None]:
+    """What the database, not the request, stopped answers UNAVAILABLE (retryable), not INTERNAL.
+
+    A deadline that passed before commit answers DEADLINE_EXCEEDED: nothing was written.
+    """
     try:
-        return fn(*args)
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise Unavailable("database connection lost; retry", reason="DATABASE_UNAVAILABLE") from exc
-        raise
+        yield
+    except Exception as exc:
+        fault = classify(exc)
+        if fault is None:
+            raise
+        if isinstance(fault, DeadlinePassed):
+            raise DeadlineExceeded("deadline exceeded before the write committed; nothing was written") from exc
+        raise Unavailable(f"{fault.message}; retry", reason=fault.reason) from exc

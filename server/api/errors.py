@@ -123,6 +123,10 @@ class Unavailable(ApiError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class DeadlineExceeded(ApiError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 def internal_status(message: str = "internal error") -> status_pb2.Status:
     """Status for an unexpected exception: no internals leak to the caller."""
     info = any_pb2.Any()

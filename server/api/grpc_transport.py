@@ -13,6 +13,7 @@ call, a cheap way to flood the log. Here it is INVALID_ARGUMENT, not logged.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -59,7 +60,9 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException
 def _unary(dispatcher: Dispatcher, method: Method) -> Callable[..., Coroutine[Any, Any, Message]]:
     async def handle(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
         try:
-            return await dispatcher.call(method, decode_request(method, data), bearer_token(context))
+            remaining = context.time_remaining()
+            deadline = None if remaining is None else time.monotonic() + remaining
+            return await dispatcher.call(method, decode_request(method, data), bearer_token(context), deadline)
         except Exception as exc:
             await _abort(context, exc, method.full_name)
             raise  # unreachable: abort raises

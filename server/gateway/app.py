@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -283,7 +284,8 @@ class Gateway:
             if deadline is None:
                 response = await self.dispatcher.call(plan.method, request, token)
             else:
-                response = await asyncio.wait_for(self.dispatcher.call(plan.method, request, token), deadline)
+                call = self.dispatcher.call(plan.method, request, token, time.monotonic() + deadline)
+                response = await asyncio.wait_for(call, deadline)
             payload = dumps(plan.encode(response))
         except _BodyTooLarge:
             await _send_status(

@@ -28,6 +28,7 @@ from convhub.server.services.errors import found, invalid_argument
 from convhub.server.store import accounts, conversations, idempotency, messages
 from convhub.server.store.db import Database, RowValues, new_id, now_us, retry_on_conflict
 from convhub.server.store.deferred import DeferredWrites
+from convhub.server.store.faults import classify
 from convhub.server.store.group_commit import GroupCommit
 from convhub.server.store.participants import MARK_PEER_ACTIVE
 from convhub.server.store.rooms import PARTICIPANT_INSERTS, Room, match_rooms
@@ -153,8 +154,9 @@ class IngestService:
         if len(items) > 1:
             try:
                 return list(self._write(items))
-            except Exception:  # retried one by one below, where each error is reported
-                pass
+            except Exception as exc:  # retried one by one below, where each error is reported
+                if classify(exc) is not None:  # the database's doing, not an item's: each would fail alike
+                    return [exc] * len(items)
         outcomes: list[Ingested | BaseException] = []
         for item in items:
             try:

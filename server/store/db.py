@@ -18,8 +18,13 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from convhub.server.store.breaker import DatabaseBreaker
+from convhub.server.store.commit_gate import CommitGate
 from convhub.server.store.doorbell import Doorbell
+from convhub.server.store.pg_connection import ANSWER_SLACK, bound_connections, probe_database
+from convhub.server.store.pg_connection import connect_args as pg_connect_args
 from convhub.server.store.secrets import SecretBox
+from convhub.server.store.sqlite_locks import begin_immediate_off_loop, set_busy_timeout
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,21 +46,30 @@ def new_id() -> str:
 _VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
-    # WAL lets readers run beside the writer; NORMAL sync is durable across
-    # process crashes (only an OS crash can lose the last commits).
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.close()
+@dataclass(frozen=True)
+class DatabaseTimeouts:
+    """How long the service waits on its database, in seconds (README: "When the database is slow or down")."""
+
+    connect: float = 5.0  # opening a PostgreSQL connection (libpq connect_timeout, at least 2)
+    read: float = 2.0  # one read; reads run on the event loop, so also the longest it stalls once per outage
+    statement: float = 15.0  # one write statement (PostgreSQL statement_timeout)
+    lock: float = 10.0  # a write waiting for a lock (SQLite busy_timeout, PostgreSQL lock_timeout)
 
 
-def _sqlite_begin_immediate(conn: Any) -> None:
-    # Take the write lock at BEGIN, so two writers queue on busy_timeout
-    # instead of one failing with "database is locked" on lock upgrade.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+def _sqlite_pragmas(busy_ms: int) -> Callable[[Any, ConnectionPoolEntry], None]:
+    def on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        # WAL lets readers run beside the writer; NORMAL sync is durable across
+        # process crashes (only an OS crash can lose the last commits).
+        set_busy_timeout(dbapi_conn, record.info, busy_ms)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+        # Let SQLAlchemy, not pysqlite, decide when transactions begin.
+        dbapi_conn.isolation_level = None
+
+    return on_connect
 
 
 def database_backend(url: str) -> str:
@@ -67,68 +81,78 @@ def database_backend(url: str) -> str:
     return backend
 
 
-def create_db_engine(url: str, *, pool_size: int = 8, read_only: bool = False) -> Engine:
+def create_db_engine(
+    url: str,
+    *,
+    pool_size: int = 8,
+    read_only: bool = False,
+    timeouts: DatabaseTimeouts = DatabaseTimeouts(),
+    breaker: DatabaseBreaker | None = None,
+) -> Engine:
     """An engine for `sqlite:///path` (embedded default) or `postgresql+psycopg://...`.
 
     `read_only` engines run each statement in its own implicit transaction
     (SQLite autocommit, PostgreSQL AUTOCOMMIT): a one-statement read then
-    costs one round trip, with no BEGIN/ROLLBACK around it.
+    costs one round trip, with no BEGIN/ROLLBACK around it. Every wait on the
+    database is bounded by `timeouts`; on PostgreSQL a wait that runs out, or
+    a failed connect, trips `breaker`, and no transaction begins while it is open.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        busy_ms = 0 if read_only else round(timeouts.lock * 1000)  # readers in WAL mode never wait for writers
         engine = create_engine(
             url,
             hide_parameters=True,  # error texts would quote message text and credentials
             pool_size=pool_size,
             max_overflow=pool_size,
-            connect_args={"check_same_thread": False, "timeout": 10},
+            connect_args={"check_same_thread": False, "timeout": busy_ms / 1000},
         )
-        event.listen(engine, "connect", _sqlite_pragmas)
-
-        @event.listens_for(engine, "connect")
-        def _no_autobegin(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
-            # Let SQLAlchemy, not pysqlite, decide when transactions begin.
-            dbapi_conn.isolation_level = None
-
+        event.listen(engine, "connect", _sqlite_pragmas(busy_ms))
         if not read_only:
-            event.listen(engine, "begin", _sqlite_begin_immediate)
+            begin_immediate_off_loop(engine, lock_timeout=timeouts.lock)
         return engine
     if parsed.get_backend_name() == "postgresql":
         # No pre-ping (a round trip per checkout): a connection that died
         # with the server is invalidated on first use and the call answers
         # UNAVAILABLE, which clients retry.
         options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if read_only else {}
-        return create_engine(
-            url, hide_parameters=True, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, **options
+        server_limit = timeouts.read if read_only else timeouts.statement
+        engine = create_engine(
+            url,
+            hide_parameters=True,  # error texts would quote message text and credentials
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_recycle=1800,
+            connect_args=pg_connect_args(
+                connect_timeout=timeouts.connect,
+                statement_timeout=server_limit,
+                lock_timeout=timeouts.lock,
+                user_options=_one(parsed.query.get("options")),
+            ),
+            **options,
         )
+        bound_connections(engine, answer_timeout=server_limit + ANSWER_SLACK, breaker=breaker)
+        if breaker is not None and not read_only:
+            event.listen(engine, "begin", lambda _conn: breaker.check())
+        return engine
     raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}")
 
 
-class CommitsClosed(Exception):
-    """The process is past its shutdown grace: this transaction was not committed (safe to retry)."""
-
-
-class CommitGate:
-    """Refuses every COMMIT once closed (a minimal gate; see Database.close_commits)."""
-
-    def __init__(self) -> None:
-        self.closed = False
-
-    def check(self, _conn: Connection) -> None:
-        if self.closed:
-            raise CommitsClosed("the server is stopping; nothing commits any more")
+def _one(value: str | tuple[str, ...] | None) -> str | None:
+    return " ".join(value) if isinstance(value, tuple) else value
 
 
 @dataclass(frozen=True)
 class Database:
     """One database through two engines: `writer` for transactions, `reader` for single-statement reads.
 
-    `inline_writes` says whether write transactions may run on the event loop:
-    true for SQLite, where one process is a single writer anyway and a
-    transaction takes tens of microseconds; false for PostgreSQL, where a
-    write may wait on a row lock held by another replica.
+    `inline_writes` says whether write transactions may start on the event
+    loop: true for SQLite, where one process is a single writer anyway and a
+    transaction takes tens of microseconds (and a taken lock sends the call to
+    a thread, see sqlite_locks.py); false for PostgreSQL, where a write may
+    wait on a row lock held by another replica.
     """
 
     writer: Engine
@@ -136,10 +160,13 @@ class Database:
     backend: str
     # Seals and opens the secrets stored here (channel credentials; see secrets.py).
     secrets: SecretBox = field(compare=False, repr=False)
+    # Open while the database does not answer (PostgreSQL; never trips on SQLite).
+    breaker: DatabaseBreaker = field(default_factory=DatabaseBreaker, compare=False)
+    # Checked just before every COMMIT on the writer (deadlines, shutdown).
+    commit_gate: CommitGate = field(default_factory=CommitGate, compare=False)
     # Rung after each commit that wrote events (see doorbell.py).
     doorbell: Doorbell = field(default_factory=Doorbell, compare=False)
     _local: threading.local = field(default_factory=threading.local, compare=False, repr=False)
-    _commit_gate: CommitGate = field(default_factory=CommitGate, compare=False, repr=False)
 
     @property
     def inline_writes(self) -> bool:
@@ -150,43 +177,66 @@ class Database:
         """A reader connection kept per thread (checkout and return cost half of a small read).
 
         It runs in autocommit, so keeping it holds no snapshot and no lock. A
-        connection that failed is dropped and the next read opens a fresh one.
+        connection that failed, or was opened before the breaker last tripped,
+        is dropped and the next read opens a fresh one. While the breaker is
+        open this raises DatabaseUnavailable without touching the database.
         """
-        conn: Connection | None = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.invalidated:
-            conn = self._local.conn = self.reader.connect()
+        self.breaker.check()
+        kept: tuple[Connection, int] | None = getattr(self._local, "kept", None)
+        if kept is None or kept[1] != self.breaker.generation or kept[0].closed or kept[0].invalidated:
+            if kept is not None and not kept[0].closed:
+                kept[0].invalidate()  # it may be waiting on a dead socket: never reuse it
+            self._local.kept = None
+            kept = self._local.kept = (self.reader.connect(), self.breaker.generation)
+        conn = kept[0]
         try:
             yield conn
         except BaseException:
-            self._local.conn = None
+            self._local.kept = None
             conn.close()
             raise
         conn.rollback()  # ends SQLAlchemy's bookkeeping transaction; nothing to undo in autocommit
 
     def close_commits(self) -> None:
-        """From now on every COMMIT on the writer raises CommitsClosed and the transaction rolls back.
+        """From now on every COMMIT on the writer raises CommitsClosed (UNAVAILABLE) and the transaction rolls back.
 
         Shutdown calls this at the end of its grace, before cancelling the calls
         still running, so a call cancelled then cannot commit afterwards.
         """
-        self._commit_gate.closed = True
+        self.commit_gate.close()
 
     def dispose(self) -> None:
+        self.breaker.stop()
         self.writer.dispose()
         self.reader.dispose()
 
 
-def open_database(url: str, *, workers: int, secrets: SecretBox) -> Database:
+def open_database(
+    url: str,
+    *,
+    workers: int,
+    secrets: SecretBox,
+    timeouts: DatabaseTimeouts = DatabaseTimeouts(),
+) -> Database:
     """Engines for `url`; the writer pool matches the worker threads, the reader serves the event loop."""
-    db = Database(
-        writer=create_db_engine(url, pool_size=workers),
+    engines: list[Engine] = []
+
+    def probe() -> None:
+        probe_database(url, connect_timeout=timeouts.connect, answer_timeout=timeouts.read + ANSWER_SLACK)
+
+    def recover() -> None:
+        for engine in engines:  # their pooled connections may be dead: start afresh
+            engine.dispose()
+
+    breaker = DatabaseBreaker(probe, recover)
+    engines += [
+        create_db_engine(url, pool_size=workers, timeouts=timeouts, breaker=breaker),
         # Readers keep one connection per thread that reads (see read()): room for all of them.
-        reader=create_db_engine(url, pool_size=workers + 2, read_only=True),
-        backend=database_backend(url),
-        secrets=secrets,
-    )
+        create_db_engine(url, pool_size=workers + 2, read_only=True, timeouts=timeouts, breaker=breaker),
+    ]
+    db = Database(writer=engines[0], reader=engines[1], backend=database_backend(url), secrets=secrets, breaker=breaker)
     db.doorbell.attach(db.writer)
-    event.listen(db.writer, "commit", db._commit_gate.check)
+    db.commit_gate.attach(db.writer)
     return db
 
 

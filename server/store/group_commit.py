@@ -7,6 +7,12 @@ writes one batch at a time on a worker thread; items submitted while a batch
 is being written queue up and form the next batch. (Writing on the event loop
 instead was tried: calls then arrive one per loop turn and batches stay at 1.)
 
+Deadlines (store/commit_gate.py): an item whose caller gave up (cancelled,
+or past its deadline) is dropped before its batch is written; a batch commits
+only if every caller in it still waits (it claims them all), and items
+refused only because a batch-mate gave up go into the next batch. A caller
+cancelled after its batch claimed the commit waits for the result instead.
+
 Correctness does not depend on batching: when a batch fails as a whole (a
 uniqueness race, a deadlock, any error) it is rolled back and every item is
 written again alone, so an item fails only for its own reasons and no item
@@ -21,6 +27,8 @@ from concurrent.futures import Executor
 from typing import Generic, TypeAlias, TypeVar
 
 from convhub.server.observability.metrics import GROUP_COMMIT_BATCH_SIZE
+from convhub.server.store.commit_gate import CallDeadline, current_deadline, run_with_deadlines
+from convhub.server.store.faults import DeadlinePassed
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -46,30 +54,42 @@ class GroupCommit(Generic[T, R]):
         self._write_batch = write_batch
         self._executor = executor
         self._max_batch = max_batch
-        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._queue: list[_Entry[T, R]] = []
         self._scheduled = False
         self._writing = False
 
     async def submit(self, item: T) -> R:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        self._queue.append((item, future))
+        deadline = current_deadline()
+        self._queue.append((item, future, deadline))
         if not self._scheduled and not self._writing:
             # Let every call already waiting in this loop turn join the batch.
             self._scheduled = True
             loop.call_soon(self._flush)
-        return await future
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if deadline is None or deadline.abandon():
+                future.cancel()  # not written, or its commit is refused
+                raise
+            return await future  # its batch claimed the commit: answer with the result
 
     def _flush(self) -> None:
         self._scheduled = False
         if self._writing or not self._queue:
             return
         batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
-        items = [item for item, _ in batch]
+        batch = [entry for entry in batch if _still_wanted(entry)]
+        if not batch:
+            self._next()
+            return
+        items = [item for item, _, _ in batch]
+        deadlines = [d for _, _, d in batch]
         GROUP_COMMIT_BATCH_SIZE.observe(len(items))
         self._writing = True
         loop = asyncio.get_running_loop()
-        task = loop.run_in_executor(self._executor, self._write_batch, items)
+        task = loop.run_in_executor(self._executor, run_with_deadlines, deadlines, self._write_batch, items)
 
         def done(f: asyncio.Future[list[Outcome[R]]]) -> None:
             self._writing = False
@@ -84,12 +104,31 @@ class GroupCommit(Generic[T, R]):
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    @staticmethod
-    def _settle(batch: list[tuple[T, asyncio.Future[R]]], outcomes: list[Outcome[R]]) -> None:
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
+    def _settle(self, batch: list[_Entry[T, R]], outcomes: list[Outcome[R]]) -> None:
+        again = []
+        for entry, outcome in zip(batch, outcomes, strict=True):
+            _, future, deadline = entry
             if future.done():  # the caller gave up (deadline, cancellation)
                 continue
-            if isinstance(outcome, BaseException):
+            if isinstance(outcome, DeadlinePassed) and not (deadline is not None and deadline.given_up):
+                again.append(entry)  # refused because a batch-mate gave up, not its own caller
+            elif isinstance(outcome, BaseException):
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+        self._queue[:0] = again
+
+
+# An item, its caller's future and its caller's deadline.
+_Entry: TypeAlias = tuple[T, "asyncio.Future[R]", CallDeadline | None]
+
+
+def _still_wanted(entry: _Entry[T, R]) -> bool:
+    """False for an item whose caller gave up: it is not written at all."""
+    _, future, deadline = entry
+    if future.done():  # cancelled by its caller
+        return False
+    if deadline is not None and deadline.given_up:
+        future.set_exception(DeadlinePassed("the call's deadline passed before its write started"))
+        return False
+    return True

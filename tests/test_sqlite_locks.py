@@ -1,0 +1,111 @@
+"""Another process holds SQLite's write lock: the server stays responsive, writes answer UNAVAILABLE (issue 10.4).
+
+The test process itself is that other process: it opens the server's SQLite
+file and holds `BEGIN IMMEDIATE`, as the CLI, a backup or a second server can.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+from sqlalchemy import make_url
+
+from convhub.v1 import account_pb2, conversation_pb2
+from convhub.v1 import account_service_pb2 as acs
+from convhub.v1 import conversation_service_pb2 as cs
+from tests.conftest import Hub, create_database, dedicated_hub, new_tenant
+from tests.support import Api, HealthWatch, rich_error, timed
+
+LOCK_TIMEOUT = 1.5  # CONVHUB_DB_LOCK_TIMEOUT for this server
+FAST = 1.0  # far above a read's or a health check's normal milliseconds, far below the lock timeout
+
+
+@pytest.fixture
+def sqlite_hub(tmp_path: Path) -> Iterator[Hub]:
+    for url in create_database("sqlite", tmp_path):
+        with dedicated_hub(url, tmp_path, {"CONVHUB_DB_LOCK_TIMEOUT": str(LOCK_TIMEOUT)}) as hub:
+            yield hub
+
+
+class WriteLockHolder:
+    """This process holding the database's write lock, like a second writer would."""
+
+    def __init__(self, hub: Hub) -> None:
+        path = make_url(hub.database_url).database
+        assert path is not None
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    def __enter__(self) -> WriteLockHolder:
+        self._conn.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+
+def test_writes_wait_for_another_process_lock_off_the_loop(sqlite_hub: Hub) -> None:
+    hub = sqlite_hub
+    tenant = new_tenant(hub)
+    with hub.channel() as channel:
+        api = Api.for_tenant(channel, tenant.metadata)
+        conversation = api.sms(text="before the lock").conversation
+        account = account_pb2.Account(type=account_pb2.ACCOUNT_TYPE_SMS, name="main")
+        rename = cs.UpdateConversationRequest(
+            conversation=conversation_pb2.Conversation(id=conversation.id, name="renamed"),
+            update_mask=field_mask_pb2.FieldMask(paths=["name"]),
+        )
+        writes: dict[str, Callable[[], Any]] = {
+            # inline on SQLite when the lock is free, on a thread when it is not
+            "UpdateConversation": lambda: api.conversations.UpdateConversation(rename),
+            "CreateAccount": lambda: api.accounts.CreateAccount(acs.CreateAccountRequest(account=account)),
+            # through the group commit's thread
+            "IngestMessage": lambda: api.sms(text="while locked"),
+        }
+
+        def read() -> Any:
+            return api.conversations.GetConversation(cs.GetConversationRequest(id=conversation.id))
+
+        with HealthWatch(hub) as watch, WriteLockHolder(hub), ThreadPoolExecutor(len(writes)) as pool:
+            waiting = {name: pool.submit(timed, write) for name, write in writes.items()}
+            threading.Event().wait(LOCK_TIMEOUT / 3)  # the writes are waiting for the lock now
+            took, outcome = timed(read)  # reads never wait for writers (WAL)
+            assert not isinstance(outcome, grpc.RpcError), outcome
+            assert took < FAST, took
+            for name, future in waiting.items():
+                took, outcome = future.result()
+                assert isinstance(outcome, grpc.RpcError), f"{name} succeeded while the lock was held"
+                rich = rich_error(outcome)
+                assert (rich.code, rich.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_BUSY"), (name, rich)
+                assert LOCK_TIMEOUT * 0.8 < took < LOCK_TIMEOUT + 5, (name, took)  # it waited, then gave up
+        assert not watch.failures and watch.answered > 0
+        assert watch.slowest < FAST, watch.slowest  # no health check waited for the lock
+
+        # A write that meets the lock but gets it within the timeout just succeeds, a little later.
+        with WriteLockHolder(hub) as lock:
+            renaming = threading.Thread(target=lambda: results.append(timed(writes["UpdateConversation"])))
+            results: list[tuple[float, Any]] = []
+            renaming.start()
+            threading.Event().wait(LOCK_TIMEOUT / 3)
+            lock.release()
+            renaming.join(timeout=30)
+        [(took, renamed)] = results
+        assert not isinstance(renamed, grpc.RpcError), renamed
+        assert renamed.name == "renamed"
+
+        # Released: every write goes through again.
+        for name, write in writes.items():
+            took, outcome = timed(write)
+            assert not isinstance(outcome, grpc.RpcError), (name, outcome)
+        assert read().name == "renamed"
