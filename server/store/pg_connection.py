@@ -23,9 +23,10 @@ from typing import Any
 
 import psycopg
 import psycopg.errors
-from sqlalchemy import Engine, event, make_url
+from sqlalchemy import Engine, event
 
 from convhub.server.store.breaker import DatabaseBreaker
+from convhub.server.store.pg_doorbell import libpq_conninfo
 
 # Beyond the server's own limit, how long an answer may take to arrive (it normally takes a millisecond).
 ANSWER_SLACK = 0.5
@@ -85,9 +86,8 @@ def bound_connections(engine: Engine, *, answer_timeout: float, breaker: Databas
 
 def probe_database(url: str, *, connect_timeout: float, answer_timeout: float) -> None:
     """Connect afresh (no pool) and run `SELECT 1`; raises unless the database answers in time."""
-    conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     with BoundedConnection.connect(
-        conninfo, connect_timeout=max(2, math.ceil(connect_timeout)), autocommit=True
+        libpq_conninfo(url), connect_timeout=max(2, math.ceil(connect_timeout)), autocommit=True
     ) as conn:
         conn.answer_timeout = answer_timeout
         conn.execute("SELECT 1")
