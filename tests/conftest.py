@@ -132,7 +132,8 @@ def start_server(
     raise RuntimeError("convhub serve exited before serving:\n" + "\n".join(lines))
 
 
-def stop_server(proc: subprocess.Popen[str]) -> int:
+def terminate_server(proc: subprocess.Popen[str]) -> int:
+    """SIGTERM (a drain), then SIGKILL if it has not exited within 20 s; its exit code."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -140,6 +141,11 @@ def stop_server(proc: subprocess.Popen[str]) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    return proc.returncode
+
+
+def stop_server(proc: subprocess.Popen[str]) -> int:
+    terminate_server(proc)
     if proc.stdout is not None:
         proc.stdout.read()
     return proc.returncode
@@ -165,13 +171,7 @@ def dedicated_hub(
         yield Hub(backend, database_url, grpc_target, http_base, proc, lines, engine, data_dir=tmp_dir)
     finally:
         engine.dispose()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate_server(proc)
         reader.join(timeout=10)
 
 

@@ -61,6 +61,19 @@ def assert_database_unavailable(outcome: Any) -> None:
     assert (rich.code, rich.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE"), rich
 
 
+def assert_outage_noticed_then_answered_fast(
+    first: Callable[[], Any], its_timeout: float, then: list[Callable[[], Any]]
+) -> None:
+    """`first` meets the outage and fails within its timeout (+0.5 s slack); the calls after it fail at once."""
+    took, outcome = timed(first)
+    assert_database_unavailable(outcome)
+    assert took < its_timeout + 0.5 + 3, took
+    for call in then:
+        took, outcome = timed(call)
+        assert_database_unavailable(outcome)
+        assert took < FAST, (getattr(call, "__name__", call), took)
+
+
 def wait_until_it_answers(call: Callable[[], Any], bound: float = 30.0) -> Any:
     stop = time.monotonic() + bound
     while True:
@@ -99,13 +112,9 @@ def test_black_holed_database_answers_unavailable_fast_keeps_health_and_recovers
         # Outage 1: a write meets it first (on a worker thread: the loop never waits).
         with HealthWatch(hub) as watch:
             proxy.blackhole()
-            took, outcome = timed(create_account)
-            assert_database_unavailable(outcome)
-            assert took < STATEMENT_TIMEOUT + 0.5 + 3, took
-            for call in (get_conversation, create_account, ingest, list_as_newcomer):
-                took, outcome = timed(call)
-                assert_database_unavailable(outcome)
-                assert took < FAST, (call.__name__, took)
+            assert_outage_noticed_then_answered_fast(
+                create_account, STATEMENT_TIMEOUT, [get_conversation, create_account, ingest, list_as_newcomer]
+            )
             assert hub.http_base is not None
             with httpx.Client(base_url=hub.http_base, timeout=CALL_DEADLINE) as http:
                 rest = http.get(f"/v1.0/conversations/{conversation_id}", params={"token": tenant.token})
@@ -118,13 +127,9 @@ def test_black_holed_database_answers_unavailable_fast_keeps_health_and_recovers
         # Outage 2: a read meets it first, inline on the event loop: one bounded stall, then fast answers.
         with HealthWatch(hub) as watch:
             proxy.blackhole()
-            took, outcome = timed(get_conversation)
-            assert_database_unavailable(outcome)
-            assert took < READ_TIMEOUT + 0.5 + 3, took
-            for call in (get_conversation, get_conversation, create_account, ingest):
-                took, outcome = timed(call)
-                assert_database_unavailable(outcome)
-                assert took < FAST, (call.__name__, took)
+            assert_outage_noticed_then_answered_fast(
+                get_conversation, READ_TIMEOUT, [get_conversation, get_conversation, create_account, ingest]
+            )
             proxy.forward()
             wait_until_it_answers(get_conversation)
         assert not watch.failures and watch.answered > 0
