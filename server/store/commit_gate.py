@@ -23,7 +23,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event
@@ -83,6 +83,15 @@ def commit_deadline(*deadlines: CallDeadline | None) -> Iterator[None]:
         yield
     finally:
         _deadlines.reset(token)
+
+
+def enter_call_deadline(deadline: CallDeadline) -> Token[tuple[CallDeadline, ...]]:
+    """commit_deadline(deadline) without a context manager, for the per-call hot path; pair with leave."""
+    return _deadlines.set((deadline,))
+
+
+def leave_call_deadline(entered: Token[tuple[CallDeadline, ...]]) -> None:
+    _deadlines.reset(entered)
 
 
 def run_with_deadlines(deadlines: Sequence[CallDeadline | None], fn: Callable[..., R], *args: Any) -> R:
