@@ -39,7 +39,7 @@ from convhub.server.http_server import SETTLE_SECONDS, ConnectionLimits, HttpSer
 from convhub.server.observability.logs import configure_logging
 from convhub.server.observability.setup import Observability
 from convhub.server.store.customers import ensure_default_customer
-from convhub.server.store.db import Database, DatabaseTimeouts, database_backend, open_database, upgrade_schema
+from convhub.server.store.db import Database, DatabaseTimeouts, database_backend, migrate, open_database
 from convhub.server.store.media_files import MediaFiles
 from convhub.server.store.pg_doorbell import NotifyListener
 from convhub.server.store.sealed_columns import check_secrets_open, seal_plaintext_credentials
@@ -104,7 +104,7 @@ def prepare_database(settings: Settings) -> Database:
         secrets=load_secrets(settings, backend),
         timeouts=database_timeouts(settings),
     )
-    upgrade_schema(db.writer)
+    migrate(url, database_timeouts(settings))
     check_stored_secrets(db)
     first = ensure_default_customer(db.writer)
     if first is not None:

@@ -19,12 +19,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from convhub.server.app import database_timeouts
-    from convhub.server.store.db import create_db_engine, upgrade_schema
+    from convhub.server.store.db import create_db_engine, migrate
 
     settings = args.settings
-    engine = create_db_engine(settings.resolved_database_url, pool_size=1, timeouts=database_timeouts(settings))
-    upgrade_schema(engine)
-    return engine
+    migrate(settings.resolved_database_url, database_timeouts(settings))
+    return create_db_engine(settings.resolved_database_url, pool_size=1, timeouts=database_timeouts(settings))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

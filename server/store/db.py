@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import threading
@@ -52,7 +53,7 @@ class DatabaseTimeouts:
 
     connect: float = 5.0  # opening a PostgreSQL connection (libpq connect_timeout, at least 2)
     read: float = 2.0  # one read; reads run on the event loop, so also the longest it stalls once per outage
-    statement: float = 15.0  # one write statement (PostgreSQL statement_timeout)
+    statement: float | None = 15.0  # one write statement (PostgreSQL statement_timeout); None: no limit
     lock: float = 10.0  # a write waiting for a lock (SQLite busy_timeout, PostgreSQL lock_timeout)
 
 
@@ -133,7 +134,8 @@ def create_db_engine(
             ),
             **options,
         )
-        bound_connections(engine, answer_timeout=server_limit + ANSWER_SLACK, breaker=breaker)
+        answer_timeout = None if server_limit is None else server_limit + ANSWER_SLACK
+        bound_connections(engine, answer_timeout=answer_timeout, breaker=breaker)
         if breaker is not None and not read_only:
             event.listen(engine, "begin", lambda _conn: breaker.check())
         return engine
@@ -250,6 +252,19 @@ def alembic_config(engine: Engine) -> Config:
 def upgrade_schema(engine: Engine) -> None:
     """Bring the schema to the newest migration (idempotent; safe to run on every start)."""
     command.upgrade(alembic_config(engine), "head")
+
+
+def migrate(url: str, timeouts: DatabaseTimeouts) -> None:
+    """upgrade_schema over a connection without a statement limit: a migration may rewrite a big table.
+
+    Lock waits stay bounded, so a migration queued behind a busy replica fails
+    instead of holding every later query of the table in the lock queue.
+    """
+    engine = create_db_engine(url, pool_size=1, timeouts=dataclasses.replace(timeouts, statement=None))
+    try:
+        upgrade_schema(engine)
+    finally:
+        engine.dispose()
 
 
 class WriteConflict(Exception):

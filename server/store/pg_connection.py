@@ -54,19 +54,22 @@ class BoundedConnection(psycopg.Connection[Any]):
 
 
 def connect_args(
-    *, connect_timeout: float, statement_timeout: float, lock_timeout: float, user_options: str | None
+    *, connect_timeout: float, statement_timeout: float | None, lock_timeout: float, user_options: str | None
 ) -> dict[str, Any]:
-    """libpq parameters bounding connects and statements; `user_options` (from the URL) are kept."""
-    server_limits = f"-c statement_timeout={_ms(statement_timeout)} -c lock_timeout={_ms(lock_timeout)}"
-    return {
+    """libpq parameters bounding connects and statements (None: no statement limit); URL `options` are kept."""
+    statement_ms = 0 if statement_timeout is None else _ms(statement_timeout)  # 0: PostgreSQL's "no limit"
+    server_limits = f"-c statement_timeout={statement_ms} -c lock_timeout={_ms(lock_timeout)}"
+    args: dict[str, Any] = {
         "connect_timeout": max(2, math.ceil(connect_timeout)),  # libpq counts whole seconds, at least 2
-        "tcp_user_timeout": _ms(statement_timeout + ANSWER_SLACK),
         "options": f"{user_options} {server_limits}" if user_options else server_limits,
         **KEEPALIVES,
     }
+    if statement_timeout is not None:
+        args["tcp_user_timeout"] = _ms(statement_timeout + ANSWER_SLACK)
+    return args
 
 
-def bound_connections(engine: Engine, *, answer_timeout: float, breaker: DatabaseBreaker | None) -> None:
+def bound_connections(engine: Engine, *, answer_timeout: float | None, breaker: DatabaseBreaker | None) -> None:
     """`engine` opens BoundedConnections; a failed connect trips `breaker`, and none is tried while it is open."""
 
     @event.listens_for(engine, "do_connect")

@@ -1,7 +1,9 @@
-"""Another process holds SQLite's write lock: the server stays responsive, writes answer UNAVAILABLE (issue 10.4).
+"""Another process holds the lock writes need: the server stays responsive, writes answer UNAVAILABLE (issue 10.4).
 
-The test process itself is that other process: it opens the server's SQLite
-file and holds `BEGIN IMMEDIATE`, as the CLI, a backup or a second server can.
+The test process itself is that other process. On SQLite it holds the file's
+write lock (`BEGIN IMMEDIATE`), as the CLI, a backup or a second server can;
+on PostgreSQL a row lock every write of the tenant needs (its event counter),
+as a long transaction of another replica can.
 """
 
 from __future__ import annotations
@@ -14,49 +16,66 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from google.protobuf import field_mask_pb2
 from sqlalchemy import make_url
 
+from convhub.server.store.pg_doorbell import libpq_conninfo
 from convhub.v1 import account_pb2, conversation_pb2
 from convhub.v1 import account_service_pb2 as acs
 from convhub.v1 import conversation_service_pb2 as cs
-from tests.conftest import Hub, create_database, dedicated_hub, new_tenant
+from tests.conftest import BACKENDS, Hub, Tenant, create_database, dedicated_hub, new_tenant
 from tests.support import Api, HealthWatch, rich_error, timed
 
 LOCK_TIMEOUT = 1.5  # CONVHUB_DB_LOCK_TIMEOUT for this server
 FAST = 1.0  # far above a read's or a health check's normal milliseconds, far below the lock timeout
 
 
-@pytest.fixture
-def sqlite_hub(tmp_path: Path) -> Iterator[Hub]:
-    for url in create_database("sqlite", tmp_path):
+@pytest.fixture(params=BACKENDS)
+def locking_hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hub]:
+    for url in create_database(request.param, tmp_path):
         with dedicated_hub(url, tmp_path, {"CONVHUB_DB_LOCK_TIMEOUT": str(LOCK_TIMEOUT)}) as hub:
             yield hub
 
 
 class WriteLockHolder:
-    """This process holding the database's write lock, like a second writer would."""
+    """This process holding a lock the tenant's writes need, like a second writer would."""
 
-    def __init__(self, hub: Hub) -> None:
-        path = make_url(hub.database_url).database
-        assert path is not None
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    def __init__(self, hub: Hub, tenant: Tenant) -> None:
+        self._customer_id = tenant.customer_id
+        self._sqlite: sqlite3.Connection | None = None
+        self._pg: psycopg.Connection[Any] | None = None
+        if hub.backend == "sqlite":
+            path = make_url(hub.database_url).database
+            assert path is not None
+            self._sqlite = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        else:
+            self._pg = psycopg.connect(libpq_conninfo(hub.database_url))
 
     def __enter__(self) -> WriteLockHolder:
-        self._conn.execute("BEGIN IMMEDIATE")
+        if self._sqlite is not None:
+            self._sqlite.execute("BEGIN IMMEDIATE")
+        else:
+            assert self._pg is not None
+            self._pg.execute("SELECT 1 FROM customers WHERE id = %s FOR UPDATE", (self._customer_id,))
         return self
 
     def __exit__(self, *_: object) -> None:
         self.release()
+        for conn in (self._sqlite, self._pg):
+            if conn is not None:
+                conn.close()
 
     def release(self) -> None:
-        if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
+        if self._sqlite is not None and self._sqlite.in_transaction:
+            self._sqlite.execute("ROLLBACK")
+        if self._pg is not None:
+            self._pg.rollback()
 
 
-def test_writes_wait_for_another_process_lock_off_the_loop(sqlite_hub: Hub) -> None:
-    hub = sqlite_hub
+def test_writes_wait_for_another_process_lock_off_the_loop(locking_hub: Hub) -> None:
+    hub = locking_hub
     tenant = new_tenant(hub)
     with hub.channel() as channel:
         api = Api.for_tenant(channel, tenant.metadata)
@@ -67,7 +86,7 @@ def test_writes_wait_for_another_process_lock_off_the_loop(sqlite_hub: Hub) -> N
             update_mask=field_mask_pb2.FieldMask(paths=["name"]),
         )
         writes: dict[str, Callable[[], Any]] = {
-            # inline on SQLite when the lock is free, on a thread when it is not
+            # SQLite: inline when the lock is free, on a thread when it is not; PostgreSQL: on a thread
             "UpdateConversation": lambda: api.conversations.UpdateConversation(rename),
             "CreateAccount": lambda: api.accounts.CreateAccount(acs.CreateAccountRequest(account=account)),
             # through the group commit's thread
@@ -77,7 +96,7 @@ def test_writes_wait_for_another_process_lock_off_the_loop(sqlite_hub: Hub) -> N
         def read() -> Any:
             return api.conversations.GetConversation(cs.GetConversationRequest(id=conversation.id))
 
-        with HealthWatch(hub) as watch, WriteLockHolder(hub), ThreadPoolExecutor(len(writes)) as pool:
+        with HealthWatch(hub) as watch, WriteLockHolder(hub, tenant), ThreadPoolExecutor(len(writes)) as pool:
             waiting = {name: pool.submit(timed, write) for name, write in writes.items()}
             threading.Event().wait(LOCK_TIMEOUT / 3)  # the writes are waiting for the lock now
             took, outcome = timed(read)  # reads never wait for writers (WAL)
@@ -93,7 +112,7 @@ def test_writes_wait_for_another_process_lock_off_the_loop(sqlite_hub: Hub) -> N
         assert watch.slowest < FAST, watch.slowest  # no health check waited for the lock
 
         # A write that meets the lock but gets it within the timeout just succeeds, a little later.
-        with WriteLockHolder(hub) as lock:
+        with WriteLockHolder(hub, tenant) as lock:
             renaming = threading.Thread(target=lambda: results.append(timed(writes["UpdateConversation"])))
             results: list[tuple[float, Any]] = []
             renaming.start()
