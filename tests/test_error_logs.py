@@ -86,7 +86,7 @@ def test_unexpected_error_text_keeps_type_and_statement_but_not_messages() -> No
     """The formatter on its own: a database error quoting its row comes out without the row."""
     from sqlalchemy.exc import IntegrityError
 
-    from convhub.server.api.error_log import describe_exception
+    from convhub.server.observability.error_log import describe_exception
 
     class FakeDriverError(Exception):
         sqlstate = "23514"

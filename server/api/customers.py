@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from convhub.server.api import validation
-from convhub.server.api.dispatch import Caller, read_only
+from convhub.server.api.dispatch import Caller, may_run_on_loop
 from convhub.server.api.errors import InvalidArgument
 from convhub.server.services.customers import CustomerService
 from convhub.v1 import customer_pb2
@@ -17,7 +17,7 @@ class CustomerMethods:
     def __init__(self, customers: CustomerService) -> None:
         self.customers = customers
 
-    @read_only
+    @may_run_on_loop
     def GetCustomer(self, request: pb.GetCustomerRequest, caller: Caller) -> customer_pb2.Customer:
         return self.customers.get(caller.customer_id)
 

@@ -22,8 +22,8 @@ from google.protobuf.message import DecodeError, Message
 
 from convhub.server.api.credentials import single_token
 from convhub.server.api.dispatch import Dispatcher, Method
-from convhub.server.api.error_log import log_unexpected
 from convhub.server.api.errors import ApiError, InvalidArgument, internal_status
+from convhub.server.observability.error_log import log_unexpected
 
 log = logging.getLogger("convhub.grpc")
 _DETAILS_KEY = "grpc-status-details-bin"

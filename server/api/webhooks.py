@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from convhub.server.api import pagination, validation
-from convhub.server.api.dispatch import Caller, read_only
+from convhub.server.api.dispatch import Caller, may_run_on_loop
 from convhub.server.api.errors import InvalidArgument
 from convhub.server.events.outbox import EVENT_TYPE_NAMES
 from convhub.server.services.webhooks import DELIVERY_STATUS, EndpointPatch, NewEndpoint, WebhookService
@@ -49,7 +49,7 @@ class WebhookMethods:
             )
         )
 
-    @read_only
+    @may_run_on_loop
     def ListWebhookEndpoints(
         self, request: pb.ListWebhookEndpointsRequest, caller: Caller
     ) -> pb.ListWebhookEndpointsResponse:
@@ -57,7 +57,7 @@ class WebhookMethods:
         result, token = self.webhooks.list(caller.customer_id, page)
         return pb.ListWebhookEndpointsResponse(result=result, next_page_token=token)
 
-    @read_only
+    @may_run_on_loop
     def GetWebhookEndpoint(self, request: pb.GetWebhookEndpointRequest, caller: Caller) -> webhook_pb2.WebhookEndpoint:
         return self.webhooks.get(caller.customer_id, validation.require_uuid("id", request.id))
 
@@ -91,7 +91,7 @@ class WebhookMethods:
     ) -> webhook_pb2.WebhookEndpoint:
         return self.webhooks.rotate_secret(caller.customer_id, validation.require_uuid("id", request.id))
 
-    @read_only
+    @may_run_on_loop
     def ListWebhookDeliveries(
         self, request: pb.ListWebhookDeliveriesRequest, caller: Caller
     ) -> pb.ListWebhookDeliveriesResponse:

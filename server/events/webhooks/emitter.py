@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from convhub.server.events.webhooks.body import render_event
 from convhub.server.events.webhooks.policy import WebhookPolicy
 from convhub.server.events.webhooks.sender import ATTEMPT_TIMEOUT, WebhookSender
+from convhub.server.observability.error_log import log_unexpected
 from convhub.server.store import webhooks as store
 from convhub.server.store.db import Database
 
@@ -113,8 +114,8 @@ class WebhookEmitter:
         while not self._stopping:
             try:
                 made, more = await self._in_thread(self._fan_out_once)
-            except Exception:
-                log.exception("webhook fan-out failed; retrying")
+            except Exception as exc:
+                log_unexpected(log, "the webhook fan-out (retrying)", exc)
                 made, more = 0, False
             if made:
                 self._wake.set()
@@ -142,8 +143,8 @@ class WebhookEmitter:
             if outcomes or free > 0:
                 try:
                     claimed = await self._in_thread(self._cycle, outcomes, free, dict(self._per_endpoint))
-                except Exception:
-                    log.exception("webhook delivery cycle failed; retrying")
+                except Exception as exc:
+                    log_unexpected(log, "a webhook delivery cycle (retrying)", exc)
                     self._outcomes[:0] = outcomes
                     await asyncio.sleep(POLL_INTERVAL)
                     continue
@@ -164,8 +165,8 @@ class WebhookEmitter:
                 await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
         try:
             await self._in_thread(self._release)
-        except Exception:
-            log.exception("could not release webhook leases; they expire on their own")
+        except Exception as exc:
+            log_unexpected(log, "releasing webhook leases (they expire on their own)", exc)
 
     async def _wait_in_flight(self) -> None:
         """On stop: attempts finish within their 5 s; anything past a margin is cancelled (its lease expires)."""
@@ -187,8 +188,8 @@ class WebhookEmitter:
             self._outcomes.append(outcome)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("webhook attempt crashed; its lease will expire and it is retried")
+        except Exception as exc:
+            log_unexpected(log, "a webhook attempt (its lease expires and it is retried)", exc)
         finally:
             task = asyncio.current_task()
             if task is not None:
