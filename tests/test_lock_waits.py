@@ -22,7 +22,7 @@ from google.protobuf import field_mask_pb2
 from sqlalchemy import make_url
 
 from convhub.server.store.pg_doorbell import libpq_conninfo
-from convhub.v1 import account_pb2, conversation_pb2
+from convhub.v1 import account_pb2, conversation_pb2, webhook_pb2, webhook_service_pb2, webhook_service_pb2_grpc
 from convhub.v1 import account_service_pb2 as acs
 from convhub.v1 import conversation_service_pb2 as cs
 from tests.conftest import BACKENDS, Hub, Tenant, create_database, dedicated_hub, new_tenant
@@ -35,7 +35,8 @@ FAST = 1.0  # far above a read's or a health check's normal milliseconds, far be
 @pytest.fixture(params=BACKENDS)
 def locking_hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hub]:
     for url in create_database(request.param, tmp_path):
-        with dedicated_hub(url, tmp_path, {"CONVHUB_DB_LOCK_TIMEOUT": str(LOCK_TIMEOUT)}) as hub:
+        env = {"CONVHUB_DB_LOCK_TIMEOUT": str(LOCK_TIMEOUT), "CONVHUB_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
+        with dedicated_hub(url, tmp_path, env) as hub:
             yield hub
 
 
@@ -79,6 +80,7 @@ def test_writes_wait_for_another_process_lock_off_the_loop(locking_hub: Hub) -> 
     tenant = new_tenant(hub)
     with hub.channel() as channel:
         api = Api.for_tenant(channel, tenant.metadata)
+        webhooks = webhook_service_pb2_grpc.WebhookServiceStub(channel)
         conversation = api.sms(text="before the lock").conversation
         account = account_pb2.Account(type=account_pb2.ACCOUNT_TYPE_SMS, name="main")
         rename = cs.UpdateConversationRequest(
@@ -91,6 +93,14 @@ def test_writes_wait_for_another_process_lock_off_the_loop(locking_hub: Hub) -> 
             "CreateAccount": lambda: api.accounts.CreateAccount(acs.CreateAccountRequest(account=account)),
             # through the group commit's thread
             "IngestMessage": lambda: api.sms(text="while locked"),
+            # an async handler running its own transaction (services/webhooks.py)
+            "CreateWebhookEndpoint": lambda: webhooks.CreateWebhookEndpoint(
+                webhook_service_pb2.CreateWebhookEndpointRequest(
+                    webhook_endpoint=webhook_pb2.WebhookEndpoint(url="http://127.0.0.1:9/hook")
+                ),
+                metadata=tenant.metadata,
+                timeout=30,
+            ),
         }
 
         def read() -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextvars
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from convhub.server.services.resources import StoredEnum, timestamp
 from convhub.server.store import idempotency
 from convhub.server.store import webhooks as store
 from convhub.server.store.db import Database, retry_on_conflict
+from convhub.server.store.faults import WriteWouldWait
 from convhub.server.store.pages import Page
 from convhub.v1 import webhook_pb2
 
@@ -104,10 +106,18 @@ class WebhookTransactions:
         self._executor = executor
 
     async def in_transaction(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a transaction where writes may run: inline on SQLite, on a database thread on PostgreSQL."""
+        """Run a transaction where writes may run: inline on SQLite, on a database thread on PostgreSQL.
+
+        SQLite's write lock taken by another process sends it to a thread too (store/sqlite_locks.py);
+        the thread runs in the call's context, so the call's deadline bounds its commit.
+        """
         if self.db.inline_writes:
-            return fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            try:
+                return fn(*args)
+            except WriteWouldWait:
+                pass
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, context.run, fn, *args)
 
     async def checked_url(self, field: str, url: str) -> str:
         """`url` if it is http(s) and every address it resolves to may receive webhooks."""
