@@ -29,6 +29,9 @@ from grpc_reflection.v1alpha import reflection
 from convhub.server.api.grpc_transport import generic_handlers
 from convhub.server.api.health import HealthServicer
 from convhub.server.api.services import build_dispatcher
+from convhub.server.channels.delivery import DeliveryWorker
+from convhub.server.channels.hooks import HookHttp, build_hook_context, hook_routes
+from convhub.server.channels.registry import build_adapters
 from convhub.server.config import Settings
 from convhub.server.events.webhooks.emitter import WebhookEmitter
 from convhub.server.events.webhooks.policy import WebhookPolicy
@@ -38,6 +41,8 @@ from convhub.server.http_app import build_http_app
 from convhub.server.http_server import SETTLE_SECONDS, ConnectionLimits, HttpServer
 from convhub.server.observability.logs import configure_logging
 from convhub.server.observability.setup import Observability
+from convhub.server.services.inactivity_sweep import InactivitySweep
+from convhub.server.services.use_cases import UseCases
 from convhub.server.store.customers import ensure_default_customer
 from convhub.server.store.db import Database, DatabaseTimeouts, database_backend, migrate, open_database
 from convhub.server.store.media_files import MediaFiles
@@ -198,7 +203,8 @@ async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT, then drain in the order the module docstring gives."""
     db = prepare_database(settings)
     executor = ThreadPoolExecutor(settings.db_workers, thread_name_prefix="convhub-db")
-    dispatcher = build_dispatcher(db, settings, executor)
+    use_cases = UseCases.build(db, settings, executor)
+    dispatcher = build_dispatcher(db, settings, executor, use_cases=use_cases)
     life = _Lifecycle()
     observability = Observability(settings, db)
     supervisor = build_supervisor(db, settings)
@@ -207,6 +213,17 @@ async def serve(settings: Settings) -> None:
         max_total_bytes=settings.media_max_bytes,
         max_item_bytes=settings.media_max_item_bytes,
     )
+    if settings.delivery_lease < settings.provider_timeout * 2 + 5:
+        raise StartupError(
+            f"CONVHUB_DELIVERY_LEASE ({settings.delivery_lease}s) must be at least twice "
+            f"CONVHUB_PROVIDER_TIMEOUT plus 5s, so a live worker finishes an attempt within its lease"
+        )
+    adapters = build_adapters(settings, media)
+    hook_http = HookHttp(settings.provider_timeout)
+    hooks = build_hook_context(use_cases, settings, hook_http.client, executor)
+    supervisor.add(hook_http)  # closed after REST drained (workers stop after it)
+    supervisor.add(DeliveryWorker(use_cases.delivery, adapters, use_cases.delivery_bell, settings, executor))
+    supervisor.add(InactivitySweep(use_cases.lifecycle, settings.sweep_interval, executor))
 
     server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=observability.grpc_interceptors())
     server.add_generic_rpc_handlers(generic_handlers(dispatcher))
@@ -238,6 +255,7 @@ async def serve(settings: Settings) -> None:
             build_http_app(
                 Gateway(dispatcher, settings.max_body_bytes),
                 ready=lambda: life.ready,
+                hook_routes=hook_routes(adapters, hooks),
                 extra_routes=observability.http_routes(),
                 mounts=[media_mount(dispatcher.authenticate, media)],
             )

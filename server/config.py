@@ -93,6 +93,15 @@ def _networks(value: str) -> str:
     return value
 
 
+def _base_url(value: str) -> str:
+    if not value:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError("expected an http(s) base URL without query, e.g. https://hub.example.com")
+    return value.rstrip("/")
+
+
 ListenAddress = Annotated[str, AfterValidator(_listen_address)]
 OptionalListenAddress = Annotated[str, AfterValidator(_optional_listen_address)]
 
@@ -162,6 +171,38 @@ class Settings(BaseSettings):
     db_statement_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 15.0
     # A write waiting for a lock held elsewhere (SQLite busy_timeout, PostgreSQL lock_timeout).
     db_lock_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 10.0
+
+    # --- channels (providers, delivery, lifecycle) ---
+    # The REST listener's externally visible base URL: Twilio signs hooks over it, and the
+    # status-callback URLs handed to providers start with it. Empty: http://<http_address>.
+    public_url: Annotated[str, AfterValidator(_base_url)] = ""
+    # Provider API base URLs (tests point them at loopback stand-ins).
+    twilio_api_url: Annotated[str, AfterValidator(_base_url)] = "https://api.twilio.com"
+    telnyx_api_url: Annotated[str, AfterValidator(_base_url)] = "https://api.telnyx.com"
+    line_api_url: Annotated[str, AfterValidator(_base_url)] = "https://api.line.me"
+    line_data_api_url: Annotated[str, AfterValidator(_base_url)] = "https://api-data.line.me"
+    # Deliveries in flight at once per process.
+    delivery_concurrency: Annotated[int, Field(ge=1, le=1024)] = 16
+    # Attempts per channel before a retryable failure (5xx, 429, timeout) becomes final.
+    delivery_max_attempts: Annotated[int, Field(ge=1, le=100)] = 6
+    # Backoff between attempts, seconds: exponential from min, capped at max, with jitter.
+    delivery_backoff_min: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    delivery_backoff_max: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 300.0
+    # Seconds one provider call may take before it counts as a (retryable) timeout.
+    provider_timeout: Annotated[float, Field(gt=0, le=300, allow_inf_nan=False)] = 10.0
+    # Seconds a claimed delivery job stays leased to its worker; after a crash it is taken
+    # over this late. At least 2 x provider_timeout + 5 (checked at start).
+    delivery_lease: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 60.0
+    # Seconds between re-polls of the job table when no doorbell rings (retries coming due,
+    # other replicas' sends, expired leases).
+    delivery_poll_interval: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = 1.0
+    # Seconds between inactivity sweeps (accounts with an inactivity timeout).
+    sweep_interval: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 60.0
+
+    @property
+    def resolved_public_url(self) -> str:
+        """The base URL providers see: CONVHUB_PUBLIC_URL, else the REST listen address (no trailing slash)."""
+        return (self.public_url or f"http://{self.http_address}").rstrip("/")
 
     @property
     def resolved_database_url(self) -> str:

@@ -14,6 +14,8 @@ from convhub.server.services.accounts import AccountPatch, AccountService, NewAc
 from convhub.v1 import account_pb2
 from convhub.v1 import account_service_pb2 as pb
 
+MAX_INACTIVITY_TIMEOUT = 366 * 24 * 3600  # a year: longer is "never" by another name
+
 
 def _credentials(values: Mapping[str, str]) -> dict[str, str]:
     creds = dict(values)
@@ -25,6 +27,17 @@ def _credentials(values: Mapping[str, str]) -> dict[str, str]:
         validation.max_length(f"account.credentials[{key[:64]}]", key, 64)
         validation.max_length(f"account.credentials[{key}]", value, validation.MAX_CREDENTIAL_VALUE)
     return creds
+
+
+def _timeout(account: account_pb2.Account) -> int:
+    value = account.inactivity_timeout_seconds
+    if value < 0 or value > MAX_INACTIVITY_TIMEOUT:
+        raise InvalidArgument("account.inactivity_timeout_seconds", f"must be between 0 and {MAX_INACTIVITY_TIMEOUT}")
+    return int(value)
+
+
+def _secret(field: str, value: str) -> str:
+    return validation.max_length(f"account.{field}", value, validation.MAX_CREDENTIAL_VALUE)
 
 
 def _address(account: account_pb2.Account) -> Address | None:
@@ -55,6 +68,11 @@ class AccountMethods:
                 message_flow_id=_flow_id(a.message_flow_id),
                 address=_address(a),
                 request_id=validation.request_id(request.request_id),
+                provider=validation.max_length("account.provider", a.provider, 16),
+                enabled=a.enabled if a.HasField("enabled") else True,
+                inactivity_timeout_s=_timeout(a),
+                secret=_secret("secret", a.secret),
+                token=_secret("token", a.token),
             )
         )
 
@@ -88,6 +106,10 @@ class AccountMethods:
                 address=_address(a) if "address" in fields else None,
                 credentials=_credentials(a.credentials) if "credentials" in fields else {},
                 message_flow_id=_flow_id(a.message_flow_id) if "message_flow_id" in fields else "",
+                enabled=a.enabled,
+                inactivity_timeout_s=_timeout(a) if "inactivity_timeout_seconds" in fields else 0,
+                secret=_secret("secret", a.secret) if "secret" in fields else "",
+                token=_secret("token", a.token) if "token" in fields else "",
             )
         )
 

@@ -8,6 +8,8 @@ from convhub.server.api.errors import InvalidArgument
 from convhub.server.domain.updates import CONVERSATION_UPDATABLE
 from convhub.server.services import resources
 from convhub.server.services.conversations import ConversationPatch, ConversationService
+from convhub.server.services.lifecycle import LifecycleService
+from convhub.server.services.sending import AddressedMessage, SendingService
 from convhub.server.store.conversations import ConversationFilter
 from convhub.v1 import conversation_pb2
 from convhub.v1 import conversation_service_pb2 as pb
@@ -33,6 +35,8 @@ def _filter(request: pb.ListConversationsRequest) -> ConversationFilter:
 
 class ConversationMethods:
     conversations: ConversationService
+    lifecycle: LifecycleService
+    sending: SendingService
 
     @may_run_on_loop
     def ListConversations(self, request: pb.ListConversationsRequest, caller: Caller) -> pb.ListConversationsResponse:
@@ -82,3 +86,30 @@ class ConversationMethods:
         self, request: pb.DeleteConversationRequest, caller: Caller
     ) -> conversation_pb2.Conversation:
         return self.conversations.delete(caller.customer_id, validation.require_uuid("id", request.id))
+
+    def CloseConversation(self, request: pb.CloseConversationRequest, caller: Caller) -> conversation_pb2.Conversation:
+        return self.lifecycle.close(caller.customer_id, validation.require_uuid("id", request.id))
+
+    def ReopenConversation(
+        self, request: pb.ReopenConversationRequest, caller: Caller
+    ) -> conversation_pb2.Conversation:
+        return self.lifecycle.reopen(caller.customer_id, validation.require_uuid("id", request.id))
+
+    def SendToAddress(self, request: pb.SendToAddressRequest, caller: Caller) -> pb.SendToAddressResponse:
+        if not request.HasField("peer"):
+            raise InvalidArgument("peer", "is required")
+        result = self.sending.send_to_address(
+            AddressedMessage(
+                customer_id=caller.customer_id,
+                peer=validation.address("peer", request.peer),
+                account_id=validation.optional_uuid("account_id", request.account_id),
+                self_address=validation.address("self", request.self) if request.HasField("self") else None,
+                channel=validation.enum_name("channel", resources.CONVERSATION_TYPE, request.channel, required=False),
+                text=validation.max_length("text", request.text, validation.MAX_TEXT),
+                medias=validation.medias("medias", request.medias),
+                request_id=validation.request_id(request.request_id),
+            )
+        )
+        return pb.SendToAddressResponse(
+            conversation=result.conversation, message=result.message, conversation_created=result.conversation_created
+        )

@@ -115,6 +115,15 @@ class AlreadyExists(ApiError):
     code = grpc.StatusCode.ALREADY_EXISTS
 
 
+class FailedPrecondition(ApiError):
+    """The request is well formed but the system is not in a state to serve it; the message says what to fix."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+    def __init__(self, message: str, *, reason: str = "FAILED_PRECONDITION") -> None:
+        super().__init__(message=message, reason=reason)
+
+
 class Unimplemented(ApiError):
     code = grpc.StatusCode.UNIMPLEMENTED
 

@@ -32,6 +32,8 @@ class ConversationServiceHandlers(ConversationMethods, MessageMethods, Participa
         self.conversations = use_cases.conversations
         self.messages = use_cases.messages
         self.participants = use_cases.participants
+        self.sending = use_cases.sending
+        self.lifecycle = use_cases.lifecycle
 
 
 def build_dispatcher(

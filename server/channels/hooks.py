@@ -10,15 +10,23 @@ shape, so a person reading provider logs sees what API callers see.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Mapping
+from concurrent.futures import Executor
 
+import httpx
 from google.rpc import code_pb2
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 from convhub.server.api.errors import ApiError, InvalidArgument
-from convhub.server.channels.adapter import ChannelAccount, HookContext
+from convhub.server.channels.adapter import ChannelAccount, ChannelAdapter, HookContext, Receipt
+from convhub.server.config import Settings
 from convhub.server.gateway.errors import dumps, error_payload, http_status, simple_status
+from convhub.server.services.channel_accounts import OpenedAccount
+from convhub.server.services.use_cases import UseCases
 
 MAX_HOOK_BODY = 1_048_576  # providers' payloads are small; LINE batches stay far below this
 
@@ -79,3 +87,68 @@ async def account_for(hooks: HookContext, provider: str, account_id: str) -> Cha
     if account is None:
         raise not_found()
     return account
+
+
+def channel_account(account: OpenedAccount) -> ChannelAccount:
+    return ChannelAccount(
+        id=account.id,
+        customer_id=account.customer_id,
+        channel=account.channel,
+        provider=account.provider,
+        address=account.address,
+        credentials=account.credentials,
+    )
+
+
+class HookHttp:
+    """The hooks' outbound HTTP client (follow-up calls such as LINE profiles and content), as a worker:
+    the supervisor closes it after the REST listener drained, so no hook still uses it."""
+
+    name = "hook-http"
+
+    def __init__(self, timeout: float) -> None:
+        self.client = httpx.AsyncClient(timeout=timeout)
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        await self.client.aclose()
+
+
+def build_hook_context(
+    use_cases: UseCases, settings: Settings, http: httpx.AsyncClient, executor: Executor
+) -> HookContext:
+    """The one HookContext of the process, over the same use cases (and ingest group commit) as gRPC."""
+
+    async def load_account(provider: str, account_id: str) -> ChannelAccount | None:
+        opened = use_cases.channel_accounts.load(provider, account_id)  # one indexed read, inline like API reads
+        return channel_account(opened) if opened is not None else None
+
+    async def receipt(report: Receipt) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            executor,
+            use_cases.delivery.receipt,
+            report.account_id,
+            report.provider_message_id,
+            report.delivery_status,
+            report.error_code,
+            report.error_message,
+        )
+
+    return HookContext(
+        load_account=load_account,
+        ingest=use_cases.ingest,
+        receipt=receipt,
+        public_url=settings.resolved_public_url,
+        http=http,
+    )
+
+
+def hook_routes(adapters: Mapping[str, ChannelAdapter], hooks: HookContext) -> list[BaseRoute]:
+    """Every adapter's routes (relative: the HTTP app mounts them under /v1.0/hooks)."""
+    routes: list[BaseRoute] = []
+    for adapter in adapters.values():
+        routes.extend(adapter.hook_routes(hooks))
+    return routes

@@ -9,7 +9,17 @@ from collections.abc import Iterable
 
 CONVERSATION_UPDATABLE = ("name", "detail", "owner_type", "owner_id", "metadata", "tags", "state")
 PARTICIPANT_UPDATABLE = ("name", "addresses", "preferred_channel")
-ACCOUNT_UPDATABLE = ("name", "detail", "address", "credentials", "message_flow_id")
+ACCOUNT_UPDATABLE = (
+    "name",
+    "detail",
+    "address",
+    "credentials",
+    "enabled",
+    "inactivity_timeout_seconds",
+    "secret",
+    "token",
+    "message_flow_id",
+)
 
 
 class MaskError(ValueError):

@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from convhub.server.api.errors import InvalidArgument
 from convhub.server.config import Settings
 from convhub.server.domain.addresses import Address, normalize_address
-from convhub.server.domain.channels import address_type_for_account
+from convhub.server.domain.channels import account_provider, address_type_for_account, voipbin_credentials
 from convhub.server.domain.violations import RuleViolation
 from convhub.server.events.outbox import append_events
 from convhub.server.services import resources
@@ -31,6 +32,11 @@ class NewAccount:
     credentials: Mapping[str, str] = field(default_factory=dict)
     message_flow_id: str = ""
     request_id: str | None = None
+    provider: str = ""  # "" takes the type's default (twilio for sms, line for line)
+    enabled: bool = True
+    inactivity_timeout_s: int = 0
+    secret: str = ""  # VoIPBIN's fields, mapped onto the provider's credential keys
+    token: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,25 @@ class AccountPatch:
     address: Address | None = None
     credentials: Mapping[str, str] = field(default_factory=dict)
     message_flow_id: str = ""
+    enabled: bool = True
+    inactivity_timeout_s: int = 0
+    secret: str = ""  # set with `secret` / `token` in fields: merged into the stored credentials
+    token: str = ""
+
+
+def _with_voipbin_credentials(provider: str, credentials: Mapping[str, str], secret: str, token: str) -> dict[str, str]:
+    """`credentials` plus VoIPBIN's `secret` / `token` under the provider's keys; a key given twice must agree."""
+    try:
+        mapped = voipbin_credentials(provider, secret, token) if (secret or token) else {}
+    except ValueError as exc:
+        raise InvalidArgument("account.secret" if secret else "account.token", str(exc)) from None
+    merged = dict(credentials)
+    for key, value in mapped.items():
+        if merged.get(key, value) != value:
+            field_name = "account.secret" if value == secret else "account.token"
+            raise InvalidArgument(field_name, f"disagrees with account.credentials[{key}]")
+        merged[key] = value
+    return merged
 
 
 class AccountService:
@@ -68,12 +93,21 @@ class AccountService:
 
     @retry_on_conflict
     def create(self, new: NewAccount) -> account_pb2.Account:
+        try:
+            provider = account_provider(new.type, new.provider)
+        except ValueError as exc:
+            raise InvalidArgument("account.provider", str(exc)) from None
         values: dict[str, Any] = {
             "type": new.type,
             "name": new.name,
             "detail": new.detail,
             "message_flow_id": new.message_flow_id,
-            "credentials": self.db.secrets.seal(dict(new.credentials)),  # sealed at rest (store/secrets.py)
+            "credentials": self.db.secrets.seal(  # sealed at rest (store/secrets.py)
+                _with_voipbin_credentials(provider, new.credentials, new.secret, new.token)
+            ),
+            "provider": provider,
+            "enabled": new.enabled,
+            "inactivity_timeout_s": new.inactivity_timeout_s,
             **self._address_values(new.type, new.address),
         }
         with self.db.writer.begin() as conn:
@@ -115,7 +149,19 @@ class AccountService:
             if "address" in patch.fields:
                 values.update(self._address_values(row.type, patch.address))
             if "credentials" in patch.fields:
-                values["credentials"] = self.db.secrets.seal(dict(patch.credentials))
+                values["credentials"] = dict(patch.credentials)
+            if "secret" in patch.fields or "token" in patch.fields:
+                given = values.get("credentials", {})
+                voipbin = _with_voipbin_credentials(row.provider, given, patch.secret, patch.token)
+                # Without a new credentials map, VoIPBIN's fields change only their own keys.
+                base = {} if "credentials" in values else self.db.secrets.open_mapping(row.credentials)
+                values["credentials"] = {**base, **voipbin}
+            if "credentials" in values:
+                values["credentials"] = self.db.secrets.seal(values["credentials"])  # sealed at rest
+            if "enabled" in patch.fields:
+                values["enabled"] = patch.enabled
+            if "inactivity_timeout_seconds" in patch.fields:
+                values["inactivity_timeout_s"] = patch.inactivity_timeout_s
             if values:
                 values["tm_update"] = now_us()
                 accounts.update_account(conn, patch.account_id, values)

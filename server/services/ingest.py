@@ -32,10 +32,12 @@ from convhub.server.store.faults import classify
 from convhub.server.store.group_commit import GroupCommit
 from convhub.server.store.participants import MARK_PEER_ACTIVE
 from convhub.server.store.rooms import PARTICIPANT_INSERTS, Room, match_rooms
-from convhub.server.store.rows import MessageRow, ParticipantAddressRow
+from convhub.server.store.rows import MessageRow
 from convhub.v1 import conversation_pb2, event_pb2, message_pb2
 
 IDEMPOTENCY_METHOD = "IngestMessage"  # the request-id namespace (stored: do not rename)
+# Delivery fields of a received message: none apply.
+INBOUND_DELIVERY = {"delivery_status": "", "error_code": "", "error_message": "", "channel_reason": ""}
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +234,8 @@ def _apply(item: _Prepared, rooms: dict[RoomKey, Room], batch: _Batch) -> Ingest
         "tm_update": now,
         "tm_delete": None,
         "reply_token": inbound_message.reply_token or None,
+        **INBOUND_DELIVERY,
+        "account_id": inbound_message.account_id,
     }
     batch.rows.add(messages.INSERT_MESSAGE, message)
     if not created:
@@ -260,7 +264,7 @@ def _apply(item: _Prepared, rooms: dict[RoomKey, Room], batch: _Batch) -> Ingest
     if created:
         assert room.peer_participant is not None  # inserted rooms come with their peer
         changes.append((event_pb2.EVENT_TYPE_CONVERSATION_CREATED, result.conversation))
-        participant = resources.participant(room.peer_participant, [_address_row(peer)])
+        participant = resources.opened_room_participant(room.peer_participant, peer)
         changes.append((event_pb2.EVENT_TYPE_PARTICIPANT_ADDED, participant))
     changes.append((event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED, result.message))
     batch.events.append((customer_id, changes))
@@ -311,10 +315,3 @@ def _dedupe_keys(item: _Prepared) -> list[DedupeKey]:
     if message.provider_message_id:
         keys.append((message.customer_id, "provider", item.resolved.dedupe_scope, message.provider_message_id))
     return keys
-
-
-def _address_row(address: Address) -> ParticipantAddressRow:
-    return cast(
-        "ParticipantAddressRow",
-        RowValues({"type": address.type, "target": address.target, "target_name": address.name}),
-    )

@@ -1,13 +1,9 @@
-"""Messages in a conversation: read, delete, and (not yet) send."""
+"""Messages in a conversation: read and delete (sending is services/sending.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
-from convhub.server.api.errors import NotFound, Unimplemented
+from convhub.server.api.errors import NotFound
 from convhub.server.config import Settings
-from convhub.server.domain.messages import Media
 from convhub.server.events.outbox import append_events
 from convhub.server.services import resources
 from convhub.server.services.errors import found
@@ -15,17 +11,6 @@ from convhub.server.store import conversations, messages
 from convhub.server.store.db import Database
 from convhub.server.store.pages import Page
 from convhub.v1 import event_pb2, message_pb2
-
-
-@dataclass(frozen=True)
-class OutboundMessage:
-    """A message to send into a conversation (the channels work stores it and queues its delivery)."""
-
-    customer_id: str
-    conversation_id: str
-    text: str = ""
-    medias: Sequence[Media] = ()
-    request_id: str | None = None
 
 
 class MessageService:
@@ -46,16 +31,6 @@ class MessageService:
         with self.db.read() as conn:
             row = messages.live.get(conn, customer_id, message_id, conversation_id)
         return resources.message(found(row, "message", message_id))
-
-    def send(self, outbound: OutboundMessage) -> message_pb2.Message:
-        """Checks the conversation, then refuses: channel delivery is not built yet."""
-        with self.db.read() as conn:
-            room = conversations.live.get(conn, outbound.customer_id, outbound.conversation_id)
-        found(room, "conversation", outbound.conversation_id)
-        raise Unimplemented(
-            "sending messages is not available yet: outbound channel delivery is not part of this release",
-            reason="SEND_NOT_AVAILABLE",
-        )
 
     def delete(self, customer_id: str, conversation_id: str, message_id: str) -> message_pb2.Message:
         with self.db.writer.begin() as conn:

@@ -11,11 +11,13 @@ Credentials never leave through here (invariant 5).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.descriptor import EnumDescriptor
 
+from convhub.server.domain.addresses import Address
+from convhub.server.store.db import RowValues
 from convhub.server.store.rows import (
     AccountRow,
     ConversationRow,
@@ -61,6 +63,7 @@ CONVERSATION_STATE = StoredEnum(conversation_pb2.ConversationState.DESCRIPTOR)
 ACCOUNT_TYPE = StoredEnum(account_pb2.AccountType.DESCRIPTOR)
 MESSAGE_DIRECTION = StoredEnum(message_pb2.MessageDirection.DESCRIPTOR)
 MESSAGE_STATUS = StoredEnum(message_pb2.MessageStatus.DESCRIPTOR)
+DELIVERY_STATUS = StoredEnum(message_pb2.DeliveryStatus.DESCRIPTOR)
 
 
 def timestamp(us: int | None) -> timestamp_pb2.Timestamp | None:
@@ -119,6 +122,11 @@ def message(row: MessageRow) -> message_pb2.Message:
         tm_create=timestamp(row.tm_create),
         tm_update=timestamp(row.tm_update),
         tm_delete=timestamp(row.tm_delete),
+        delivery_status=DELIVERY_STATUS.number(row.delivery_status),
+        error_code=row.error_code,
+        error_message=row.error_message,
+        account_id=row.account_id or "",
+        channel_reason=row.channel_reason,
     )
 
 
@@ -138,6 +146,14 @@ def participant(row: ParticipantRow, addresses: Sequence[ParticipantAddressRow])
     )
 
 
+def opened_room_participant(row: ParticipantRow, peer: Address) -> participant_pb2.Participant:
+    """The peer participant a new room opens with, from the values just written (its one address is `peer`)."""
+    address_row = cast(
+        "ParticipantAddressRow", RowValues({"type": peer.type, "target": peer.target, "target_name": peer.name})
+    )
+    return participant(row, [address_row])
+
+
 def account(row: AccountRow) -> account_pb2.Account:
     """The account as readers see it: credentials are write-only and never copied."""
     return account_pb2.Account(
@@ -151,4 +167,7 @@ def account(row: AccountRow) -> account_pb2.Account:
         tm_create=timestamp(row.tm_create),
         tm_update=timestamp(row.tm_update),
         tm_delete=timestamp(row.tm_delete),
+        provider=row.provider,
+        enabled=row.enabled,
+        inactivity_timeout_seconds=row.inactivity_timeout_s,
     )

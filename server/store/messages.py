@@ -7,9 +7,9 @@ a provider retry can never store a second message (DESIGN.md invariant 3).
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from convhub.server.store.keysets import KeyLookup
 from convhub.server.store.live_rows import LiveRows
@@ -56,3 +56,15 @@ def reply_token(conn: Connection, conversation_id: str, peer_target: str, since_
         {"conversation_id": conversation_id, "peer_target": peer_target, "since": since_us, "until": until_us},
     ).scalar()
     return str(value) if value else None
+
+
+_locked = select(messages).where(messages.c.id == bindparam("id")).with_for_update()
+
+
+def locked(conn: Connection, message_id: str) -> MessageRow | None:
+    """The message, row-locked until commit on PostgreSQL (SQLite's writer lock already serialises writes)."""
+    return cast("MessageRow | None", conn.execute(_locked, {"id": message_id}).first())
+
+
+def update_message(conn: Connection, message_id: str, values: dict[str, Any]) -> None:
+    conn.execute(update(messages).where(messages.c.id == message_id).values(values))

@@ -68,6 +68,10 @@ class Account(Base):
     tm_create: Mapped[int] = mapped_column(BigInteger)
     tm_update: Mapped[int] = mapped_column(BigInteger)
     tm_delete: Mapped[int | None] = mapped_column(BigInteger)
+    provider: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    # Seconds without a message before the sweep closes this account's open rooms; 0: never.
+    inactivity_timeout_s: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
 
     __table_args__ = (Index("ix_accounts_customer_order", "customer_id", "tm_create", "id"),)
 
@@ -170,6 +174,12 @@ class Message(Base):
     # Incoming: the provider's token for answering this message (LINE's replyToken, usable once, for about
     # a minute). Never returned by any read: it lets whoever holds it speak as the account.
     reply_token: Mapped[str | None] = mapped_column(String(255))
+    # Outgoing: the provider's latest report (domain/delivery.py moves it forward only).
+    delivery_status: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    error_code: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    error_message: Mapped[str] = mapped_column(Text, default="", server_default="")
+    account_id: Mapped[str | None] = mapped_column(ID)
+    channel_reason: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
     __table_args__ = (
         Index("ix_messages_conversation_order", "conversation_id", "tm_create", "id"),
@@ -296,5 +306,43 @@ class WebhookDelivery(Base):
             "event_sequence",
             sqlite_where=text("status = 'pending'"),
             postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+
+class DeliveryJob(Base):
+    """One outgoing message's delivery to one recipient: the durable queue the delivery worker claims from.
+
+    `state`: queued -> sending (the claim's commit, before the provider call)
+    -> done | failed, or back to queued for a retry or a fallback. A claim is a
+    lease: `locked_until` in the future means a worker holds the job; a worker
+    killed mid-attempt leaves `sending` with an expired lease, which the next
+    claimer treats as an unknown outcome.
+    """
+
+    __tablename__ = "delivery_jobs"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(16))
+    account_id: Mapped[str] = mapped_column(ID)
+    allow_fallback: Mapped[bool] = mapped_column(Boolean, default=False)
+    tried_channels: Mapped[list[str]] = mapped_column(JSON, default=list)
+    attempts: Mapped[int] = mapped_column(BigInteger, default=0)
+    next_attempt_at: Mapped[int] = mapped_column(BigInteger)
+    locked_until: Mapped[int | None] = mapped_column(BigInteger)
+    claimed_by: Mapped[str] = mapped_column(String(128), default="")
+    attempt_started_at: Mapped[int | None] = mapped_column(BigInteger)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    tm_create: Mapped[int] = mapped_column(BigInteger)
+    tm_update: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index(
+            "ix_delivery_jobs_due",
+            "next_attempt_at",
+            sqlite_where=text("state IN ('queued', 'sending')"),
+            postgresql_where=text("state IN ('queued', 'sending')"),
         ),
     )

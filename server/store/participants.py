@@ -68,3 +68,27 @@ def update_participant(conn: Connection, participant_id: str, values: dict[str, 
 def replace_addresses(conn: Connection, customer_id: str, participant_id: str, addresses: Sequence[Address]) -> None:
     conn.execute(delete(participant_addresses).where(participant_addresses.c.participant_id == participant_id))
     conn.execute(INSERT_ADDRESS, [address_row(customer_id, participant_id, i, a) for i, a in enumerate(addresses)])
+
+
+_holding_address = (
+    select(participants)
+    .where(
+        participants.c.conversation_id == bindparam("room_id"),
+        participants.c.tm_delete.is_(None),
+        participants.c.id.in_(
+            select(participant_addresses.c.participant_id).where(
+                participant_addresses.c.customer_id == bindparam("customer_id"),
+                participant_addresses.c.type == bindparam("type"),
+                participant_addresses.c.target == bindparam("target"),
+            )
+        ),
+    )
+    .order_by(participants.c.tm_create, participants.c.id)
+    .limit(1)
+)
+
+
+def holding_address(conn: Connection, customer_id: str, room_id: str, address: Address) -> ParticipantRow | None:
+    """The room's live participant holding `address` (the peer a message goes to), if any."""
+    params = {"room_id": room_id, "customer_id": customer_id, "type": address.type, "target": address.target}
+    return cast("ParticipantRow | None", conn.execute(_holding_address, params).first())

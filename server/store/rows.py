@@ -27,6 +27,9 @@ class AccountRow(Timestamps, Protocol):
     address_target: str
     address_name: str
     message_flow_id: str
+    provider: str
+    enabled: bool
+    inactivity_timeout_s: int
 
 
 class ConversationRow(Timestamps, Protocol):
@@ -67,6 +70,11 @@ class MessageRow(Timestamps, Protocol):
     medias: list[Any]
     transaction_id: str | None
     dedupe_scope: str
+    delivery_status: str
+    error_code: str
+    error_message: str
+    account_id: str | None
+    channel_reason: str
 
 
 class ParticipantRow(Timestamps, Protocol):

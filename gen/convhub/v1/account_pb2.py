@@ -29,7 +29,7 @@ from google.api import field_info_pb2 as google_dot_api_dot_field__info__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63onvhub/v1/account.proto\x12\nconvhub.v1\x1a\x17\x63onvhub/v1/common.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x04\n\x07\x41\x63\x63ount\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x03\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x19\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12,\n\x04type\x18\x03 \x01(\x0e\x32\x17.convhub.v1.AccountTypeB\x05\xe2\x41\x02\x02\x05\x12\x15\n\x04name\x18\x04 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01\x12\x17\n\x06\x64\x65tail\x18\x05 \x01(\tB\x07\x82\x80\x19\x03\x08\x80 \x12$\n\x07\x61\x64\x64ress\x18\x06 \x01(\x0b\x32\x13.convhub.v1.Address\x12L\n\x0b\x63redentials\x18\x07 \x03(\x0b\x32$.convhub.v1.Account.CredentialsEntryB\x11\xe2\x41\x01\x04\x82\x80\x19\t\x08\x80 \x10\x14\x18@0\x01\x12\x33\n\ttm_create\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_update\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_delete\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12!\n\x0fmessage_flow_id\x18\x0b \x01(\tB\x08\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x1a\x32\n\x10\x43redentialsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xa5\x01\n\x0b\x41\x63\x63ountType\x12\x1c\n\x18\x41\x43\x43OUNT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41\x43\x43OUNT_TYPE_SMS\x10\x01\x12\x15\n\x11\x41\x43\x43OUNT_TYPE_LINE\x10\x02\x12\x16\n\x12\x41\x43\x43OUNT_TYPE_EMAIL\x10\x03\x12\x18\n\x14\x41\x43\x43OUNT_TYPE_WEBCHAT\x10\x04\x12\x19\n\x15\x41\x43\x43OUNT_TYPE_WHATSAPP\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63onvhub/v1/account.proto\x12\nconvhub.v1\x1a\x17\x63onvhub/v1/common.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x05\n\x07\x41\x63\x63ount\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x03\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x19\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12,\n\x04type\x18\x03 \x01(\x0e\x32\x17.convhub.v1.AccountTypeB\x05\xe2\x41\x02\x02\x05\x12\x15\n\x04name\x18\x04 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01\x12\x17\n\x06\x64\x65tail\x18\x05 \x01(\tB\x07\x82\x80\x19\x03\x08\x80 \x12$\n\x07\x61\x64\x64ress\x18\x06 \x01(\x0b\x32\x13.convhub.v1.Address\x12L\n\x0b\x63redentials\x18\x07 \x03(\x0b\x32$.convhub.v1.Account.CredentialsEntryB\x11\xe2\x41\x01\x04\x82\x80\x19\t\x08\x80 \x10\x14\x18@0\x01\x12\x33\n\ttm_create\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_update\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_delete\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12!\n\x0fmessage_flow_id\x18\x0b \x01(\tB\x08\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x12\x1c\n\x08provider\x18\x0c \x01(\tB\n\xe2\x41\x01\x05\x82\x80\x19\x02\x08\x10\x12\x14\n\x07\x65nabled\x18\r \x01(\x08H\x00\x88\x01\x01\x12*\n\x1ainactivity_timeout_seconds\x18\x0e \x01(\x03\x42\x06\x82\x80\x19\x02 \x00\x12\x1b\n\x06secret\x18\x0f \x01(\tB\x0b\xe2\x41\x01\x04\x82\x80\x19\x03\x08\x80 \x12\x1a\n\x05token\x18\x10 \x01(\tB\x0b\xe2\x41\x01\x04\x82\x80\x19\x03\x08\x80 \x1a\x32\n\x10\x43redentialsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08_enabled*\xa5\x01\n\x0b\x41\x63\x63ountType\x12\x1c\n\x18\x41\x43\x43OUNT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41\x43\x43OUNT_TYPE_SMS\x10\x01\x12\x15\n\x11\x41\x43\x43OUNT_TYPE_LINE\x10\x02\x12\x16\n\x12\x41\x43\x43OUNT_TYPE_EMAIL\x10\x03\x12\x18\n\x14\x41\x43\x43OUNT_TYPE_WEBCHAT\x10\x04\x12\x19\n\x15\x41\x43\x43OUNT_TYPE_WHATSAPP\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,10 +58,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCOUNT'].fields_by_name['tm_delete']._serialized_options = b'\342A\001\003'
   _globals['_ACCOUNT'].fields_by_name['message_flow_id']._loaded_options = None
   _globals['_ACCOUNT'].fields_by_name['message_flow_id']._serialized_options = b'\342\214\317\327\010\002\010\001'
-  _globals['_ACCOUNTTYPE']._serialized_start=712
-  _globals['_ACCOUNTTYPE']._serialized_end=877
+  _globals['_ACCOUNT'].fields_by_name['provider']._loaded_options = None
+  _globals['_ACCOUNT'].fields_by_name['provider']._serialized_options = b'\342A\001\005\202\200\031\002\010\020'
+  _globals['_ACCOUNT'].fields_by_name['inactivity_timeout_seconds']._loaded_options = None
+  _globals['_ACCOUNT'].fields_by_name['inactivity_timeout_seconds']._serialized_options = b'\202\200\031\002 \000'
+  _globals['_ACCOUNT'].fields_by_name['secret']._loaded_options = None
+  _globals['_ACCOUNT'].fields_by_name['secret']._serialized_options = b'\342A\001\004\202\200\031\003\010\200 '
+  _globals['_ACCOUNT'].fields_by_name['token']._loaded_options = None
+  _globals['_ACCOUNT'].fields_by_name['token']._serialized_options = b'\342A\001\004\202\200\031\003\010\200 '
+  _globals['_ACCOUNTTYPE']._serialized_start=877
+  _globals['_ACCOUNTTYPE']._serialized_end=1042
   _globals['_ACCOUNT']._serialized_start=191
-  _globals['_ACCOUNT']._serialized_end=709
-  _globals['_ACCOUNT_CREDENTIALSENTRY']._serialized_start=659
-  _globals['_ACCOUNT_CREDENTIALSENTRY']._serialized_end=709
+  _globals['_ACCOUNT']._serialized_end=874
+  _globals['_ACCOUNT_CREDENTIALSENTRY']._serialized_start=812
+  _globals['_ACCOUNT_CREDENTIALSENTRY']._serialized_end=862
 # @@protoc_insertion_point(module_scope)

@@ -94,6 +94,11 @@ class Account(_message.Message):
     TM_UPDATE_FIELD_NUMBER: _builtins.int
     TM_DELETE_FIELD_NUMBER: _builtins.int
     MESSAGE_FLOW_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    INACTIVITY_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id (UUID)."""
     customer_id: _builtins.str
@@ -107,6 +112,26 @@ class Account(_message.Message):
     message_flow_id: _builtins.str
     """The customer's flow to run for each inbound message (VoIPBIN's
     `message_flow_id`); stored and returned, not run by convhub.
+    """
+    provider: _builtins.str
+    """The provider behind the account: `twilio` or `telnyx` for SMS, `line`
+    for LINE. Defaults to `twilio` (SMS) and `line` (LINE); fixed at creation.
+    """
+    enabled: _builtins.bool
+    """Whether convhub sends through this account; a disabled account is skipped
+    when choosing a channel (inbound hooks still land). Absent on create: true.
+    """
+    inactivity_timeout_seconds: _builtins.int
+    """Seconds without a message after which this account's open conversations
+    close by themselves; 0 never closes them.
+    """
+    secret: _builtins.str
+    """VoIPBIN's credential field (write-only): the LINE channel secret, the
+    Twilio Account SID, the Telnyx public key. Stored among `credentials`.
+    """
+    token: _builtins.str
+    """VoIPBIN's credential field (write-only): the LINE channel access token,
+    the Twilio Auth Token, the Telnyx API key. Stored among `credentials`.
     """
     @_builtins.property
     def address(self) -> _common_pb2.Address:
@@ -146,11 +171,18 @@ class Account(_message.Message):
         tm_update: _timestamp_pb2.Timestamp | None = ...,
         tm_delete: _timestamp_pb2.Timestamp | None = ...,
         message_flow_id: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        enabled: _builtins.bool | None = ...,
+        inactivity_timeout_seconds: _builtins.int = ...,
+        secret: _builtins.str = ...,
+        token: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "tm_create", b"tm_create", "tm_delete", b"tm_delete", "tm_update", b"tm_update"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "address", b"address", "enabled", b"enabled", "tm_create", b"tm_create", "tm_delete", b"tm_delete", "tm_update", b"tm_update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "credentials", b"credentials", "customer_id", b"customer_id", "detail", b"detail", "id", b"id", "message_flow_id", b"message_flow_id", "name", b"name", "tm_create", b"tm_create", "tm_delete", b"tm_delete", "tm_update", b"tm_update", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "address", b"address", "credentials", b"credentials", "customer_id", b"customer_id", "detail", b"detail", "enabled", b"enabled", "id", b"id", "inactivity_timeout_seconds", b"inactivity_timeout_seconds", "message_flow_id", b"message_flow_id", "name", b"name", "provider", b"provider", "secret", b"secret", "tm_create", b"tm_create", "tm_delete", b"tm_delete", "tm_update", b"tm_update", "token", b"token", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
+    _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__enabled) -> _WhichOneofReturnType__enabled | None: ...
 
 Global___Account: _TypeAlias = Account  # noqa: Y015

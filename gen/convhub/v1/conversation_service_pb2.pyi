@@ -298,12 +298,20 @@ class SendMessageRequest(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     MEDIAS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    ALLOW_FALLBACK_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """The conversation id."""
     text: _builtins.str
     """Body text."""
     request_id: _builtins.str
     """Idempotency key (AIP-155): a retry with the same id returns the first result."""
+    channel: _common_pb2.ConversationType.ValueType
+    """The channel to send on; chosen by convhub when unset (content, the
+    participant's preferred and last active channel, then any usable one).
+    """
+    allow_fallback: _builtins.bool
+    """When the chosen channel fails, try the next eligible one."""
     @_builtins.property
     def medias(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Media]:
         """Attachments."""
@@ -315,14 +323,146 @@ class SendMessageRequest(_message.Message):
         text: _builtins.str = ...,
         medias: _abc.Iterable[_common_pb2.Media] | None = ...,
         request_id: _builtins.str = ...,
+        channel: _common_pb2.ConversationType.ValueType = ...,
+        allow_fallback: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "medias", b"medias", "request_id", b"request_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_fallback", b"allow_fallback", "channel", b"channel", "conversation_id", b"conversation_id", "medias", b"medias", "request_id", b"request_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SendMessageRequest: _TypeAlias = SendMessageRequest  # noqa: Y015
+
+@_typing.final
+class CloseConversationRequest(_message.Message):
+    """Request for CloseConversation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The conversation id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseConversationRequest: _TypeAlias = CloseConversationRequest  # noqa: Y015
+
+@_typing.final
+class ReopenConversationRequest(_message.Message):
+    """Request for ReopenConversation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The conversation id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReopenConversationRequest: _TypeAlias = ReopenConversationRequest  # noqa: Y015
+
+@_typing.final
+class SendToAddressRequest(_message.Message):
+    """Request for SendToAddress."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SELF_FIELD_NUMBER: _builtins.int
+    PEER_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    MEDIAS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """Our account to send from. Either this (with an address) or `self` must be given."""
+    channel: _common_pb2.ConversationType.ValueType
+    """The channel; defaults from the account (or from the type of `self`)."""
+    text: _builtins.str
+    """Body text."""
+    request_id: _builtins.str
+    """Idempotency key (AIP-155): a retry with the same id returns the first result."""
+    @_builtins.property
+    def self(self) -> _common_pb2.Address:
+        """Our address to send from; defaults to the account's address."""
+
+    @_builtins.property
+    def peer(self) -> _common_pb2.Address:
+        """The recipient's address."""
+
+    @_builtins.property
+    def medias(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Media]:
+        """Attachments."""
+
+    def __init__(
+        self_,  # pyright: ignore[reportSelfClsParameterName]
+        *,
+        account_id: _builtins.str = ...,
+        self: _common_pb2.Address | None = ...,
+        peer: _common_pb2.Address | None = ...,
+        channel: _common_pb2.ConversationType.ValueType = ...,
+        text: _builtins.str = ...,
+        medias: _abc.Iterable[_common_pb2.Media] | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["peer", b"peer", "self", b"self"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "channel", b"channel", "medias", b"medias", "peer", b"peer", "request_id", b"request_id", "self", b"self", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendToAddressRequest: _TypeAlias = SendToAddressRequest  # noqa: Y015
+
+@_typing.final
+class SendToAddressResponse(_message.Message):
+    """Response for SendToAddress."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    CONVERSATION_CREATED_FIELD_NUMBER: _builtins.int
+    conversation_created: _builtins.bool
+    """True when this call opened the conversation."""
+    @_builtins.property
+    def conversation(self) -> _conversation_pb2.Conversation:
+        """The conversation the message went into."""
+
+    @_builtins.property
+    def message(self) -> _message_pb2.Message:
+        """The stored message (`progressing` until the provider accepts it)."""
+
+    def __init__(
+        self,
+        *,
+        conversation: _conversation_pb2.Conversation | None = ...,
+        message: _message_pb2.Message | None = ...,
+        conversation_created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation", "message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation", "conversation_created", b"conversation_created", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendToAddressResponse: _TypeAlias = SendToAddressResponse  # noqa: Y015
 
 @_typing.final
 class DeleteMessageRequest(_message.Message):

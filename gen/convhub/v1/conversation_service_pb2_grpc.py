@@ -65,6 +65,21 @@ class ConversationServiceStub:
                 request_serializer=convhub_dot_v1_dot_conversation__service__pb2.DeleteConversationRequest.SerializeToString,
                 response_deserializer=convhub_dot_v1_dot_conversation__pb2.Conversation.FromString,
                 _registered_method=True)
+        self.CloseConversation = channel.unary_unary(
+                '/convhub.v1.ConversationService/CloseConversation',
+                request_serializer=convhub_dot_v1_dot_conversation__service__pb2.CloseConversationRequest.SerializeToString,
+                response_deserializer=convhub_dot_v1_dot_conversation__pb2.Conversation.FromString,
+                _registered_method=True)
+        self.ReopenConversation = channel.unary_unary(
+                '/convhub.v1.ConversationService/ReopenConversation',
+                request_serializer=convhub_dot_v1_dot_conversation__service__pb2.ReopenConversationRequest.SerializeToString,
+                response_deserializer=convhub_dot_v1_dot_conversation__pb2.Conversation.FromString,
+                _registered_method=True)
+        self.SendToAddress = channel.unary_unary(
+                '/convhub.v1.ConversationService/SendToAddress',
+                request_serializer=convhub_dot_v1_dot_conversation__service__pb2.SendToAddressRequest.SerializeToString,
+                response_deserializer=convhub_dot_v1_dot_conversation__service__pb2.SendToAddressResponse.FromString,
+                _registered_method=True)
         self.ListMessages = channel.unary_unary(
                 '/convhub.v1.ConversationService/ListMessages',
                 request_serializer=convhub_dot_v1_dot_conversation__service__pb2.ListMessagesRequest.SerializeToString,
@@ -143,6 +158,31 @@ class ConversationServiceServicer:
 
     def DeleteConversation(self, request, context):
         """Deletes a conversation (soft delete) and returns it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseConversation(self, request, context):
+        """Closes a conversation: it keeps its history, and the peer's next inbound
+        message opens a new one. Closing a closed conversation changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReopenConversation(self, request, context):
+        """Reopens a closed conversation; FAILED_PRECONDITION when another open
+        conversation now holds the same (channel, self, peer).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendToAddress(self, request, context):
+        """Sends a message to an address, in the open conversation for (channel,
+        self, peer) or a new one: conversations that start with us. The peer's
+        reply joins the same conversation.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -231,6 +271,21 @@ def add_ConversationServiceServicer_to_server(servicer, server):
                     servicer.DeleteConversation,
                     request_deserializer=convhub_dot_v1_dot_conversation__service__pb2.DeleteConversationRequest.FromString,
                     response_serializer=convhub_dot_v1_dot_conversation__pb2.Conversation.SerializeToString,
+            ),
+            'CloseConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseConversation,
+                    request_deserializer=convhub_dot_v1_dot_conversation__service__pb2.CloseConversationRequest.FromString,
+                    response_serializer=convhub_dot_v1_dot_conversation__pb2.Conversation.SerializeToString,
+            ),
+            'ReopenConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReopenConversation,
+                    request_deserializer=convhub_dot_v1_dot_conversation__service__pb2.ReopenConversationRequest.FromString,
+                    response_serializer=convhub_dot_v1_dot_conversation__pb2.Conversation.SerializeToString,
+            ),
+            'SendToAddress': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendToAddress,
+                    request_deserializer=convhub_dot_v1_dot_conversation__service__pb2.SendToAddressRequest.FromString,
+                    response_serializer=convhub_dot_v1_dot_conversation__service__pb2.SendToAddressResponse.SerializeToString,
             ),
             'ListMessages': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMessages,
@@ -411,6 +466,87 @@ class ConversationService:
             '/convhub.v1.ConversationService/DeleteConversation',
             convhub_dot_v1_dot_conversation__service__pb2.DeleteConversationRequest.SerializeToString,
             convhub_dot_v1_dot_conversation__pb2.Conversation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/convhub.v1.ConversationService/CloseConversation',
+            convhub_dot_v1_dot_conversation__service__pb2.CloseConversationRequest.SerializeToString,
+            convhub_dot_v1_dot_conversation__pb2.Conversation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReopenConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/convhub.v1.ConversationService/ReopenConversation',
+            convhub_dot_v1_dot_conversation__service__pb2.ReopenConversationRequest.SerializeToString,
+            convhub_dot_v1_dot_conversation__pb2.Conversation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendToAddress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/convhub.v1.ConversationService/SendToAddress',
+            convhub_dot_v1_dot_conversation__service__pb2.SendToAddressRequest.SerializeToString,
+            convhub_dot_v1_dot_conversation__service__pb2.SendToAddressResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,19 @@ class ConversationServiceStub:
     """Clears a conversation's owner (VoIPBIN's unassign) and returns it."""
     DeleteConversation: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.DeleteConversationRequest, _conversation_pb2.Conversation]
     """Deletes a conversation (soft delete) and returns it."""
+    CloseConversation: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.CloseConversationRequest, _conversation_pb2.Conversation]
+    """Closes a conversation: it keeps its history, and the peer's next inbound
+    message opens a new one. Closing a closed conversation changes nothing.
+    """
+    ReopenConversation: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.ReopenConversationRequest, _conversation_pb2.Conversation]
+    """Reopens a closed conversation; FAILED_PRECONDITION when another open
+    conversation now holds the same (channel, self, peer).
+    """
+    SendToAddress: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.SendToAddressRequest, _conversation_service_pb2.SendToAddressResponse]
+    """Sends a message to an address, in the open conversation for (channel,
+    self, peer) or a new one: conversations that start with us. The peer's
+    reply joins the same conversation.
+    """
     ListMessages: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.ListMessagesRequest, _conversation_service_pb2.ListMessagesResponse]
     """Lists a conversation's messages, oldest first."""
     GetMessage: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.GetMessageRequest, _message_pb2.Message]
@@ -84,6 +97,19 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
     """Clears a conversation's owner (VoIPBIN's unassign) and returns it."""
     DeleteConversation: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.DeleteConversationRequest, _conversation_pb2.Conversation]  # type: ignore[assignment]
     """Deletes a conversation (soft delete) and returns it."""
+    CloseConversation: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.CloseConversationRequest, _conversation_pb2.Conversation]  # type: ignore[assignment]
+    """Closes a conversation: it keeps its history, and the peer's next inbound
+    message opens a new one. Closing a closed conversation changes nothing.
+    """
+    ReopenConversation: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.ReopenConversationRequest, _conversation_pb2.Conversation]  # type: ignore[assignment]
+    """Reopens a closed conversation; FAILED_PRECONDITION when another open
+    conversation now holds the same (channel, self, peer).
+    """
+    SendToAddress: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.SendToAddressRequest, _conversation_service_pb2.SendToAddressResponse]  # type: ignore[assignment]
+    """Sends a message to an address, in the open conversation for (channel,
+    self, peer) or a new one: conversations that start with us. The peer's
+    reply joins the same conversation.
+    """
     ListMessages: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.ListMessagesRequest, _conversation_service_pb2.ListMessagesResponse]  # type: ignore[assignment]
     """Lists a conversation's messages, oldest first."""
     GetMessage: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.GetMessageRequest, _message_pb2.Message]  # type: ignore[assignment]
@@ -146,6 +172,37 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_conversation_pb2.Conversation, _abc.Awaitable[_conversation_pb2.Conversation]]:
         """Deletes a conversation (soft delete) and returns it."""
+
+    @_abc_1.abstractmethod
+    def CloseConversation(
+        self,
+        request: _conversation_service_pb2.CloseConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conversation_pb2.Conversation, _abc.Awaitable[_conversation_pb2.Conversation]]:
+        """Closes a conversation: it keeps its history, and the peer's next inbound
+        message opens a new one. Closing a closed conversation changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def ReopenConversation(
+        self,
+        request: _conversation_service_pb2.ReopenConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conversation_pb2.Conversation, _abc.Awaitable[_conversation_pb2.Conversation]]:
+        """Reopens a closed conversation; FAILED_PRECONDITION when another open
+        conversation now holds the same (channel, self, peer).
+        """
+
+    @_abc_1.abstractmethod
+    def SendToAddress(
+        self,
+        request: _conversation_service_pb2.SendToAddressRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conversation_service_pb2.SendToAddressResponse, _abc.Awaitable[_conversation_service_pb2.SendToAddressResponse]]:
+        """Sends a message to an address, in the open conversation for (channel,
+        self, peer) or a new one: conversations that start with us. The peer's
+        reply joins the same conversation.
+        """
 
     @_abc_1.abstractmethod
     def ListMessages(

@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63onvhub/v1/message.proto\x12\nconvhub.v1\x1a\x17\x63onvhub/v1/common.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x04\n\x07Message\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x63onversation_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\tdirection\x18\x04 \x01(\x0e\x32\x1c.convhub.v1.MessageDirectionB\x04\xe2\x41\x01\x03\x12/\n\x06status\x18\x05 \x01(\x0e\x32\x19.convhub.v1.MessageStatusB\x04\xe2\x41\x01\x03\x12\x33\n\x07\x63hannel\x18\x06 \x01(\x0e\x32\x1c.convhub.v1.ConversationTypeB\x04\xe2\x41\x01\x03\x12)\n\x06source\x18\x07 \x01(\x0b\x32\x13.convhub.v1.AddressB\x04\xe2\x41\x01\x03\x12.\n\x0b\x64\x65stination\x18\x08 \x01(\x0b\x32\x13.convhub.v1.AddressB\x04\xe2\x41\x01\x03\x12\x0c\n\x04text\x18\t \x01(\t\x12\x0f\n\x07subject\x18\n \x01(\t\x12!\n\x06medias\x18\x0b \x03(\x0b\x32\x11.convhub.v1.Media\x12\x1c\n\x0etransaction_id\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_create\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_update\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_delete\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03*u\n\x10MessageDirection\x12!\n\x1dMESSAGE_DIRECTION_UNSPECIFIED\x10\x00\x12\x1e\n\x1aMESSAGE_DIRECTION_INCOMING\x10\x01\x12\x1e\n\x1aMESSAGE_DIRECTION_OUTGOING\x10\x02*\x83\x01\n\rMessageStatus\x12\x1e\n\x1aMESSAGE_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aMESSAGE_STATUS_PROGRESSING\x10\x01\x12\x17\n\x13MESSAGE_STATUS_DONE\x10\x02\x12\x19\n\x15MESSAGE_STATUS_FAILED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63onvhub/v1/message.proto\x12\nconvhub.v1\x1a\x17\x63onvhub/v1/common.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x05\n\x07Message\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x63onversation_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\tdirection\x18\x04 \x01(\x0e\x32\x1c.convhub.v1.MessageDirectionB\x04\xe2\x41\x01\x03\x12/\n\x06status\x18\x05 \x01(\x0e\x32\x19.convhub.v1.MessageStatusB\x04\xe2\x41\x01\x03\x12\x33\n\x07\x63hannel\x18\x06 \x01(\x0e\x32\x1c.convhub.v1.ConversationTypeB\x04\xe2\x41\x01\x03\x12)\n\x06source\x18\x07 \x01(\x0b\x32\x13.convhub.v1.AddressB\x04\xe2\x41\x01\x03\x12.\n\x0b\x64\x65stination\x18\x08 \x01(\x0b\x32\x13.convhub.v1.AddressB\x04\xe2\x41\x01\x03\x12\x0c\n\x04text\x18\t \x01(\t\x12\x0f\n\x07subject\x18\n \x01(\t\x12!\n\x06medias\x18\x0b \x03(\x0b\x32\x11.convhub.v1.Media\x12\x1c\n\x0etransaction_id\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_create\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_update\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_delete\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x39\n\x0f\x64\x65livery_status\x18\x10 \x01(\x0e\x32\x1a.convhub.v1.DeliveryStatusB\x04\xe2\x41\x01\x03\x12\x18\n\nerror_code\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rerror_message\x18\x12 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\naccount_id\x18\x13 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x63hannel_reason\x18\x14 \x01(\tB\x04\xe2\x41\x01\x03*u\n\x10MessageDirection\x12!\n\x1dMESSAGE_DIRECTION_UNSPECIFIED\x10\x00\x12\x1e\n\x1aMESSAGE_DIRECTION_INCOMING\x10\x01\x12\x1e\n\x1aMESSAGE_DIRECTION_OUTGOING\x10\x02*\x83\x01\n\rMessageStatus\x12\x1e\n\x1aMESSAGE_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aMESSAGE_STATUS_PROGRESSING\x10\x01\x12\x17\n\x13MESSAGE_STATUS_DONE\x10\x02\x12\x19\n\x15MESSAGE_STATUS_FAILED\x10\x03*\xdd\x01\n\x0e\x44\x65liveryStatus\x12\x1f\n\x1b\x44\x45LIVERY_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATUS_QUEUED\x10\x01\x12\x18\n\x14\x44\x45LIVERY_STATUS_SENT\x10\x02\x12\x1d\n\x19\x44\x45LIVERY_STATUS_DELIVERED\x10\x03\x12\x18\n\x14\x44\x45LIVERY_STATUS_READ\x10\x04\x12\x1f\n\x1b\x44\x45LIVERY_STATUS_UNDELIVERED\x10\x05\x12\x1a\n\x16\x44\x45LIVERY_STATUS_FAILED\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,10 +58,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MESSAGE'].fields_by_name['tm_update']._serialized_options = b'\342A\001\003'
   _globals['_MESSAGE'].fields_by_name['tm_delete']._loaded_options = None
   _globals['_MESSAGE'].fields_by_name['tm_delete']._serialized_options = b'\342A\001\003'
-  _globals['_MESSAGEDIRECTION']._serialized_start=722
-  _globals['_MESSAGEDIRECTION']._serialized_end=839
-  _globals['_MESSAGESTATUS']._serialized_start=842
-  _globals['_MESSAGESTATUS']._serialized_end=973
+  _globals['_MESSAGE'].fields_by_name['delivery_status']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['delivery_status']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['error_code']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['error_code']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['error_message']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['error_message']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['account_id']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['account_id']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['channel_reason']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['channel_reason']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGEDIRECTION']._serialized_start=892
+  _globals['_MESSAGEDIRECTION']._serialized_end=1009
+  _globals['_MESSAGESTATUS']._serialized_start=1012
+  _globals['_MESSAGESTATUS']._serialized_end=1143
+  _globals['_DELIVERYSTATUS']._serialized_start=1146
+  _globals['_DELIVERYSTATUS']._serialized_end=1367
   _globals['_MESSAGE']._serialized_start=132
-  _globals['_MESSAGE']._serialized_end=720
+  _globals['_MESSAGE']._serialized_end=890
 # @@protoc_insertion_point(module_scope)

@@ -69,6 +69,46 @@ MESSAGE_STATUS_FAILED: MessageStatus.ValueType  # 3
 """Delivery failed on every channel tried."""
 Global___MessageStatus: _TypeAlias = MessageStatus  # noqa: Y015
 
+class _DeliveryStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeliveryStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeliveryStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DELIVERY_STATUS_UNSPECIFIED: _DeliveryStatus.ValueType  # 0
+    DELIVERY_STATUS_QUEUED: _DeliveryStatus.ValueType  # 1
+    """Stored, waiting for a delivery attempt (or queued at the provider)."""
+    DELIVERY_STATUS_SENT: _DeliveryStatus.ValueType  # 2
+    """The provider accepted it."""
+    DELIVERY_STATUS_DELIVERED: _DeliveryStatus.ValueType  # 3
+    """The provider reports it reached the recipient."""
+    DELIVERY_STATUS_READ: _DeliveryStatus.ValueType  # 4
+    """The recipient read it (LINE, some MMS)."""
+    DELIVERY_STATUS_UNDELIVERED: _DeliveryStatus.ValueType  # 5
+    """The provider could not deliver it to the recipient."""
+    DELIVERY_STATUS_FAILED: _DeliveryStatus.ValueType  # 6
+    """Delivery failed (see `error_code`, `error_message`)."""
+
+class DeliveryStatus(_DeliveryStatus, metaclass=_DeliveryStatusEnumTypeWrapper):
+    """DeliveryStatus is what the provider last reported about an outgoing
+    message; it only moves forward (queued, sent, delivered, read).
+    """
+
+DELIVERY_STATUS_UNSPECIFIED: DeliveryStatus.ValueType  # 0
+DELIVERY_STATUS_QUEUED: DeliveryStatus.ValueType  # 1
+"""Stored, waiting for a delivery attempt (or queued at the provider)."""
+DELIVERY_STATUS_SENT: DeliveryStatus.ValueType  # 2
+"""The provider accepted it."""
+DELIVERY_STATUS_DELIVERED: DeliveryStatus.ValueType  # 3
+"""The provider reports it reached the recipient."""
+DELIVERY_STATUS_READ: DeliveryStatus.ValueType  # 4
+"""The recipient read it (LINE, some MMS)."""
+DELIVERY_STATUS_UNDELIVERED: DeliveryStatus.ValueType  # 5
+"""The provider could not deliver it to the recipient."""
+DELIVERY_STATUS_FAILED: DeliveryStatus.ValueType  # 6
+"""Delivery failed (see `error_code`, `error_message`)."""
+Global___DeliveryStatus: _TypeAlias = DeliveryStatus  # noqa: Y015
+
 @_typing.final
 class Message(_message.Message):
     """Message is one message in a conversation, on whatever channel it travelled."""
@@ -90,6 +130,11 @@ class Message(_message.Message):
     TM_CREATE_FIELD_NUMBER: _builtins.int
     TM_UPDATE_FIELD_NUMBER: _builtins.int
     TM_DELETE_FIELD_NUMBER: _builtins.int
+    DELIVERY_STATUS_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id (UUID)."""
     customer_id: _builtins.str
@@ -108,6 +153,20 @@ class Message(_message.Message):
     """Subject line (email)."""
     transaction_id: _builtins.str
     """The provider's message id (for example a Twilio MessageSid)."""
+    delivery_status: Global___DeliveryStatus.ValueType
+    """Outgoing: the provider's latest report, refined by delivery receipts."""
+    error_code: _builtins.str
+    """Why delivery failed: the provider's error code (for example Twilio's
+    `21211`), or convhub's (`outcome_unknown`, `no_adapter`).
+    """
+    error_message: _builtins.str
+    """The provider's (or convhub's) description of the failure."""
+    account_id: _builtins.str
+    """Outgoing: the channel account it was (or is being) sent through."""
+    channel_reason: _builtins.str
+    """Outgoing: why `channel` was chosen (`explicit`, `preferred_channel`,
+    `last_active_channel`, `conversation`, `available`, `fallback`).
+    """
     @_builtins.property
     def source(self) -> _common_pb2.Address:
         """The sender's address."""
@@ -150,10 +209,15 @@ class Message(_message.Message):
         tm_create: _timestamp_pb2.Timestamp | None = ...,
         tm_update: _timestamp_pb2.Timestamp | None = ...,
         tm_delete: _timestamp_pb2.Timestamp | None = ...,
+        delivery_status: Global___DeliveryStatus.ValueType = ...,
+        error_code: _builtins.str = ...,
+        error_message: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        channel_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "source", b"source", "tm_create", b"tm_create", "tm_delete", b"tm_delete", "tm_update", b"tm_update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "conversation_id", b"conversation_id", "customer_id", b"customer_id", "destination", b"destination", "direction", b"direction", "id", b"id", "medias", b"medias", "source", b"source", "status", b"status", "subject", b"subject", "text", b"text", "tm_create", b"tm_create", "tm_delete", b"tm_delete", "tm_update", b"tm_update", "transaction_id", b"transaction_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "channel", b"channel", "channel_reason", b"channel_reason", "conversation_id", b"conversation_id", "customer_id", b"customer_id", "delivery_status", b"delivery_status", "destination", b"destination", "direction", b"direction", "error_code", b"error_code", "error_message", b"error_message", "id", b"id", "medias", b"medias", "source", b"source", "status", b"status", "subject", b"subject", "text", b"text", "tm_create", b"tm_create", "tm_delete", b"tm_delete", "tm_update", b"tm_update", "transaction_id", b"transaction_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,235 @@
+"""The delivery worker: claims queued jobs, calls the provider's adapter once per attempt, records the outcome.
+
+Durability comes from the job table (services/delivery.py, store/delivery_jobs.py):
+- a job is claimed with a lease, then marked `sending` in its own commit
+  before the provider is called, then its outcome is recorded;
+- a job found `sending` with an expired lease was interrupted mid-attempt
+  (kill -9): its outcome is unknown. Providers that de-duplicate a resend
+  themselves (LINE's X-Line-Retry-Key, derived from the job id) are simply
+  sent again; for the others the adapter's `find_sent` asks the provider
+  whether the message exists, and only when it cannot tell is the message
+  failed with `outcome_unknown` rather than risk a double text;
+- retryable failures (5xx, 429, timeouts) come back after an exponential,
+  jittered backoff (domain/delivery.py); final ones (4xx) fail the message
+  with the provider's code, or fall back to the next eligible channel.
+
+Woken by the delivery doorbell (rung by this process after a send commits)
+and by a re-poll timer (other replicas' sends, retries coming due, leases
+expiring). Provider calls go through several httpx clients with few
+requests each (DESIGN.md: one client slows with many in flight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import socket
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+import httpx
+
+from convhub.server.channels.adapter import Accepted, CannotTell, ChannelAdapter, Outbound, SendFailed
+from convhub.server.channels.hooks import channel_account
+from convhub.server.config import Settings
+from convhub.server.domain import delivery as rules
+from convhub.server.domain.addresses import Address
+from convhub.server.services.delivery import DeliveryService, Work
+from convhub.server.store.db import new_id
+from convhub.server.store.delivery_jobs import SENDING, JobRow
+from convhub.server.store.doorbell import Doorbell
+
+log = logging.getLogger("convhub.delivery")
+
+T = TypeVar("T")
+
+# Providers whose API de-duplicates a repeated attempt (LINE: X-Line-Retry-Key from the job id):
+# an interrupted attempt is simply sent again. Every other provider is asked first (find_sent).
+RESEND_SAFE = frozenset({"line"})
+REQUESTS_PER_CLIENT = 4
+
+
+class DeliveryWorker:
+    name = "delivery"
+
+    def __init__(
+        self,
+        service: DeliveryService,
+        adapters: Mapping[str, ChannelAdapter],
+        bell: Doorbell,
+        settings: Settings,
+        executor: Executor,
+    ) -> None:
+        self.service = service
+        self.adapters = adapters
+        self.bell = bell
+        self.settings = settings
+        self.executor = executor
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[:8]}"
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._unstarted: list[str] = []
+        self._slot = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._clients: list[httpx.AsyncClient] = []
+        self._next_client = 0
+
+    async def start(self) -> None:
+        self._listener = self.bell.listener()
+        count = max(1, -(-self.settings.delivery_concurrency // REQUESTS_PER_CLIENT))
+        self._clients = [
+            httpx.AsyncClient(
+                timeout=self.settings.provider_timeout,
+                limits=httpx.Limits(max_connections=REQUESTS_PER_CLIENT, max_keepalive_connections=REQUESTS_PER_CLIENT),
+                headers={"user-agent": "convhub"},
+            )
+            for _ in range(count)
+        ]
+        self._task = asyncio.create_task(self._run(), name="convhub-delivery")
+
+    async def stop(self) -> None:
+        """Finish the attempts in flight, give back jobs claimed but not started, close the HTTP clients."""
+        self._stopping = True
+        self.bell.ring()
+        self._slot.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, timeout=self.settings.provider_timeout + 5)
+        inflight = list(self._inflight.values())
+        if inflight:
+            await asyncio.wait(inflight, timeout=self.settings.provider_timeout + 5)
+        if self._unstarted:
+            with contextlib.suppress(Exception):
+                await self._db(self.service.release, self.worker_id, list(self._unstarted))
+        for client in self._clients:
+            await client.aclose()
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Database work on the executor: a claim may wait on another replica's locks, never on the loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            free = self.settings.delivery_concurrency - len(self._inflight)
+            if free <= 0:
+                self._slot.clear()
+                await self._slot.wait()
+                continue
+            try:
+                jobs = await self._db(self.service.claim, self.worker_id, free)
+            except Exception:
+                log.exception("delivery: claiming jobs failed; retrying after the poll interval")
+                jobs = []
+            for job in jobs:
+                task = asyncio.create_task(self._deliver(job), name=f"convhub-delivery-{job.id}")
+                self._inflight[job.id] = task
+                task.add_done_callback(functools.partial(self._finished, job.id))
+            if jobs and len(jobs) == free:
+                continue  # full claim: more may be due; the loop waits for a slot first
+            if not self._stopping:
+                await self._listener.wait(self.settings.delivery_poll_interval)
+
+    def _finished(self, job_id: str, _task: asyncio.Task[None]) -> None:
+        self._inflight.pop(job_id, None)
+        self._slot.set()
+
+    def _client(self) -> httpx.AsyncClient:
+        self._next_client = (self._next_client + 1) % len(self._clients)
+        return self._clients[self._next_client]
+
+    async def _deliver(self, job: JobRow) -> None:
+        try:
+            await self._attempt(job)
+        except Exception:
+            log.exception("delivery: job %s of message %s failed unexpectedly", job.id, job.message_id)
+
+    async def _attempt(self, job: JobRow) -> None:
+        if self._stopping:
+            self._unstarted.append(job.id)
+            return
+        work = await self._db(self.service.load, job)
+        if work.account is None or not work.account.enabled:
+            await self._db(self.service.failed, job, "account_unavailable", "the account was deleted or disabled")
+            return
+        adapter = self.adapters.get(work.account.provider)
+        if adapter is None:
+            await self._db(
+                self.service.failed, job, rules.NO_ADAPTER, f"no adapter for provider {work.account.provider!r}"
+            )
+            return
+        account = channel_account(work.account)
+        outbound = self._outbound(work)
+        http = self._client()
+        if job.state == SENDING and adapter.provider not in RESEND_SAFE:
+            since = job.attempt_started_at or job.next_attempt_at
+            try:
+                found = await adapter.find_sent(http, account, outbound, since)
+            except (CannotTell, Exception) as exc:
+                log.warning("delivery: message %s: earlier attempt's outcome unknown (%s)", job.message_id, exc)
+                await self._db(
+                    self.service.failed,
+                    job,
+                    rules.OUTCOME_UNKNOWN,
+                    "an attempt was interrupted and the provider cannot tell whether it was sent; not resent",
+                    may_fall_back=False,
+                )
+                return
+            if found is not None:
+                await self._accepted(job, found)
+                return
+        if not await self._db(self.service.start_attempt, job):
+            return  # the lease ran out and another worker took the job
+        attempt = job.attempts + 1
+        try:
+            accepted = await asyncio.wait_for(
+                adapter.send(http, account, outbound), timeout=self.settings.provider_timeout + 5
+            )
+        except SendFailed as exc:
+            await self._failed(job, attempt, exc)
+            return
+        except TimeoutError:
+            await self._failed(job, attempt, SendFailed(rules.TIMEOUT, "the provider did not answer", retryable=True))
+            return
+        await self._accepted(job, accepted)
+
+    async def _accepted(self, job: JobRow, accepted: Accepted) -> None:
+        recorded = await self._db(self.service.accepted, job, accepted.provider_message_id, accepted.delivery_status)
+        if not recorded:
+            await self._db(
+                self.service.failed,
+                job,
+                rules.OUTCOME_UNKNOWN,
+                "the provider's message id belongs to another message; not resent",
+                may_fall_back=False,
+            )
+
+    async def _failed(self, job: JobRow, attempt: int, exc: SendFailed) -> None:
+        if exc.retryable and attempt < self.settings.delivery_max_attempts:
+            delay = rules.retry_delay(
+                attempt,
+                minimum=self.settings.delivery_backoff_min,
+                maximum=self.settings.delivery_backoff_max,
+                retry_after=exc.retry_after,
+            )
+            await self._db(self.service.retry_later, job, f"{exc.code}: {exc.message}", delay)
+            return
+        await self._db(self.service.failed, job, exc.code, exc.message)
+
+    def _outbound(self, work: Work) -> Outbound:
+        m = work.message
+        account_id = work.job.account_id
+        provider = work.account.provider if work.account is not None else ""
+        return Outbound(
+            message_id=m.id,
+            job_id=work.job.id,
+            sender=Address(m.source_type, m.source_target, m.source_name),
+            recipient=Address(m.destination_type, m.destination_target, m.destination_name),
+            text=m.text,
+            medias=list(m.medias),
+            status_callback_url=f"{self.settings.resolved_public_url}/v1.0/hooks/{provider}/{account_id}/status",
+        )

@@ -1,0 +1,20 @@
+"""The provider adapters this build speaks, keyed by provider name (accounts' `provider`)."""
+
+from __future__ import annotations
+
+from convhub.server.channels.adapter import ChannelAdapter
+from convhub.server.channels.line import LineAdapter
+from convhub.server.channels.telnyx import TelnyxAdapter
+from convhub.server.channels.twilio import TwilioAdapter
+from convhub.server.config import Settings
+from convhub.server.store.media_files import MediaFiles
+
+
+def build_adapters(settings: Settings, media: MediaFiles) -> dict[str, ChannelAdapter]:
+    """One adapter per provider, pointed at the provider API base URLs from settings."""
+    adapters: list[ChannelAdapter] = [
+        TwilioAdapter(settings.twilio_api_url),
+        TelnyxAdapter(settings.telnyx_api_url),
+        LineAdapter(settings.line_api_url, settings.line_data_api_url, media),
+    ]
+    return {adapter.provider: adapter for adapter in adapters}

@@ -1,0 +1,130 @@
+"""The delivery queue in SQL: insert jobs with their message, claim due ones, record each attempt.
+
+Claims are leases. `claim_due` picks jobs that are due and not leased
+(`locked_until` unset or past) and leases them to one worker: on PostgreSQL
+the SELECT takes row locks with `FOR UPDATE SKIP LOCKED`, so replicas
+claiming at the same moment each get different jobs and never wait on each
+other; on SQLite the writer lock (BEGIN IMMEDIATE) serialises claims. Every
+later write names the worker (`claimed_by`) and the lease it holds, so a
+worker whose lease ran out and was taken over cannot record anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, cast
+
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+
+from convhub.server.store.models import DeliveryJob
+
+jobs = DeliveryJob.__table__
+INSERT_JOB = insert(jobs)
+
+QUEUED = "queued"
+SENDING = "sending"
+DONE = "done"
+FAILED = "failed"
+
+
+class JobRow(Protocol):
+    id: str
+    customer_id: str
+    message_id: str
+    state: str
+    channel: str
+    account_id: str
+    allow_fallback: bool
+    tried_channels: list[str]
+    attempts: int
+    next_attempt_at: int
+    locked_until: int | None
+    claimed_by: str
+    attempt_started_at: int | None
+    last_error: str
+
+
+_due = (
+    select(jobs.c.id)
+    .where(
+        jobs.c.state.in_([QUEUED, SENDING]),
+        jobs.c.next_attempt_at <= bindparam("now"),
+        or_(jobs.c.locked_until.is_(None), jobs.c.locked_until < bindparam("now")),
+    )
+    .order_by(jobs.c.next_attempt_at)
+    .limit(bindparam("limit"))
+)
+_due_locked = _due.with_for_update(skip_locked=True)
+_by_id = select(jobs).where(jobs.c.id == bindparam("id"))
+
+
+def job_values(
+    *, job_id: str, customer_id: str, message_id: str, channel: str, account_id: str, allow_fallback: bool, now: int
+) -> dict[str, Any]:
+    """A new job, due at once."""
+    return {
+        "id": job_id,
+        "customer_id": customer_id,
+        "message_id": message_id,
+        "state": QUEUED,
+        "channel": channel,
+        "account_id": account_id,
+        "allow_fallback": allow_fallback,
+        "tried_channels": [channel],
+        "attempts": 0,
+        "next_attempt_at": now,
+        "locked_until": None,
+        "claimed_by": "",
+        "attempt_started_at": None,
+        "last_error": "",
+        "tm_create": now,
+        "tm_update": now,
+    }
+
+
+def claim_due(conn: Connection, worker: str, limit: int, now: int, lease_us: int) -> list[JobRow]:
+    """Lease up to `limit` due jobs to `worker` (in the caller's transaction) and return them."""
+    query = _due_locked if conn.dialect.name == "postgresql" else _due
+    ids = list(conn.execute(query, {"now": now, "limit": limit}).scalars())
+    if not ids:
+        return []
+    conn.execute(
+        update(jobs).where(jobs.c.id.in_(ids)).values(locked_until=now + lease_us, claimed_by=worker, tm_update=now)
+    )
+    rows = conn.execute(select(jobs).where(jobs.c.id.in_(ids)).order_by(jobs.c.next_attempt_at)).all()
+    return cast("list[JobRow]", rows)
+
+
+def _held(job: JobRow) -> Any:
+    """The condition that `job` is still leased as it was claimed (nobody took it over)."""
+    return and_(jobs.c.id == job.id, jobs.c.claimed_by == job.claimed_by, jobs.c.locked_until == job.locked_until)
+
+
+def start_attempt(conn: Connection, job: JobRow, now: int) -> bool:
+    """Mark the attempt `sending` (its own commit, before the provider call); False if the lease was lost."""
+    result = conn.execute(
+        update(jobs)
+        .where(_held(job))
+        .values(state=SENDING, attempts=jobs.c.attempts + 1, attempt_started_at=now, tm_update=now)
+    )
+    return result.rowcount == 1
+
+
+def finish(conn: Connection, job: JobRow, values: dict[str, Any]) -> bool:
+    """Record an attempt's outcome and release the lease; False if the lease was lost (nothing written)."""
+    result = conn.execute(update(jobs).where(_held(job)).values(locked_until=None, **values))
+    return result.rowcount == 1
+
+
+def release(conn: Connection, worker: str, job_ids: Sequence[str], now: int) -> None:
+    """Give back leases on jobs `worker` claimed but never started (a clean stop)."""
+    if job_ids:
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(list(job_ids)), jobs.c.claimed_by == worker, jobs.c.state == QUEUED)
+            .values(locked_until=None, tm_update=now)
+        )
+
+
+def by_id(conn: Connection, job_id: str) -> JobRow | None:
+    return cast("JobRow | None", conn.execute(_by_id, {"id": job_id}).first())
