@@ -54,19 +54,21 @@ def test_a_message_is_only_found_under_its_own_conversation(api: Api) -> None:
     )
 
 
-def test_send_message_validates_then_answers_unimplemented(api: Api) -> None:
+def test_send_message_without_a_usable_account_is_failed_precondition_and_stores_nothing(api: Api) -> None:
     room = api.sms().conversation.id
     expect_error(
         api.conversations.SendMessage, cs.SendMessageRequest(conversation_id="x", text="hi"), INVALID, "conversation_id"
     )
     missing = "00000000-0000-4000-8000-000000000000"
     expect_error(api.conversations.SendMessage, cs.SendMessageRequest(conversation_id=missing, text="hi"), NOT_FOUND)
+    expect_error(api.conversations.SendMessage, cs.SendMessageRequest(conversation_id=room), INVALID, "text")
     err = expect_error(
         api.conversations.SendMessage,
         cs.SendMessageRequest(conversation_id=room, text="hi"),
-        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.FAILED_PRECONDITION,
     )
-    assert err.reason == "SEND_NOT_AVAILABLE"
+    assert err.reason == "NO_USABLE_CHANNEL"
+    assert "no enabled account with address +15559990000" in err.message
     assert len(api.conversations.ListMessages(cs.ListMessagesRequest(conversation_id=room)).result) == 1
 
 

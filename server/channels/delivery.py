@@ -77,6 +77,8 @@ class DeliveryWorker:
         self._task: asyncio.Task[None] | None = None
         self._clients: list[httpx.AsyncClient] = []
         self._next_client = 0
+        # The longest one provider call may take (httpx's own timeouts apply per phase; this bounds the whole).
+        self.attempt_bound = settings.provider_timeout + 1
 
     async def start(self) -> None:
         self._listener = self.bell.listener()
@@ -98,10 +100,10 @@ class DeliveryWorker:
         self._slot.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, timeout=self.settings.provider_timeout + 5)
+                await asyncio.wait_for(self._task, timeout=self.attempt_bound)
         inflight = list(self._inflight.values())
         if inflight:
-            await asyncio.wait(inflight, timeout=self.settings.provider_timeout + 5)
+            await asyncio.wait(inflight, timeout=self.attempt_bound * 2)
         if self._unstarted:
             with contextlib.suppress(Exception):
                 await self._db(self.service.release, self.worker_id, list(self._unstarted))
@@ -168,7 +170,9 @@ class DeliveryWorker:
         if job.state == SENDING and adapter.provider not in RESEND_SAFE:
             since = job.attempt_started_at or job.next_attempt_at
             try:
-                found = await adapter.find_sent(http, account, outbound, since)
+                found = await asyncio.wait_for(
+                    adapter.find_sent(http, account, outbound, since), timeout=self.attempt_bound
+                )
             except (CannotTell, Exception) as exc:
                 log.warning("delivery: message %s: earlier attempt's outcome unknown (%s)", job.message_id, exc)
                 await self._db(
@@ -186,14 +190,16 @@ class DeliveryWorker:
             return  # the lease ran out and another worker took the job
         attempt = job.attempts + 1
         try:
-            accepted = await asyncio.wait_for(
-                adapter.send(http, account, outbound), timeout=self.settings.provider_timeout + 5
-            )
+            accepted = await asyncio.wait_for(adapter.send(http, account, outbound), timeout=self.attempt_bound)
         except SendFailed as exc:
             await self._failed(job, attempt, exc)
             return
         except TimeoutError:
             await self._failed(job, attempt, SendFailed(rules.TIMEOUT, "the provider did not answer", retryable=True))
+            return
+        except Exception as exc:  # an adapter bug: final, so it cannot loop; the log has the traceback
+            log.exception("delivery: the %s adapter failed on message %s", adapter.provider, job.message_id)
+            await self._failed(job, attempt, SendFailed("adapter_error", type(exc).__name__, retryable=False))
             return
         await self._accepted(job, accepted)
 

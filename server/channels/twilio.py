@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 from starlette.requests import Request
@@ -45,6 +45,7 @@ from convhub.server.domain.messages import Media
 from convhub.server.services.ingest import InboundMessage
 
 SIGNATURE_HEADER = "x-twilio-signature"
+FORM = "application/x-www-form-urlencoded"
 TWIML_EMPTY = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 MAX_MEDIA = 10  # Twilio sends at most 10 media per message
 FIND_PAGES = 5  # pages of 50 looked at by find_sent before it gives up (CannotTell)
@@ -128,7 +129,9 @@ class TwilioAdapter:
             form.append(("StatusCallback", outbound.status_callback_url))
         url = f"{self.api_url}/2010-04-01/Accounts/{sid}/Messages.json"
         try:
-            response = await http.post(url, data=form, auth=(sid, token))  # type: ignore[arg-type]
+            response = await http.post(
+                url, content=urlencode(form), headers={"content-type": FORM}, auth=(sid, token)
+            )
         except httpx.TimeoutException as exc:
             raise SendFailed("timeout", f"Twilio did not answer: {type(exc).__name__}", retryable=True) from None
         except httpx.TransportError as exc:
@@ -210,7 +213,7 @@ class TwilioAdapter:
         account = await hook_rules.account_for(hooks, self.provider, request.path_params["account_id"])
         body = await hook_rules.read_body(request)
         content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if content_type != "application/x-www-form-urlencoded":
+        if content_type != FORM:
             raise hook_rules.malformed("body", "must be application/x-www-form-urlencoded")
         try:
             params = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body))
