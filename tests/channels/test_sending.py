@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.channel_rig import Rig, chub, new_number, rig, standin  # noqa: F401 (fixtures)
+from tests.channel_rig import Rig, new_number
 from tests.twilio_standin import Behaviour
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from tests.channel_rig import PUBLIC_URL, Rig, chub, new_number, rig, standin  # noqa: F401 (fixtures)
+from tests.channel_rig import PUBLIC_URL, Rig, new_number
 
 
 def test_a_signed_inbound_sms_opens_a_room_and_writes_its_events(rig: Rig) -> None:
@@ -70,7 +70,7 @@ def test_forged_missing_and_stale_signatures_answer_401_and_store_nothing(rig: R
     assert missing.status_code == 401
     # Stale: signed with the auth token the account had before it was rotated.
     old_token = account["token"]
-    sid, new_token = rig.standin.new_account()
+    _sid, new_token = rig.standin.new_account()
     r = rig.rest.put(
         f"/v1.0/conversation_accounts/{account['id']}",
         json={"credentials": {"account_sid": account["sid"], "auth_token": new_token}},
