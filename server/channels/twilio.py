@@ -129,9 +129,7 @@ class TwilioAdapter:
             form.append(("StatusCallback", outbound.status_callback_url))
         url = f"{self.api_url}/2010-04-01/Accounts/{sid}/Messages.json"
         try:
-            response = await http.post(
-                url, content=urlencode(form), headers={"content-type": FORM}, auth=(sid, token)
-            )
+            response = await http.post(url, content=urlencode(form), headers={"content-type": FORM}, auth=(sid, token))
         except httpx.TimeoutException as exc:
             raise SendFailed("timeout", f"Twilio did not answer: {type(exc).__name__}", retryable=True) from None
         except httpx.TransportError as exc:
