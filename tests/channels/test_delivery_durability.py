@@ -1,0 +1,140 @@
+"""Durable delivery across crashes and replicas: real `convhub serve` processes, `kill -9`, one shared queue.
+
+Each test starts its own servers and its own Twilio stand-in (these tests
+slow the stand-in down, which would slow every other test sharing it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from convhub.server.store.models import DeliveryJob
+from tests.channel_rig import WAIT, Rig, channel_env, close_hub, new_number, start_hub
+from tests.conftest import BACKENDS, create_database, new_tenant
+from tests.twilio_standin import TwilioStandIn
+
+LEASE = "7"  # the shortest the server accepts with CONVHUB_PROVIDER_TIMEOUT=1
+
+
+@pytest.fixture
+def slow_standin() -> Iterator[TwilioStandIn]:
+    server = TwilioStandIn().start()
+    yield server
+    server.stop()
+
+
+def _wait_sent(standin: TwilioStandIn, peer: str, count: int) -> None:
+    """Until the stand-in has recorded `count` messages to `peer` (bounded)."""
+    deadline = time.monotonic() + WAIT
+    while len(standin.sent_to(peer)) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {count} sends to {peer}")
+        time.sleep(0.05)
+
+
+def _room(rig: Rig, account: dict[str, object], peer: str) -> str:
+    assert rig.inbound(account, peer, "hi").status_code == 200  # type: ignore[arg-type]
+    [room] = rig.conversations()
+    return str(room["id"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kill_9_with_a_queue_then_restart_delivers_every_message_exactly_once(
+    backend: str, tmp_path: Path, slow_standin: TwilioStandIn
+) -> None:
+    slow_standin.delay = 0.3  # every send is recorded at once, answered 0.3 s later
+    env = channel_env(slow_standin, CONVHUB_DELIVERY_CONCURRENCY="2", CONVHUB_DELIVERY_LEASE=LEASE)
+    for url in create_database(backend, tmp_path):
+        hub = start_hub(backend, url, tmp_path, env)
+        rig = Rig(hub, slow_standin, new_tenant(hub))
+        account = rig.twilio_account()
+        peer = new_number()
+        room = _room(rig, account, peer)
+        queued = [rig.send(room, f"message {i}") for i in range(16)]
+        _wait_sent(slow_standin, peer, 3)
+        hub.process.kill()  # SIGKILL: two sends in flight, the rest queued
+        hub.process.wait()
+        close_hub(hub)
+        assert len(slow_standin.sent_to(peer)) < len(queued)
+
+        restarted = start_hub(backend, url, tmp_path, env)
+        try:
+            rig2 = Rig(restarted, slow_standin, rig.tenant)
+            for message in queued:
+                done = rig2.wait_message(message, timeout=WAIT + float(LEASE))
+                assert done["status"] == "done", done
+            bodies = Counter(m["body"] for m in slow_standin.sent_to(peer))
+            assert bodies == Counter(f"message {i}" for i in range(16)), bodies
+            sids = {m["sid"] for m in slow_standin.sent_to(peer)}
+            assert {rig2.message(room, m["id"])["transaction_id"] for m in queued} == sids
+            rig2.close()
+        finally:
+            rig.close()
+            close_hub(restarted)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_interrupted_attempt_the_provider_cannot_confirm_fails_as_outcome_unknown_and_is_not_resent(
+    backend: str, tmp_path: Path, slow_standin: TwilioStandIn
+) -> None:
+    slow_standin.delay = 0.8
+    env = channel_env(slow_standin, CONVHUB_DELIVERY_LEASE=LEASE)
+    for url in create_database(backend, tmp_path):
+        hub = start_hub(backend, url, tmp_path, env)
+        rig = Rig(hub, slow_standin, new_tenant(hub))
+        account = rig.twilio_account()
+        peer = new_number()
+        message = rig.send(_room(rig, account, peer), "did it go?")
+        _wait_sent(slow_standin, peer, 1)
+        hub.process.kill()
+        hub.process.wait()
+        close_hub(hub)
+        slow_standin.list_fails = True  # Twilio cannot be asked whether the message exists
+
+        restarted = start_hub(backend, url, tmp_path, env)
+        try:
+            rig2 = Rig(restarted, slow_standin, rig.tenant)
+            failed = rig2.wait_message(message, timeout=WAIT + float(LEASE))
+            assert (failed["status"], failed["error_code"]) == ("failed", "outcome_unknown"), failed
+            assert len(slow_standin.sent_to(peer)) == 1
+            assert slow_standin.posts[peer] == 1
+            rig2.close()
+        finally:
+            rig.close()
+            close_hub(restarted)
+
+
+def test_two_servers_on_one_postgresql_share_the_queue_and_never_double_send(
+    tmp_path: Path, slow_standin: TwilioStandIn
+) -> None:
+    slow_standin.delay = 0.02
+    env = channel_env(slow_standin, CONVHUB_DELIVERY_CONCURRENCY="4", CONVHUB_DELIVERY_POLL_INTERVAL="0.02")
+    for url in create_database("postgresql", tmp_path):
+        a = start_hub("postgresql", url, tmp_path / "a", env)
+        b = start_hub("postgresql", url, tmp_path / "b", env)
+        tenant = new_tenant(a)
+        rig_a, rig_b = Rig(a, slow_standin, tenant), Rig(b, slow_standin, tenant)
+        try:
+            account = rig_a.twilio_account()
+            peer = new_number()
+            room = _room(rig_a, account, peer)
+            # Both replicas take sends; each rings only its own worker, the other finds the jobs by polling.
+            queued = [(rig_a if i % 2 else rig_b).send(room, f"message {i}") for i in range(80)]
+            for message in queued:
+                assert rig_a.wait_message(message)["status"] == "done"
+            bodies = Counter(m["body"] for m in slow_standin.sent_to(peer))
+            assert bodies == Counter(f"message {i}" for i in range(80)), [b for b, n in bodies.items() if n > 1]
+            jobs = DeliveryJob.__table__
+            with a.engine.connect() as conn:
+                claimers = {row.claimed_by.rsplit(":", 1)[0] for row in conn.execute(jobs.select())}
+            assert len(claimers) == 2, claimers  # both processes delivered part of the queue
+        finally:
+            rig_a.close()
+            rig_b.close()
+            close_hub(a)
+            close_hub(b)
