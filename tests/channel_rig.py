@@ -35,6 +35,10 @@ def channel_env(standin: TwilioStandIn, **overrides: str) -> dict[str, str]:
     env = {
         "CONVHUB_PUBLIC_URL": PUBLIC_URL,
         "CONVHUB_TWILIO_API_URL": standin.url,
+        # Never the real providers: the stand-in answers 404 to their paths (a final failure).
+        "CONVHUB_TELNYX_API_URL": standin.url,
+        "CONVHUB_LINE_API_URL": standin.url,
+        "CONVHUB_LINE_DATA_API_URL": standin.url,
         "CONVHUB_DELIVERY_BACKOFF_MIN": "0.05",
         "CONVHUB_DELIVERY_BACKOFF_MAX": "0.2",
         "CONVHUB_DELIVERY_MAX_ATTEMPTS": "4",
