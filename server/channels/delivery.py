@@ -40,7 +40,7 @@ from convhub.server.domain import delivery as rules
 from convhub.server.domain.addresses import Address
 from convhub.server.services.delivery import DeliveryService, Work
 from convhub.server.store.db import new_id
-from convhub.server.store.delivery_jobs import SENDING, JobRow
+from convhub.server.store.delivery_jobs import JobRow
 from convhub.server.store.doorbell import Doorbell
 
 log = logging.getLogger("convhub.delivery")
@@ -69,6 +69,7 @@ class DeliveryWorker:
         self.bell = bell
         self.settings = settings
         self.executor = executor
+        self.inline = service.db.inline_writes
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[:8]}"
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._unstarted: list[str] = []
@@ -111,7 +112,11 @@ class DeliveryWorker:
             await client.aclose()
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Database work on the executor: a claim may wait on another replica's locks, never on the loop."""
+        """Database work where the dispatcher runs writes: on PostgreSQL on the executor (a claim may wait
+        on another replica's row locks, never on the loop); on SQLite inline, where one process is the
+        only writer and a thread would only wait for the write lock the loop's own writes hold."""
+        if self.inline:
+            return fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
 
@@ -123,15 +128,15 @@ class DeliveryWorker:
                 await self._slot.wait()
                 continue
             try:
-                jobs = await self._db(self.service.claim, self.worker_id, free)
+                claimed = await self._db(self.service.claim, self.worker_id, free)
             except Exception:
                 log.exception("delivery: claiming jobs failed; retrying after the poll interval")
-                jobs = []
-            for job in jobs:
-                task = asyncio.create_task(self._deliver(job), name=f"convhub-delivery-{job.id}")
-                self._inflight[job.id] = task
-                task.add_done_callback(functools.partial(self._finished, job.id))
-            if jobs and len(jobs) == free:
+                claimed = []
+            for work in claimed:
+                task = asyncio.create_task(self._deliver(work), name=f"convhub-delivery-{work.job.id}")
+                self._inflight[work.job.id] = task
+                task.add_done_callback(functools.partial(self._finished, work.job.id))
+            if claimed and len(claimed) == free:
                 continue  # full claim: more may be due; the loop waits for a slot first
             if not self._stopping:
                 await self._listener.wait(self.settings.delivery_poll_interval)
@@ -144,17 +149,17 @@ class DeliveryWorker:
         self._next_client = (self._next_client + 1) % len(self._clients)
         return self._clients[self._next_client]
 
-    async def _deliver(self, job: JobRow) -> None:
+    async def _deliver(self, work: Work) -> None:
         try:
-            await self._attempt(job)
+            await self._attempt(work)
         except Exception:
-            log.exception("delivery: job %s of message %s failed unexpectedly", job.id, job.message_id)
+            log.exception("delivery: job %s of message %s failed unexpectedly", work.job.id, work.job.message_id)
 
-    async def _attempt(self, job: JobRow) -> None:
-        if self._stopping:
-            self._unstarted.append(job.id)
+    async def _attempt(self, work: Work) -> None:
+        job = work.job
+        if self._stopping and not work.claimed.interrupted:
+            self._unstarted.append(job.id)  # given back on stop; an interrupted one keeps its evidence
             return
-        work = await self._db(self.service.load, job)
         if work.account is None or not work.account.enabled:
             await self._db(self.service.failed, job, "account_unavailable", "the account was deleted or disabled")
             return
@@ -167,8 +172,8 @@ class DeliveryWorker:
         account = channel_account(work.account)
         outbound = self._outbound(work)
         http = self._client()
-        if job.state == SENDING and adapter.provider not in RESEND_SAFE:
-            since = job.attempt_started_at or job.next_attempt_at
+        if work.claimed.interrupted and adapter.provider not in RESEND_SAFE:
+            since = work.claimed.previous_attempt_at or job.next_attempt_at
             try:
                 found = await asyncio.wait_for(
                     adapter.find_sent(http, account, outbound, since), timeout=self.attempt_bound
@@ -186,9 +191,7 @@ class DeliveryWorker:
             if found is not None:
                 await self._accepted(job, found)
                 return
-        if not await self._db(self.service.start_attempt, job):
-            return  # the lease ran out and another worker took the job
-        attempt = job.attempts + 1
+        attempt = job.attempts  # counted by the claim
         try:
             accepted = await asyncio.wait_for(adapter.send(http, account, outbound), timeout=self.attempt_bound)
         except SendFailed as exc:

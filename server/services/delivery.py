@@ -30,19 +30,23 @@ from convhub.server.services.channel_accounts import OpenedAccount, opened
 from convhub.server.services.sending import route_values, routes_for
 from convhub.server.store import accounts, conversations, delivery_jobs, messages
 from convhub.server.store.db import Database, now_us
-from convhub.server.store.delivery_jobs import JobRow
+from convhub.server.store.delivery_jobs import Claimed, JobRow
 from convhub.server.store.doorbell import Doorbell
-from convhub.server.store.rows import MessageRow
+from convhub.server.store.rows import AccountRow, MessageRow
 from convhub.v1 import event_pb2
 
 
 @dataclass(frozen=True, slots=True)
 class Work:
-    """What one attempt needs: the job, its message and the account it goes through (None: gone or disabled)."""
+    """What one attempt needs: the claimed job, its message and the account it goes through (None: deleted)."""
 
-    job: JobRow
+    claimed: Claimed
     message: MessageRow
     account: OpenedAccount | None
+
+    @property
+    def job(self) -> JobRow:
+        return self.claimed.job
 
 
 class DeliveryService:
@@ -51,22 +55,20 @@ class DeliveryService:
         self.settings = settings
         self.bell = bell
 
-    def claim(self, worker: str, limit: int) -> list[JobRow]:
-        """Lease up to `limit` due jobs to `worker` (SKIP LOCKED on PostgreSQL: replicas never share a job)."""
+    def claim(self, worker: str, limit: int) -> list[Work]:
+        """Lease up to `limit` due jobs to `worker`, attempts marked `sending` (SKIP LOCKED on PostgreSQL:
+        replicas never share a job), with the message and account each attempt needs."""
         lease_us = int(self.settings.delivery_lease * 1_000_000)
         with self.db.writer.begin() as conn:
-            return delivery_jobs.claim_due(conn, worker, limit, now_us(), lease_us)
+            claimed = delivery_jobs.claim_due(conn, worker, limit, now_us(), lease_us)
+            if not claimed:
+                return []
+            rows = messages.by_ids(conn, {c.job.message_id for c in claimed})
+            found = {a.id: a for a in accounts.by_ids(conn, {c.job.account_id for c in claimed})}
+        return [Work(c, rows[c.job.message_id], self._opened(found.get(c.job.account_id))) for c in claimed]
 
-    def load(self, job: JobRow) -> Work:
-        with self.db.read() as conn:
-            message = messages.live.by_id(conn, job.message_id)
-            row = accounts.live_by_id(conn, job.account_id)
-        return Work(job, message, opened(row, self.db.secrets) if row is not None else None)
-
-    def start_attempt(self, job: JobRow) -> bool:
-        """Mark the job `sending` in its own commit, before the provider is called; False if the lease was lost."""
-        with self.db.writer.begin() as conn:
-            return delivery_jobs.start_attempt(conn, job, now_us())
+    def _opened(self, row: AccountRow | None) -> OpenedAccount | None:
+        return opened(row, self.db.secrets) if row is not None and row.tm_delete is None else None
 
     def release(self, worker: str, job_ids: list[str]) -> None:
         with self.db.writer.begin() as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, cast
 
 from sqlalchemy import Connection, bindparam, insert, select, update
@@ -33,6 +34,11 @@ def update_account(conn: Connection, account_id: str, values: dict[str, Any]) ->
 def live_by_id(conn: Connection, account_id: str) -> AccountRow | None:
     """Any customer's live account (provider hooks know the account, not the tenant)."""
     return cast("AccountRow | None", conn.execute(_live_by_id, {"id": account_id}).first())
+
+
+def by_ids(conn: Connection, ids: Collection[str]) -> list[AccountRow]:
+    """Accounts by id, deleted or not (the caller decides what a deleted one means)."""
+    return cast("list[AccountRow]", conn.execute(select(accounts).where(accounts.c.id.in_(list(ids)))).all())
 
 
 def of_customer(conn: Connection, customer_id: str) -> list[AccountRow]:

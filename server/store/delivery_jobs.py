@@ -1,7 +1,8 @@
 """The delivery queue in SQL: insert jobs with their message, claim due ones, record each attempt.
 
 Claims are leases. `claim_due` picks jobs that are due and not leased
-(`locked_until` unset or past) and leases them to one worker: on PostgreSQL
+(`locked_until` unset or past), leases them to one worker and marks their
+attempt `sending` (that commit precedes the provider call): on PostgreSQL
 the SELECT takes row locks with `FOR UPDATE SKIP LOCKED`, so replicas
 claiming at the same moment each get different jobs and never wait on each
 other; on SQLite the writer lock (BEGIN IMMEDIATE) serialises claims. Every
@@ -12,9 +13,10 @@ worker whose lease ran out and was taken over cannot record anything.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, insert, or_, select, update
 
 from convhub.server.store.models import DeliveryJob
 
@@ -82,32 +84,56 @@ def job_values(
     }
 
 
-def claim_due(conn: Connection, worker: str, limit: int, now: int, lease_us: int) -> list[JobRow]:
-    """Lease up to `limit` due jobs to `worker` (in the caller's transaction) and return them."""
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A job leased to a worker with its attempt marked `sending`.
+
+    `interrupted`: it was already `sending` under an expired lease, so an
+    earlier attempt's outcome is unknown; `previous_attempt_at` is when that
+    attempt began.
+    """
+
+    job: JobRow
+    interrupted: bool
+    previous_attempt_at: int | None
+
+
+def claim_due(conn: Connection, worker: str, limit: int, now: int, lease_us: int) -> list[Claimed]:
+    """Lease up to `limit` due jobs to `worker` and mark each attempt `sending`, in the caller's transaction.
+
+    The claim's commit is the attempt's "sending" mark: it lands before the
+    provider is called, so a crash after it leaves evidence of the attempt.
+    """
     query = _due_locked if conn.dialect.name == "postgresql" else _due
     ids = list(conn.execute(query, {"now": now, "limit": limit}).scalars())
     if not ids:
         return []
+    before = {
+        row.id: row
+        for row in conn.execute(select(jobs.c.id, jobs.c.state, jobs.c.attempt_started_at).where(jobs.c.id.in_(ids)))
+    }
     conn.execute(
-        update(jobs).where(jobs.c.id.in_(ids)).values(locked_until=now + lease_us, claimed_by=worker, tm_update=now)
+        update(jobs)
+        .where(jobs.c.id.in_(ids))
+        .values(
+            state=SENDING,
+            attempts=jobs.c.attempts + 1,
+            # An interrupted attempt keeps its start: find_sent looks for it from then on.
+            attempt_started_at=case((jobs.c.state == SENDING, jobs.c.attempt_started_at), else_=now),
+            locked_until=now + lease_us,
+            claimed_by=worker,
+            tm_update=now,
+        )
     )
-    rows = conn.execute(select(jobs).where(jobs.c.id.in_(ids)).order_by(jobs.c.next_attempt_at)).all()
-    return cast("list[JobRow]", rows)
+    rows = cast(
+        "list[JobRow]", conn.execute(select(jobs).where(jobs.c.id.in_(ids)).order_by(jobs.c.next_attempt_at)).all()
+    )
+    return [Claimed(row, before[row.id].state == SENDING, before[row.id].attempt_started_at) for row in rows]
 
 
 def _held(job: JobRow) -> Any:
     """The condition that `job` is still leased as it was claimed (nobody took it over)."""
     return and_(jobs.c.id == job.id, jobs.c.claimed_by == job.claimed_by, jobs.c.locked_until == job.locked_until)
-
-
-def start_attempt(conn: Connection, job: JobRow, now: int) -> bool:
-    """Mark the attempt `sending` (its own commit, before the provider call); False if the lease was lost."""
-    result = conn.execute(
-        update(jobs)
-        .where(_held(job))
-        .values(state=SENDING, attempts=jobs.c.attempts + 1, attempt_started_at=now, tm_update=now)
-    )
-    return result.rowcount == 1
 
 
 def finish(conn: Connection, job: JobRow, values: dict[str, Any]) -> bool:
@@ -117,12 +143,12 @@ def finish(conn: Connection, job: JobRow, values: dict[str, Any]) -> bool:
 
 
 def release(conn: Connection, worker: str, job_ids: Sequence[str], now: int) -> None:
-    """Give back leases on jobs `worker` claimed but never started (a clean stop)."""
+    """Give back jobs `worker` claimed but never sent (a clean stop): queued again, the attempt not counted."""
     if job_ids:
         conn.execute(
             update(jobs)
-            .where(jobs.c.id.in_(list(job_ids)), jobs.c.claimed_by == worker, jobs.c.state == QUEUED)
-            .values(locked_until=None, tm_update=now)
+            .where(jobs.c.id.in_(list(job_ids)), jobs.c.claimed_by == worker, jobs.c.state == SENDING)
+            .values(state=QUEUED, attempts=jobs.c.attempts - 1, locked_until=None, tm_update=now)
         )
 
 
