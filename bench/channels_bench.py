@@ -185,23 +185,53 @@ async def _factory(load: Load, stack: contextlib.AsyncExitStack) -> Callable[[in
     return send
 
 
+class RawHttp:
+    """A minimal keep-alive HTTP/1.1 client: httpx's own CPU cost would otherwise dominate the hook
+    scenario on a 2-core machine (the gRPC baseline's client is C core), and the ratio would measure it."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host
+
+    @classmethod
+    async def connect(cls, base: str) -> RawHttp:
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        return cls(reader, writer, f"{host}:{port}")
+
+    async def post_form(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        head = [f"POST {path} HTTP/1.1", f"Host: {self.host}", "Content-Type: application/x-www-form-urlencoded"]
+        head += [f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+        self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        payload = await self.reader.readexactly(length)
+        return int(status_line.split()[1]), payload
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+
 async def _hook_factory(load: Load, stack: contextlib.AsyncExitStack) -> Callable[[int], Awaitable[str]]:
-    import httpx
+    from urllib.parse import urlencode
 
     sys.path.insert(0, str(REPO))
     from convhub.server.channels.twilio import compute_signature
 
     path = f"/v1.0/hooks/twilio/{load.account_id}"
-    clients = [
-        await stack.enter_async_context(
-            httpx.AsyncClient(
-                base_url=load.http_base,
-                limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
-                timeout=CALL_TIMEOUT,
-            )
-        )
-        for _ in range(max(1, math.ceil(load.concurrency / 4)))
-    ]
+    connections = []
+    for _ in range(load.concurrency):  # one connection per caller: HTTP/1.1 has one request in flight each
+        connection = await RawHttp.connect(load.http_base)
+        stack.push_async_callback(connection.close)
+        connections.append(connection)
+    free = asyncio.Queue[RawHttp]()
+    for connection in connections:
+        free.put_nowait(connection)
 
     async def hook(n: int) -> str:
         params = [
@@ -212,11 +242,16 @@ async def _hook_factory(load: Load, stack: contextlib.AsyncExitStack) -> Callabl
             ("NumMedia", "0"),
         ]
         signature = compute_signature(load.auth_token, PUBLIC_URL + path, params)
-        response = await clients[n % len(clients)].post(
-            path, data=dict(params), headers={"X-Twilio-Signature": signature}
-        )
-        if response.status_code != 200:
-            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+        connection = await free.get()
+        try:
+            status, payload = await asyncio.wait_for(
+                connection.post_form(path, urlencode(params).encode(), {"X-Twilio-Signature": signature}),
+                CALL_TIMEOUT,
+            )
+        finally:
+            free.put_nowait(connection)
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {payload[:200]!r}")
         return ""
 
     return hook
