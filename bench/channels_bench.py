@@ -318,6 +318,7 @@ def wait_delivered(standin: Any, texts: set[str], timeout: float) -> dict[str, f
 
 def bench_backend(backend: str, args: argparse.Namespace, pool: ProcessPoolExecutor) -> list[str] | None:
     conftest = grpc_bench._conftest()
+    from tests.channel_rig import provider_env
     from tests.twilio_standin import TwilioStandIn
 
     standin = TwilioStandIn().start()
@@ -330,13 +331,7 @@ def bench_backend(backend: str, args: argparse.Namespace, pool: ProcessPoolExecu
                 raise
             print(f"\n## {backend}: skipped ({exc})")
             return None
-        env = {
-            "CONVHUB_PUBLIC_URL": PUBLIC_URL,
-            "CONVHUB_TWILIO_API_URL": standin.url,
-            "CONVHUB_TELNYX_API_URL": standin.url,
-            "CONVHUB_LINE_API_URL": standin.url,
-            "CONVHUB_LINE_DATA_API_URL": standin.url,
-        }
+        env = provider_env(standin, PUBLIC_URL)
         try:
             server = grpc_bench.start(database_url, Path(tmp), env=env)
             try:

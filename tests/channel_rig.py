@@ -30,15 +30,22 @@ PUBLIC_URL = "https://hub.example.test"
 WAIT = 20.0  # generous bound for background delivery on a loaded 2-core machine
 
 
-def channel_env(standin: TwilioStandIn, **overrides: str) -> dict[str, str]:
-    """Settings for a server whose Twilio is the stand-in, with fast retries and polling."""
-    env = {
-        "CONVHUB_PUBLIC_URL": PUBLIC_URL,
+def provider_env(standin: TwilioStandIn, public_url: str = PUBLIC_URL) -> dict[str, str]:
+    """Settings pointing every provider API at the stand-in (never the real providers: the stand-in
+    answers 404 to Telnyx and LINE paths, a final failure) and the public URL hooks are signed over."""
+    return {
+        "CONVHUB_PUBLIC_URL": public_url,
         "CONVHUB_TWILIO_API_URL": standin.url,
-        # Never the real providers: the stand-in answers 404 to their paths (a final failure).
         "CONVHUB_TELNYX_API_URL": standin.url,
         "CONVHUB_LINE_API_URL": standin.url,
         "CONVHUB_LINE_DATA_API_URL": standin.url,
+    }
+
+
+def channel_env(standin: TwilioStandIn, **overrides: str) -> dict[str, str]:
+    """Settings for a server whose providers are the stand-in, with fast retries and polling."""
+    env = {
+        **provider_env(standin),
         "CONVHUB_DELIVERY_BACKOFF_MIN": "0.05",
         "CONVHUB_DELIVERY_BACKOFF_MAX": "0.2",
         "CONVHUB_DELIVERY_MAX_ATTEMPTS": "4",
