@@ -69,7 +69,6 @@ class DeliveryWorker:
         self.bell = bell
         self.settings = settings
         self.executor = executor
-        self.inline = service.db.inline_writes
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[:8]}"
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._unstarted: list[str] = []
@@ -112,11 +111,8 @@ class DeliveryWorker:
             await client.aclose()
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Database work where the dispatcher runs writes: on PostgreSQL on the executor (a claim may wait
-        on another replica's row locks, never on the loop); on SQLite inline, where one process is the
-        only writer and a thread would only wait for the write lock the loop's own writes hold."""
-        if self.inline:
-            return fn(*args, **kwargs)
+        """Database work on the executor, never on the loop: a claim may wait on a lock (another replica's
+        rows on PostgreSQL, the write lock on SQLite), and a background poller must not stall every call."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
 
