@@ -4,11 +4,11 @@ Durability comes from the job table (services/delivery.py, store/delivery_jobs.p
 - a job is claimed with a lease, then marked `sending` in its own commit
   before the provider is called, then its outcome is recorded;
 - a job found `sending` with an expired lease was interrupted mid-attempt
-  (kill -9): its outcome is unknown. Providers that de-duplicate a resend
-  themselves (LINE's X-Line-Retry-Key, derived from the job id) are simply
-  sent again; for the others the adapter's `find_sent` asks the provider
-  whether the message exists, and only when it cannot tell is the message
-  failed with `outcome_unknown` rather than risk a double text;
+  (kill -9): its outcome is unknown. The adapter's `find_sent` decides: the
+  provider's record of the message (Twilio: a search), None when it may go
+  again (a LINE push: its X-Line-Retry-Key, derived from the job id, makes
+  LINE drop a repeat), or CannotTell, and then the message fails with
+  `outcome_unknown` rather than risk a double text;
 - retryable failures (5xx, 429, timeouts) come back after an exponential,
   jittered backoff (domain/delivery.py); final ones (4xx) fail the message
   with the provider's code, or fall back to the next eligible channel.
@@ -47,9 +47,6 @@ log = logging.getLogger("convhub.delivery")
 
 T = TypeVar("T")
 
-# Providers whose API de-duplicates a repeated attempt (LINE: X-Line-Retry-Key from the job id):
-# an interrupted attempt is simply sent again. Every other provider is asked first (find_sent).
-RESEND_SAFE = frozenset({"line"})
 REQUESTS_PER_CLIENT = 4
 
 
@@ -168,7 +165,7 @@ class DeliveryWorker:
         account = channel_account(work.account)
         outbound = self._outbound(work)
         http = self._client()
-        if work.claimed.interrupted and adapter.provider not in RESEND_SAFE:
+        if work.claimed.interrupted:  # the adapter says whether it may go again (LINE push: retry key)
             since = work.claimed.previous_attempt_at or job.next_attempt_at
             try:
                 found = await asyncio.wait_for(
@@ -237,4 +234,6 @@ class DeliveryWorker:
             text=m.text,
             medias=list(m.medias),
             status_callback_url=f"{self.settings.resolved_public_url}/v1.0/hooks/{provider}/{account_id}/status",
+            reply_token=work.reply_token,
+            provider_message_id=m.transaction_id or "",
         )

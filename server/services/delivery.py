@@ -43,10 +43,16 @@ class Work:
     claimed: Claimed
     message: MessageRow
     account: OpenedAccount | None
+    reply_token: str | None = None  # LINE: the recipient's newest reply token, while it may still be good
 
     @property
     def job(self) -> JobRow:
         return self.claimed.job
+
+
+# LINE reply tokens are good for about a minute after the event; older ones are not tried.
+REPLY_TOKEN_CHANNELS = frozenset({"line"})
+REPLY_TOKEN_WINDOW_US = 50_000_000
 
 
 class DeliveryService:
