@@ -31,6 +31,7 @@ from starlette.routing import BaseRoute, Route
 
 from convhub.server.api.errors import ApiError
 from convhub.server.channels import hooks as hook_rules
+from convhub.server.channels import provider_http
 from convhub.server.channels.adapter import (
     Accepted,
     CannotTell,
@@ -113,11 +114,10 @@ class TwilioAdapter:
     # --- outbound ---------------------------------------------------------
 
     def _credentials(self, account: ChannelAccount) -> tuple[str, str]:
-        sid = account.credentials.get("account_sid", "")
-        token = account.credentials.get("auth_token", "")
-        if not sid or not token:
-            raise SendFailed("no_credentials", "the account has no Twilio account_sid and auth_token", retryable=False)
-        return sid, token
+        return (
+            provider_http.credential(account, "account_sid", "Twilio"),
+            provider_http.credential(account, "auth_token", "Twilio"),
+        )
 
     async def send(self, http: httpx.AsyncClient, account: ChannelAccount, outbound: Outbound) -> Accepted:
         sid, token = self._credentials(account)
@@ -128,14 +128,17 @@ class TwilioAdapter:
         if outbound.status_callback_url:
             form.append(("StatusCallback", outbound.status_callback_url))
         url = f"{self.api_url}/2010-04-01/Accounts/{sid}/Messages.json"
-        try:
-            response = await http.post(url, content=urlencode(form), headers={"content-type": FORM}, auth=(sid, token))
-        except httpx.TimeoutException as exc:
-            raise SendFailed("timeout", f"Twilio did not answer: {type(exc).__name__}", retryable=True) from None
-        except httpx.TransportError as exc:
-            raise SendFailed("unreachable", f"cannot reach Twilio: {type(exc).__name__}", retryable=True) from None
+        response = await provider_http.request(
+            http,
+            "POST",
+            url,
+            provider="Twilio",
+            content=urlencode(form),
+            headers={"content-type": FORM},
+            auth=(sid, token),
+        )
         if response.status_code in (200, 201):
-            body = _json(response)
+            body = provider_http.json_object(response)
             provider_id = str(body.get("sid") or "")
             if not provider_id:
                 raise SendFailed("bad_response", "Twilio accepted the message without a sid", retryable=False)
@@ -166,7 +169,7 @@ class TwilioAdapter:
                 raise CannotTell(f"cannot list Twilio messages: {type(exc).__name__}") from None
             if response.status_code != 200:
                 raise CannotTell(f"listing Twilio messages answered {response.status_code}")
-            page = _json(response)
+            page = provider_http.json_object(response)
             for item in page.get("messages") or []:
                 if _is_attempt(item, outbound, since_us):
                     return Accepted(str(item["sid"]), DELIVERY_STATUS.get(str(item.get("status")), "sent"))
@@ -280,35 +283,12 @@ def _single_values(params: Sequence[tuple[str, str]]) -> Mapping[str, str]:
     return dict(params)
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
 def _failure(response: httpx.Response) -> SendFailed:
-    """4xx: final, keeping Twilio's error code and message; 429 and 5xx: retryable (429 honours Retry-After)."""
-    body = _json(response)
+    """Twilio's error `code` and `message` kept; whether to retry is provider_http's one rule."""
+    body = provider_http.json_object(response)
     code = str(body.get("code") or response.status_code)
     message = str(body.get("message") or response.reason_phrase or "error")
-    if response.status_code == 429 or response.status_code >= 500:
-        return SendFailed(code, message, retryable=True, retry_after=_retry_after(response))
-    return SendFailed(code, message, retryable=False)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return provider_http.failure(response, code, message)
 
 
 def _is_attempt(item: Mapping[str, Any], outbound: Outbound, since_us: int) -> bool:
