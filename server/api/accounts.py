@@ -14,8 +14,6 @@ from convhub.server.services.accounts import AccountPatch, AccountService, NewAc
 from convhub.v1 import account_pb2
 from convhub.v1 import account_service_pb2 as pb
 
-MAX_INACTIVITY_TIMEOUT = 366 * 24 * 3600  # a year: longer is "never" by another name
-
 
 def _credentials(values: Mapping[str, str]) -> dict[str, str]:
     creds = dict(values)
@@ -31,8 +29,8 @@ def _credentials(values: Mapping[str, str]) -> dict[str, str]:
 
 def _timeout(account: account_pb2.Account) -> int:
     value = account.inactivity_timeout_seconds
-    if value < 0 or value > MAX_INACTIVITY_TIMEOUT:
-        raise InvalidArgument("account.inactivity_timeout_seconds", f"must be between 0 and {MAX_INACTIVITY_TIMEOUT}")
+    if value < 0:
+        raise InvalidArgument("account.inactivity_timeout_seconds", "must not be negative")
     return int(value)
 
 

@@ -31,6 +31,8 @@ from convhub.server.store.models import Message
 from convhub.server.store.rows import ConversationRow
 from convhub.v1 import conversation_pb2, event_pb2
 
+# A timeout longer than this is "never" (and its cutoff would not fit a BIGINT of microseconds).
+NEVER_SECONDS = 100 * 366 * 86400
 _rooms = conversations.conversations
 _messages = Message.__table__
 
@@ -70,7 +72,7 @@ class LifecycleService:
             timed = accounts.with_inactivity_timeout(conn)
         closed = 0
         for account in timed:
-            if not account.address_target:
+            if not account.address_target or account.inactivity_timeout_s > NEVER_SECONDS:
                 continue
             cutoff = now - account.inactivity_timeout_s * 1_000_000
             newest = (

@@ -28,7 +28,13 @@ NOT_EXPRESSIBLE = [
     ("channel|self", "is required when no account_id is given|the account has no address", "one of two fields"),
     ("text", "a message needs text(, a subject)? or media", "one of three (sending: two) fields"),
     (r"conversation\.metadata.*", ".", "free JSON: OpenAPI 3.0 cannot constrain its keys, text, numbers or depth"),
-    (r"account\.credentials\[.*\]", "^key ", "map keys: OpenAPI 3.0 has no propertyNames"),
+    (r"account\.(credentials|provider_data)\[.*\]", "^key ", "map keys: OpenAPI 3.0 has no propertyNames"),
+    ("account.provider", "cannot carry", "which providers carry which account type (twilio, telnyx: sms; line: line)"),
+    (
+        r"account\.(secret|token)",
+        "take no secret or token|disagrees with",
+        "secret/token need a provider, and must agree with the same key given in credentials",
+    ),
     (
         r"conversation\.state|participant\.addresses",
         "is required",
