@@ -250,7 +250,7 @@ async def serve(settings: Settings) -> None:
     if http_sock is not None:
         app = observability.wrap_http(
             build_http_app(
-                Gateway(dispatcher, settings.max_body_bytes),
+                Gateway(dispatcher, settings.max_body_bytes, sse_keepalive=settings.sse_keepalive),
                 ready=lambda: life.ready,
                 extra_routes=observability.http_routes(),
                 mounts=[media_mount(dispatcher.authenticate, media)],

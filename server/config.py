@@ -184,6 +184,8 @@ class Settings(BaseSettings):
     event_poll_interval: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = 1.0
     # Events a subscriber may have waiting; one that falls further behind is ended with RESOURCE_EXHAUSTED.
     event_subscriber_buffer: Annotated[int, Field(ge=1)] = 1000
+    # Seconds of silence after which an SSE stream gets a comment frame, so proxies keep it open (0: never).
+    sse_keepalive: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 15.0
 
     @property
     def resolved_database_url(self) -> str:

@@ -17,8 +17,10 @@ Per request:
   * body: at most `max_body_bytes` (Content-Length and the bytes actually read) -> 413;
   * errors: `errors.py` maps the handler's google.rpc.Status to HTTP like grpc-gateway;
   * server streaming: NDJSON (`{"result": ...}` per line), or SSE for
-    `Accept: text/event-stream`; a failure after the first byte becomes a final
-    `{"error": ...}` line/frame, since the status line is gone by then.
+    `Accept: text/event-stream` (with `id:`/`event:` lines, `Last-Event-ID`
+    resumption and keepalive comments, see sse.py); a failure after the first
+    byte becomes a final `{"error": ...}` line/frame, since the status line is
+    gone by then.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from convhub.server.gateway.json_body import parse_json
 from convhub.server.gateway.openapi import build_openapi
 from convhub.server.gateway.request_ids import REQUEST_ID_KEY
 from convhub.server.gateway.routes import Binding, Match, RouteTable, build_route_table
+from convhub.server.gateway.sse import KEEPALIVE, SseFraming
 from convhub.server.observability.http_calls import ROUTE_KEY
 
 Scope = MutableMapping[str, Any]
@@ -136,6 +139,7 @@ class RoutePlan:
             )
         else:
             self.encode = codec.message_encoder(resp)
+        self.sse = SseFraming(method) if method.server_streaming else None
 
     def build_request(self, match: Match, query: list[tuple[str, str]], body: bytes | None) -> Message:
         """The proto request: body first, then query parameters, then path variables (which win)."""
@@ -206,11 +210,13 @@ class Gateway:
     """The ASGI callable serving every annotated RPC; `server/http_app.py` mounts it with the other routes.
 
     Route templates are validated when it is built: a malformed annotation fails start-up, not a request.
+    `sse_keepalive`: seconds of silence after which an SSE stream gets a comment frame (0: never).
     """
 
-    def __init__(self, dispatcher: Dispatcher, max_body_bytes: int = 1_048_576) -> None:
+    def __init__(self, dispatcher: Dispatcher, max_body_bytes: int = 1_048_576, sse_keepalive: float = 0) -> None:
         self.dispatcher = dispatcher
         self.max_body_bytes = max_body_bytes
+        self.sse_keepalive = sse_keepalive
         self.table: RouteTable = build_route_table(dispatcher.methods.values())
         self.plans: dict[int, RoutePlan] = {id(b): RoutePlan(b) for b in self.table.bindings}
         # Served at OPENAPI_PATH by the HTTP app.
@@ -246,6 +252,7 @@ class Gateway:
         credentials: list[tuple[str, str]] = []  # every token the call carries; credentials.py picks the one
         timeout: str | None = None
         accept = ""
+        last_event_id: str | None = None
         content_length: int | None = None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -256,6 +263,8 @@ class Gateway:
                 accept = value.decode("latin-1")
             elif name == b"cookie":
                 credentials.extend(credential_cookies(value.decode("latin-1")))
+            elif name == b"last-event-id":
+                last_event_id = value.decode("latin-1")
             elif name == b"content-length":
                 with contextlib.suppress(ValueError):
                     content_length = int(value)
@@ -278,7 +287,9 @@ class Gateway:
                 body = await _read_body(receive, self.max_body_bytes)
             deadline = parse_grpc_timeout(timeout) if timeout is not None else None
             request = plan.build_request(found, query, body)
-            if plan.method.server_streaming:
+            if plan.sse is not None:
+                if last_event_id is not None:
+                    plan.sse.resume(request, last_event_id)
                 await self._stream(plan, request, token, deadline, "text/event-stream" in accept, scope, receive, send)
                 return
             if deadline is None:
@@ -330,9 +341,31 @@ class Gateway:
             content_type, prefix, suffix = b"text/event-stream", b"data: ", b"\n\n"
         else:
             content_type, prefix, suffix = b"application/x-ndjson", b"", b"\n"
+        framing = plan.sse if sse else None
+        keepalive = self.sse_keepalive if sse else 0
 
         def frame(obj: Any) -> bytes:
             return prefix + dumps(obj) + suffix
+
+        def item_frame(item: Message) -> bytes:
+            if framing is not None:
+                return framing.frame(item, dumps({"result": plan.encode(item)}))
+            return frame({"result": plan.encode(item)})
+
+        async def next_item(pending: Awaitable[Message]) -> Message:
+            """The next item; on a quiet SSE stream, a keepalive comment every `keepalive` seconds meanwhile."""
+            if not keepalive:
+                return await pending
+            future = asyncio.ensure_future(pending)
+            try:
+                while True:
+                    done, _ = await asyncio.wait({future}, timeout=keepalive)
+                    if done:
+                        return future.result()
+                    await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+            except BaseException:
+                future.cancel()
+                raise
 
         task = asyncio.current_task()
         assert task is not None
@@ -374,13 +407,10 @@ class Gateway:
                 )
                 started = True
                 try:
-                    item = await first
-                    await send(
-                        {"type": "http.response.body", "body": frame({"result": plan.encode(item)}), "more_body": True}
-                    )
-                    async for item in items:
-                        chunk = frame({"result": plan.encode(item)})
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    item = await next_item(first)
+                    while True:
+                        await send({"type": "http.response.body", "body": item_frame(item), "more_body": True})
+                        item = await next_item(items.__anext__())
                 except StopAsyncIteration:
                     pass
             await send({"type": "http.response.body", "body": b""})
