@@ -390,7 +390,7 @@ class ConvhubClient:
         the last event yielded, with backoff (`reconnect`, default about 20 s
         of attempts in a row without an event), so nothing is missed or seen
         twice. Other errors (OUT_OF_RANGE: the events were pruned) are raised.
-        Stop by leaving the loop (or closing the iterator).
+        Stop by leaving the loop.
         """
         policy = reconnect or _base.RECONNECT
         failures = 0
