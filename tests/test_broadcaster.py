@@ -18,6 +18,7 @@ from convhub.server.events.stream import EventReader
 from convhub.server.store.customers import create_customer
 from convhub.server.store.db import Database, new_id, open_database, upgrade_schema
 from convhub.v1 import conversation_pb2, event_pb2, message_pb2
+from tests.conftest import secret_box_for_tests
 
 UPDATED = event_pb2.EVENT_TYPE_CONVERSATION_UPDATED
 MESSAGE = event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED
@@ -25,7 +26,7 @@ MESSAGE = event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'events.db'}", workers=2)
+    database = open_database(f"sqlite:///{tmp_path / 'events.db'}", workers=2, secrets=secret_box_for_tests())
     upgrade_schema(database.writer)
     yield database
     database.dispose()

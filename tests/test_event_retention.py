@@ -15,7 +15,7 @@ from convhub.server.store import event_log
 from convhub.server.store.customers import create_customer
 from convhub.server.store.db import Database, open_database, upgrade_schema
 from convhub.server.store.models import Event
-from tests.conftest import BACKENDS, Hub, new_tenant, running_hub
+from tests.conftest import BACKENDS, Hub, new_tenant, running_hub, secret_box_for_tests
 from tests.eventsupport import EventsApi
 from tests.support import rich_error
 
@@ -72,7 +72,7 @@ async def test_resuming_below_the_retention_is_out_of_range_naming_the_oldest_ke
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'retention.db'}", workers=1)
+    database = open_database(f"sqlite:///{tmp_path / 'retention.db'}", workers=1, secrets=secret_box_for_tests())
     upgrade_schema(database.writer)
     yield database
     database.dispose()
