@@ -409,10 +409,11 @@ class AsyncConvhubClient:
             call = self._events.SubscribeEvents(request, metadata=self._metadata)
             error: ConvhubError | None = None
             try:
-                async for event in call:
+                async for response in call:
                     failures = 0
-                    after_sequence = event.sequence
-                    yield event
+                    for event in response.events:
+                        after_sequence = event.sequence
+                        yield event
             except grpc.RpcError as err:
                 error = from_rpc_error(err)
             finally:

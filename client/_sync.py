@@ -399,10 +399,11 @@ class ConvhubClient:
             call = self._events.SubscribeEvents(request, metadata=self._metadata)
             error: ConvhubError | None = None
             try:
-                for event in call:
+                for response in call:
                     failures = 0
-                    after_sequence = event.sequence
-                    yield event
+                    for event in response.events:
+                        after_sequence = event.sequence
+                        yield event
             except grpc.RpcError as err:
                 error = from_rpc_error(err)
             finally:

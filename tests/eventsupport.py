@@ -62,8 +62,8 @@ class Subscriber:
 
     async def _read(self) -> None:
         try:
-            async for event in self.call:
-                self.events.append(event)
+            async for response in self.call:
+                self.events.extend(response.events)
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.CANCELLED:
                 self.error = err

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from convhub.v1 import conversation_pb2, event_pb2
+from convhub.v1 import conversation_pb2, event_pb2, event_service_pb2
 from convhub.v1 import conversation_service_pb2 as cs
 from convhub.v1 import conversation_service_pb2_grpc as cs_grpc
 from tests.conftest import Hub, Tenant
@@ -192,3 +192,13 @@ async def test_another_customers_events_never_appear(
     assert (await api.list(conversation_id=theirs.conversation.id)).result == []
     for sub in (mine_sub, theirs_by_room):
         await sub.close()
+
+
+async def test_events_that_are_ready_together_travel_in_one_message(api: EventsApi) -> None:
+    """A gRPC message costs far more than an event: a replay (or a burst) comes in batches, in order."""
+    for i in range(5):
+        await api.sms(text=f"m{i}")  # 4 + 4 * 2 = 12 events
+    call = api.events.SubscribeEvents(event_service_pb2.SubscribeEventsRequest(after_sequence=0), metadata=api.metadata)
+    first = await call.read()
+    call.cancel()
+    assert [e.sequence for e in first.events] == list(range(1, 13))

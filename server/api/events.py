@@ -22,7 +22,6 @@ from convhub.server.events.broadcaster import EventFilter, SubscriptionEnded
 from convhub.server.events.outbox import EVENT_TYPE_NAMES
 from convhub.server.events.stream import EventReader, EventsPruned, SequenceAhead
 from convhub.server.store.pages import encode_token
-from convhub.v1 import event_pb2
 from convhub.v1 import event_service_pb2 as pb
 
 
@@ -68,12 +67,12 @@ class EventMethods:
 
     async def SubscribeEvents(
         self, request: pb.SubscribeEventsRequest, caller: Caller
-    ) -> AsyncIterator[event_pb2.Event]:
+    ) -> AsyncIterator[pb.SubscribeEventsResponse]:
         filters = event_filter(request.event_types, request.conversation_id)
         after = after_sequence(request.after_sequence) if request.HasField("after_sequence") else None
         try:
-            async for event in self._reader.subscribe(caller.customer_id, after, filters):
-                yield event
+            async for batch in self._reader.subscribe(caller.customer_id, after, filters):
+                yield pb.SubscribeEventsResponse(events=batch)
         except (EventsPruned, SequenceAhead) as exc:
             raise _out_of_range(exc) from None
         except SubscriptionEnded as ended:

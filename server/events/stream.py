@@ -27,6 +27,8 @@ from convhub.v1 import event_pb2
 
 # Rows per replay read: small enough to keep one inline read short, large enough to catch up fast.
 REPLAY_PAGE = 200
+# Events per streamed message at most: a gRPC message costs ~10x an event, so busy streams send batches.
+MAX_BATCH = 50
 
 
 class EventsPruned(Exception):
@@ -65,9 +67,10 @@ class EventReader:
 
     async def subscribe(
         self, customer_id: str, after: int | None, event_filter: EventFilter
-    ) -> AsyncIterator[event_pb2.Event]:
+    ) -> AsyncIterator[list[event_pb2.Event]]:
         """Events after `after` (None: from now on), replayed from the table and then live, each once, in order.
 
+        Yields them in batches of at most MAX_BATCH: what was ready together.
         Ends with SubscriptionEnded (carrying the last sequence sent) when the
         subscriber falls too far behind or the process stops.
         """
@@ -82,19 +85,21 @@ class EventReader:
                     with self._db.read() as conn:
                         rows = _read_checked(conn, customer_id, sent, event_filter, REPLAY_PAGE, first=first)
                     first = False
-                    for row in rows:
-                        yield event_pb2.Event.FromString(row.payload)
-                        sent = row.sequence
+                    for start in range(0, len(rows), MAX_BATCH):
+                        chunk = rows[start : start + MAX_BATCH]
+                        yield [event_pb2.Event.FromString(row.payload) for row in chunk]
+                        sent = chunk[-1].sequence
                     if len(rows) < REPLAY_PAGE:
                         break
                 if not subscription.restart():  # the buffer overflowed while replaying: replay the rest
                     break
             subscription.go_live()
             while True:
-                for event in await subscription.take():
-                    if event.sequence > sent:
-                        yield event
-                        sent = event.sequence
+                fresh = [event for event in await subscription.take() if event.sequence > sent]
+                for start in range(0, len(fresh), MAX_BATCH):
+                    batch = fresh[start : start + MAX_BATCH]
+                    yield batch
+                    sent = batch[-1].sequence
         except SubscriptionEnded as ended:
             raise SubscriptionEnded(too_slow=ended.too_slow, last_sequence=sent) from None
         finally:

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -130,16 +130,25 @@ class RoutePlan:
         self.mask_body_desc = body_f.message_type if body_f is not None else None
         self.mask_exclude = {".".join(p[1:]) for p in excluded if len(p) > 1 and p[0] == self.body}
         resp = method.descriptor.output_type
+        # A stream whose response_body is a repeated message field sends each element as its own
+        # line/frame (a batch on gRPC, one item per frame on REST): `stream_items` picks them out.
+        self.stream_items: Callable[[Message], Iterable[Message]] = lambda m: (m,)
+        item = resp
         if binding.response_body:
             f = resp.fields_by_name[binding.response_body]
-            field_enc = codec.field_encoder(f)
             name = f.name
-            self.encode: codec.Encoder = (
-                (lambda m: getattr(m, name)) if field_enc is None else (lambda m: field_enc(getattr(m, name)))
-            )
+            if method.server_streaming and f.is_repeated and f.message_type is not None:
+                item = f.message_type
+                self.stream_items = lambda m: getattr(m, name)
+                self.encode: codec.Encoder = codec.message_encoder(item)
+            else:
+                field_enc = codec.field_encoder(f)
+                self.encode = (
+                    (lambda m: getattr(m, name)) if field_enc is None else (lambda m: field_enc(getattr(m, name)))
+                )
         else:
             self.encode = codec.message_encoder(resp)
-        self.sse = SseFraming(method) if method.server_streaming else None
+        self.sse = SseFraming(item, method.descriptor.input_type) if method.server_streaming else None
 
     def build_request(self, match: Match, query: list[tuple[str, str]], body: bytes | None) -> Message:
         """The proto request: body first, then query parameters, then path variables (which win)."""
@@ -347,10 +356,10 @@ class Gateway:
         def frame(obj: Any) -> bytes:
             return prefix + dumps(obj) + suffix
 
-        def item_frame(item: Message) -> bytes:
+        def item_frames(message: Message) -> bytes:
             if framing is not None:
-                return framing.frame(item, dumps({"result": plan.encode(item)}))
-            return frame({"result": plan.encode(item)})
+                return b"".join(framing.frame(i, dumps({"result": plan.encode(i)})) for i in plan.stream_items(message))
+            return b"".join(frame({"result": plan.encode(i)}) for i in plan.stream_items(message))
 
         async def next_item(pending: Awaitable[Message]) -> Message:
             """The next item; on a quiet SSE stream, a keepalive comment every `keepalive` seconds meanwhile."""
@@ -409,7 +418,7 @@ class Gateway:
                 try:
                     item = await next_item(first)
                     while True:
-                        await send({"type": "http.response.body", "body": item_frame(item), "more_body": True})
+                        await send({"type": "http.response.body", "body": item_frames(item), "more_body": True})
                         item = await next_item(items.__anext__())
                 except StopAsyncIteration:
                     pass

@@ -1,9 +1,10 @@
 """Server-sent events framing for streamed methods, derived from the message types.
 
 A convention rather than an annotation, so it applies to any streamed method
-whose types follow it (today: EventService.SubscribeEvents):
+whose types follow it (today: EventService.SubscribeEvents, whose batches are
+sent one event per frame, see `RoutePlan.stream_items`):
 
-  * a streamed message with an integer `sequence` field gets `id: <sequence>`,
+  * a streamed item with an integer `sequence` field gets `id: <sequence>`,
     and one with an enum `type` field gets `event: <type's wire name>` (the
     same short name the JSON carries), so `EventSource` listeners can select
     by type and the browser remembers where it was;
@@ -17,10 +18,11 @@ Idle streams get a comment frame (`KEEPALIVE`) so proxies do not cut them.
 
 from __future__ import annotations
 
-from google.protobuf.descriptor import FieldDescriptor
+from collections.abc import Mapping
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from convhub.server.api.dispatch import Method
 from convhub.server.api.errors import InvalidArgument
 from convhub.server.gateway import codec
 
@@ -29,20 +31,23 @@ KEEPALIVE = b": keepalive\n\n"
 _INTEGERS = {FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT64, FieldDescriptor.CPPTYPE_INT32}
 
 
-def _singular(fields: dict[str, FieldDescriptor], name: str, cpp_types: set[int]) -> str | None:
+def _singular(fields: Mapping[str, FieldDescriptor], name: str, cpp_types: set[int]) -> str | None:
     f = fields.get(name)
     return f.name if f is not None and not f.is_repeated and f.cpp_type in cpp_types else None
 
 
 class SseFraming:
-    """How one streamed method's items become SSE frames, and how `Last-Event-ID` resumes it."""
+    """How one streamed method's items become SSE frames, and how `Last-Event-ID` resumes it.
 
-    def __init__(self, method: Method) -> None:
-        out = method.descriptor.output_type.fields_by_name
+    `item` is the type of one frame (the streamed message, or the element of a batch); `request` the method's input.
+    """
+
+    def __init__(self, item: Descriptor, request: Descriptor) -> None:
+        out = item.fields_by_name
         self._id_field = _singular(out, "sequence", _INTEGERS)
         type_field = _singular(out, "type", {FieldDescriptor.CPPTYPE_ENUM})
         self._event_names = codec.enum_names(out["type"].enum_type).out if type_field else None
-        self._resume_field = _singular(method.descriptor.input_type.fields_by_name, "after_sequence", _INTEGERS)
+        self._resume_field = _singular(request.fields_by_name, "after_sequence", _INTEGERS)
 
     def frame(self, item: Message, data: bytes) -> bytes:
         """`id:` and `event:` lines (when the type has them), then `data:` with the JSON (never multi-line)."""

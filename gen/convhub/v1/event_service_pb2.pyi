@@ -128,3 +128,30 @@ class SubscribeEventsRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__after_sequence) -> _WhichOneofReturnType__after_sequence | None: ...
 
 Global___SubscribeEventsRequest: _TypeAlias = SubscribeEventsRequest  # noqa: Y015
+
+@_typing.final
+class SubscribeEventsResponse(_message.Message):
+    """A message of the SubscribeEvents stream: the events that were ready
+    together, in sequence order. One at a time while the log is quiet; when it
+    is busy, several per message (a message costs far more than an event).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_event_pb2.Event]:
+        """The events, each with a larger sequence than the one before."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[_event_pb2.Event] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeEventsResponse: _TypeAlias = SubscribeEventsResponse  # noqa: Y015

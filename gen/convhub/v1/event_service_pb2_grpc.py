@@ -3,7 +3,6 @@
 import grpc
 import warnings
 
-from convhub.v1 import event_pb2 as convhub_dot_v1_dot_event__pb2
 from convhub.v1 import event_service_pb2 as convhub_dot_v1_dot_event__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -46,7 +45,7 @@ class EventServiceStub:
         self.SubscribeEvents = channel.unary_stream(
                 '/convhub.v1.EventService/SubscribeEvents',
                 request_serializer=convhub_dot_v1_dot_event__service__pb2.SubscribeEventsRequest.SerializeToString,
-                response_deserializer=convhub_dot_v1_dot_event__pb2.Event.FromString,
+                response_deserializer=convhub_dot_v1_dot_event__service__pb2.SubscribeEventsResponse.FromString,
                 _registered_method=True)
 
 
@@ -68,7 +67,8 @@ class EventServiceServicer:
         first, then the stream continues live (no gap, no duplicate at the
         seam); without it the stream starts live. A subscriber that falls too
         far behind is ended with RESOURCE_EXHAUSTED carrying its last delivered
-        sequence (ErrorInfo metadata `last_sequence`), so it can resume.
+        sequence (ErrorInfo metadata `last_sequence`), so it can resume. Over
+        REST each event is one NDJSON line or SSE frame.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -85,7 +85,7 @@ def add_EventServiceServicer_to_server(servicer, server):
             'SubscribeEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.SubscribeEvents,
                     request_deserializer=convhub_dot_v1_dot_event__service__pb2.SubscribeEventsRequest.FromString,
-                    response_serializer=convhub_dot_v1_dot_event__pb2.Event.SerializeToString,
+                    response_serializer=convhub_dot_v1_dot_event__service__pb2.SubscribeEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -144,7 +144,7 @@ class EventService:
             target,
             '/convhub.v1.EventService/SubscribeEvents',
             convhub_dot_v1_dot_event__service__pb2.SubscribeEventsRequest.SerializeToString,
-            convhub_dot_v1_dot_event__pb2.Event.FromString,
+            convhub_dot_v1_dot_event__service__pb2.SubscribeEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

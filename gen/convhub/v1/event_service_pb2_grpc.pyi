@@ -4,7 +4,6 @@ isort:skip_file
 """
 
 from collections import abc as _abc
-from convhub.v1 import event_pb2 as _event_pb2
 from convhub.v1 import event_service_pb2 as _event_service_pb2
 from grpc import aio as _aio
 import abc as _abc_1
@@ -39,12 +38,13 @@ class EventServiceStub:
     def __new__(cls, channel: _aio.Channel) -> EventServiceAsyncStub: ...
     ListEvents: _grpc.UnaryUnaryMultiCallable[_event_service_pb2.ListEventsRequest, _event_service_pb2.ListEventsResponse]
     """Lists events after `after_sequence`, oldest first."""
-    SubscribeEvents: _grpc.UnaryStreamMultiCallable[_event_service_pb2.SubscribeEventsRequest, _event_pb2.Event]
+    SubscribeEvents: _grpc.UnaryStreamMultiCallable[_event_service_pb2.SubscribeEventsRequest, _event_service_pb2.SubscribeEventsResponse]
     """Streams events: with `after_sequence`, every later event is replayed
     first, then the stream continues live (no gap, no duplicate at the
     seam); without it the stream starts live. A subscriber that falls too
     far behind is ended with RESOURCE_EXHAUSTED carrying its last delivered
-    sequence (ErrorInfo metadata `last_sequence`), so it can resume.
+    sequence (ErrorInfo metadata `last_sequence`), so it can resume. Over
+    REST each event is one NDJSON line or SSE frame.
     """
 
 @_typing.type_check_only
@@ -57,12 +57,13 @@ class EventServiceAsyncStub(EventServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListEvents: _aio.UnaryUnaryMultiCallable[_event_service_pb2.ListEventsRequest, _event_service_pb2.ListEventsResponse]  # type: ignore[assignment]
     """Lists events after `after_sequence`, oldest first."""
-    SubscribeEvents: _aio.UnaryStreamMultiCallable[_event_service_pb2.SubscribeEventsRequest, _event_pb2.Event]  # type: ignore[assignment]
+    SubscribeEvents: _aio.UnaryStreamMultiCallable[_event_service_pb2.SubscribeEventsRequest, _event_service_pb2.SubscribeEventsResponse]  # type: ignore[assignment]
     """Streams events: with `after_sequence`, every later event is replayed
     first, then the stream continues live (no gap, no duplicate at the
     seam); without it the stream starts live. A subscriber that falls too
     far behind is ended with RESOURCE_EXHAUSTED carrying its last delivered
-    sequence (ErrorInfo metadata `last_sequence`), so it can resume.
+    sequence (ErrorInfo metadata `last_sequence`), so it can resume. Over
+    REST each event is one NDJSON line or SSE frame.
     """
 
 class EventServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -84,12 +85,13 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _event_service_pb2.SubscribeEventsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_event_pb2.Event], _abc.AsyncIterator[_event_pb2.Event]]:
+    ) -> _typing.Union[_abc.Iterator[_event_service_pb2.SubscribeEventsResponse], _abc.AsyncIterator[_event_service_pb2.SubscribeEventsResponse]]:
         """Streams events: with `after_sequence`, every later event is replayed
         first, then the stream continues live (no gap, no duplicate at the
         seam); without it the stream starts live. A subscriber that falls too
         far behind is ended with RESOURCE_EXHAUSTED carrying its last delivered
-        sequence (ErrorInfo metadata `last_sequence`), so it can resume.
+        sequence (ErrorInfo metadata `last_sequence`), so it can resume. Over
+        REST each event is one NDJSON line or SSE frame.
         """
 
 def add_EventServiceServicer_to_server(servicer: EventServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
