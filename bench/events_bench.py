@@ -254,24 +254,17 @@ def with_subscribers(
 def bench_backend(
     backend: str, args: argparse.Namespace, pool: ProcessPoolExecutor, manager: Any
 ) -> EventsReport | None:
-    conftest = grpc_bench._conftest()
-    with tempfile.TemporaryDirectory(prefix=f"convhub-events-bench-{backend}-") as tmp:
-        db = contextlib.contextmanager(conftest.create_database)(backend, Path(tmp))
-        try:
-            database_url = db.__enter__()
-        except BaseException as exc:  # pytest.skip when PostgreSQL is unreachable
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            print(f"\n## {backend}: skipped ({exc})")
+    with (
+        tempfile.TemporaryDirectory(prefix=f"convhub-events-bench-{backend}-") as tmp,
+        grpc_bench.fresh_database(backend, Path(tmp)) as database_url,
+    ):
+        if database_url is None:
             return None
+        server = grpc_bench.start(database_url, Path(tmp))
         try:
-            server = grpc_bench.start(database_url, Path(tmp))
-            try:
-                return measure(backend, server, database_url, args, pool, manager)
-            finally:
-                grpc_bench.stop(server)
+            return measure(backend, server, database_url, args, pool, manager)
         finally:
-            db.__exit__(None, None, None)
+            grpc_bench.stop(server)
 
 
 def measure(
@@ -388,25 +381,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.subscribers = [int(n) for n in args.subscribers.split(",") if n.strip()]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    grpc_bench.machine_info(backends)
+    grpc_bench.machine_info(backends, "convhub events benchmark")
     print(
         f"- events: (a) {args.rate:g} ingests/s for {args.seconds:g} s per subscriber count {args.subscribers};"
         f" (c) {args.concurrency} ingests in flight, {args.warmup:g} s warm-up + {args.seconds:g} s;"
         " load, subscribers and server in three processes"
     )
-    reports = []
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=2, mp_context=ctx) as pool:
-        for backend in backends:
-            try:
-                report = bench_backend(backend, args, pool, manager)
-            except RuntimeError as exc:
-                if "convhub serve exited" in str(exc):
-                    print(f"\n## {backend}: the server failed to start\n{exc}", file=sys.stderr)
-                    return 1
-                raise
-            if report is not None:
-                reports.append(report)
+    with multiprocessing.get_context("spawn").Manager() as manager:
+        reports = grpc_bench.run_backends(
+            backends, lambda backend, pool: bench_backend(backend, args, pool, manager), processes=2
+        )
+    if reports is None:
+        return 1
     print("\n# Results")
     for report in reports:
         print_report(report)
