@@ -31,7 +31,7 @@ import pytest
 from sqlalchemy import Engine, make_url
 
 from convhub.server.store.customers import create_customer, create_token
-from convhub.server.store.db import create_db_engine
+from convhub.server.store.db import Database, create_db_engine, open_database, upgrade_schema
 from convhub.server.store.secrets import SecretBox
 
 # Seals the PostgreSQL test servers' stored secrets (SQLite servers generate their own). A constant,
@@ -216,6 +216,15 @@ class Tenant:
 def secret_box_for_tests() -> SecretBox:
     """A SecretBox for databases a test opens in-process (open_database)."""
     return SecretBox([TEST_SECRET_KEY])
+
+
+@pytest.fixture
+def local_db(tmp_path: Path) -> Iterator[Database]:
+    """A migrated SQLite database opened in-process (no server), for tests of the store and workers."""
+    database = open_database(f"sqlite:///{tmp_path / 'local.db'}", workers=2, secrets=secret_box_for_tests())
+    upgrade_schema(database.writer)
+    yield database
+    database.dispose()
 
 
 def new_tenant(hub: Hub) -> Tenant:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,20 +15,16 @@ from convhub.server.events.broadcaster import Broadcaster, EventFilter, Subscrip
 from convhub.server.events.outbox import append_events
 from convhub.server.events.stream import EventReader
 from convhub.server.store.customers import create_customer
-from convhub.server.store.db import Database, new_id, open_database, upgrade_schema
+from convhub.server.store.db import Database, new_id
 from convhub.v1 import conversation_pb2, event_pb2, message_pb2
-from tests.conftest import secret_box_for_tests
 
 UPDATED = event_pb2.EVENT_TYPE_CONVERSATION_UPDATED
 MESSAGE = event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'events.db'}", workers=2, secrets=secret_box_for_tests())
-    upgrade_schema(database.writer)
-    yield database
-    database.dispose()
+def db(local_db: Database) -> Database:
+    return local_db
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -13,9 +12,9 @@ from sqlalchemy import insert, select
 from convhub.server.config import Settings, parse_duration
 from convhub.server.store import event_log
 from convhub.server.store.customers import create_customer
-from convhub.server.store.db import Database, open_database, upgrade_schema
+from convhub.server.store.db import Database
 from convhub.server.store.models import Event
-from tests.conftest import BACKENDS, Hub, new_tenant, running_hub, secret_box_for_tests
+from tests.conftest import BACKENDS, Hub, new_tenant, running_hub
 from tests.eventsupport import EventsApi
 from tests.support import rich_error
 
@@ -70,17 +69,9 @@ async def test_resuming_below_the_retention_is_out_of_range_naming_the_oldest_ke
     assert fresh.sequences == [9, 10]
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'retention.db'}", workers=1, secrets=secret_box_for_tests())
-    upgrade_schema(database.writer)
-    yield database
-    database.dispose()
-
-
-def test_pruning_takes_a_prefix_even_when_replica_clocks_disagree(db: Database) -> None:
+def test_pruning_takes_a_prefix_even_when_replica_clocks_disagree(local_db: Database) -> None:
     """Event 2 was written on a replica whose clock ran ahead: it goes with 3, so no hole is left at 2."""
-    customer_id = create_customer(db.writer, "clocks")
+    customer_id = create_customer(local_db.writer, "clocks")
     times = {1: 1000, 2: 1005, 3: 1001, 4: 1010}
     rows = [
         {
@@ -94,9 +85,9 @@ def test_pruning_takes_a_prefix_even_when_replica_clocks_disagree(db: Database) 
         }
         for seq, tm in times.items()
     ]
-    with db.writer.begin() as conn:
+    with local_db.writer.begin() as conn:
         conn.execute(insert(Event.__table__), rows)
-    with db.writer.begin() as conn:
+    with local_db.writer.begin() as conn:
         prefixes = event_log.prunable_prefixes(conn, cutoff_us=1003)
         assert prefixes == [(customer_id, 3)]
         assert event_log.delete_prefix_batch(conn, customer_id, 3, batch=2) == 2  # batches: lowest first
