@@ -151,3 +151,17 @@ async def test_types_filter_and_message_conversation(db: Database, broadcaster: 
         )
     got = await asyncio.wait_for(only_messages.take(), 5)
     assert [(e.sequence, e.message.conversation_id) for e in got] == [(2, room)]
+
+
+async def test_stop_returns_even_when_a_ring_races_the_cancel(db: Database) -> None:
+    """On Python 3.11 `wait_for` may swallow a cancel that lands as the doorbell wait completes."""
+    for turns in range(60):
+        b = Broadcaster(db, poll_interval=30, buffer_size=5)
+        await b.start()
+        await asyncio.sleep(0.001)  # the loop waits on the doorbell
+        db.doorbell.ring()
+        for _ in range(turns % 4):
+            await asyncio.sleep(0)
+        stopping = asyncio.ensure_future(b.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=5)
+        assert done, f"stop() hung (ring {turns % 4} loop turns before the cancel)"

@@ -208,7 +208,11 @@ class Broadcaster:
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
-        """Stop reading and end every subscription (their streams answer UNAVAILABLE: resume elsewhere)."""
+        """Stop reading and end every subscription (their streams answer UNAVAILABLE: resume elsewhere).
+
+        The loop also checks `_stopped`: on Python 3.11 a cancel that lands as the
+        doorbell's `wait_for` completes can be swallowed, and the task would run on.
+        """
         self._stopped = True
         if self._task is not None:
             self._task.cancel()
@@ -222,7 +226,7 @@ class Broadcaster:
 
     async def _run(self) -> None:
         assert self._listener is not None
-        while True:
+        while not self._stopped:
             try:
                 more = self.poll()
             except Exception as exc:  # the database is away: keep the loop, retry on the next tick
