@@ -324,6 +324,14 @@ class _AnyHandlers:
     """Stands in for every handler: the in-process tests only decode."""
 
     def __getattr__(self, name: str) -> Any:
+        if any(m.name == name and m.server_streaming for m in METHODS):
+
+            async def stream(request: Any, caller: Any) -> Any:
+                raise AssertionError("not called")
+                yield  # an async generator, as streaming handlers are
+
+            return stream
+
         def handler(request: Any, caller: Any) -> Any:
             raise AssertionError("not called")
 
