@@ -465,28 +465,39 @@ class BackendReport:
     observability: list[tuple[str, Result]] = field(default_factory=list)
 
 
+@contextlib.contextmanager
+def fresh_database(backend: str, tmp: Path) -> Iterator[str | None]:
+    """A new database for `backend` (the tests' helper), dropped after; None (printed) when unreachable."""
+    db = contextlib.contextmanager(_conftest().create_database)(backend, tmp)
+    try:
+        database_url = db.__enter__()
+    except BaseException as exc:  # pytest.skip when PostgreSQL is unreachable
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        print(f"\n## {backend}: skipped ({exc})")
+        yield None
+        return
+    try:
+        yield database_url
+    finally:
+        db.__exit__(None, None, None)
+
+
 def bench_backend(backend: str, args: argparse.Namespace, pool: ProcessPoolExecutor) -> BackendReport | None:
-    conftest = _conftest()
-    with tempfile.TemporaryDirectory(prefix=f"convhub-bench-{backend}-") as tmp:
-        db = contextlib.contextmanager(conftest.create_database)(backend, Path(tmp))
-        try:
-            database_url = db.__enter__()
-        except BaseException as exc:  # pytest.skip when PostgreSQL is unreachable
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            print(f"\n## {backend}: skipped ({exc})")
+    with (
+        tempfile.TemporaryDirectory(prefix=f"convhub-bench-{backend}-") as tmp,
+        fresh_database(backend, Path(tmp)) as database_url,
+    ):
+        if database_url is None:
             return None
+        server = start(database_url, Path(tmp))
         try:
-            server = start(database_url, Path(tmp))
-            try:
-                report = _measure(backend, server, database_url, args, pool)
-            finally:
-                stop(server)
-            if args.observability_cost and report.seeded is not None:
-                report.observability = measure_observability_cost(database_url, Path(tmp), report.seeded, args, pool)
-            return report
+            report = _measure(backend, server, database_url, args, pool)
         finally:
-            db.__exit__(None, None, None)
+            stop(server)
+        if args.observability_cost and report.seeded is not None:
+            report.observability = measure_observability_cost(database_url, Path(tmp), report.seeded, args, pool)
+        return report
 
 
 def _measure(
@@ -700,10 +711,12 @@ def _pg_version() -> str:
 R = TypeVar("R")
 
 
-def run_backends(backends: list[str], bench: Callable[[str, ProcessPoolExecutor], R | None]) -> list[R] | None:
-    """`bench` per backend, with one spawned load process; None (after saying so) when a server failed to start."""
+def run_backends(
+    backends: list[str], bench: Callable[[str, ProcessPoolExecutor], R | None], *, processes: int = 1
+) -> list[R] | None:
+    """`bench` per backend, `processes` spawned load processes; None (after saying so) when a server failed to start."""
     reports: list[R] = []
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
         for backend in backends:
             try:
                 report = bench(backend, pool)

@@ -228,38 +228,31 @@ def ingest_load(
 
 
 def bench_backend(backend: str, args: argparse.Namespace, pool: ProcessPoolExecutor) -> Report | None:
-    conftest = grpc_bench._conftest()
-    with tempfile.TemporaryDirectory(prefix=f"convhub-whbench-{backend}-") as tmp:
-        db = contextlib.contextmanager(conftest.create_database)(backend, Path(tmp))
-        try:
-            database_url = db.__enter__()
-        except BaseException as exc:  # pytest.skip when PostgreSQL is unreachable
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            print(f"\n## {backend}: skipped ({exc})")
+    with (
+        tempfile.TemporaryDirectory(prefix=f"convhub-whbench-{backend}-") as tmp,
+        grpc_bench.fresh_database(backend, Path(tmp)) as database_url,
+    ):
+        if database_url is None:
             return None
+        server = grpc_bench.start(database_url, Path(tmp))
         try:
-            server = grpc_bench.start(database_url, Path(tmp))
-            try:
-                with receiver() as url:
-                    print(f"\n## {backend}: server pid {server.proc.pid}, receiver {url}", flush=True)
-                    plain = pool.submit(plain_posts, url, args.seconds, PER_ENDPOINT_IN_FLIGHT).result()
-                    print(f"  plain httpx POSTs, {PER_ENDPOINT_IN_FLIGHT} in flight: {plain:,.0f}/s", flush=True)
-                    backlog = grpc_bench.seed(database_url, server.grpc_target)
-                    rate = measure_deliveries(server, backlog, url, args.events)
-                    print(f"  (b) webhook deliveries: {rate:,.0f}/s", flush=True)
-                    none = grpc_bench.seed(database_url, server.grpc_target)
-                    ingest_none = ingest_load(pool, server, none, args, "ingest, no endpoint")
-                    print(f"  ingest, no endpoint: {ingest_none.rate:,.0f}/s", flush=True)
-                    attached = grpc_bench.seed(database_url, server.grpc_target)
-                    attach_endpoint(server, attached, url)
-                    ingest_with = ingest_load(pool, server, attached, args, "ingest, one endpoint")
-                    print(f"  (c) ingest, one endpoint attached: {ingest_with.rate:,.0f}/s", flush=True)
-                    return Report(backend, plain, rate, args.events, ingest_none, ingest_with)
-            finally:
-                grpc_bench.stop(server)
+            with receiver() as url:
+                print(f"\n## {backend}: server pid {server.proc.pid}, receiver {url}", flush=True)
+                plain = pool.submit(plain_posts, url, args.seconds, PER_ENDPOINT_IN_FLIGHT).result()
+                print(f"  plain httpx POSTs, {PER_ENDPOINT_IN_FLIGHT} in flight: {plain:,.0f}/s", flush=True)
+                backlog = grpc_bench.seed(database_url, server.grpc_target)
+                rate = measure_deliveries(server, backlog, url, args.events)
+                print(f"  (b) webhook deliveries: {rate:,.0f}/s", flush=True)
+                none = grpc_bench.seed(database_url, server.grpc_target)
+                ingest_none = ingest_load(pool, server, none, args, "ingest, no endpoint")
+                print(f"  ingest, no endpoint: {ingest_none.rate:,.0f}/s", flush=True)
+                attached = grpc_bench.seed(database_url, server.grpc_target)
+                attach_endpoint(server, attached, url)
+                ingest_with = ingest_load(pool, server, attached, args, "ingest, one endpoint")
+                print(f"  (c) ingest, one endpoint attached: {ingest_with.rate:,.0f}/s", flush=True)
+                return Report(backend, plain, rate, args.events, ingest_none, ingest_with)
         finally:
-            db.__exit__(None, None, None)
+            grpc_bench.stop(server)
 
 
 def print_table(r: Report) -> None:

@@ -24,6 +24,9 @@ from convhub.v1 import (
     common_pb2,
     conversation_pb2,
     conversation_service_pb2_grpc,
+    event_pb2,
+    event_service_pb2,
+    event_service_pb2_grpc,
     ingest_service_pb2,
     ingest_service_pb2_grpc,
     message_pb2,
@@ -32,8 +35,8 @@ from convhub.v1 import (
 from convhub.v1 import conversation_service_pb2 as cs_pb2
 
 from . import _base
-from ._base import DEFAULT_TARGET, DEFAULT_TIMEOUT, ChannelOption, ClientOptions, Page
-from .errors import from_rpc_error
+from ._base import DEFAULT_TARGET, DEFAULT_TIMEOUT, ChannelOption, ClientOptions, EventTypes, Page
+from .errors import ConvhubError, from_rpc_error
 from .retry import Deadline, RetryPolicy
 
 _Req = TypeVar("_Req")
@@ -92,6 +95,7 @@ class AsyncConvhubClient:
         self._conv = conversation_service_pb2_grpc.ConversationServiceStub(self._channel)
         self._acct = account_service_pb2_grpc.AccountServiceStub(self._channel)
         self._ingest = ingest_service_pb2_grpc.IngestServiceStub(self._channel)
+        self._events = event_service_pb2_grpc.EventServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     # -- plumbing ---------------------------------------------------------
@@ -349,3 +353,75 @@ class AsyncConvhubClient:
         return await self._call(
             self._ingest.IngestMessage, request, idempotent=bool(request.request_id), timeout=timeout
         )
+
+    # -- events -----------------------------------------------------------
+
+    async def list_events(
+        self,
+        after_sequence: int = 0,
+        event_types: EventTypes = (),
+        conversation_id: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> event_service_pb2.ListEventsResponse:
+        request = _base.list_events_request(after_sequence, event_types, conversation_id, page_size, page_token)
+        return await self._call(self._events.ListEvents, request, idempotent=True, timeout=timeout)
+
+    def iter_events(
+        self,
+        after_sequence: int = 0,
+        event_types: EventTypes = (),
+        conversation_id: str = "",
+        page_size: int = 100,
+        *,
+        timeout: float | None = None,
+    ) -> AsyncIterator[event_pb2.Event]:
+        """Every stored event after `after_sequence`, page after page (`timeout` applies per page)."""
+        return self._walk(
+            lambda token: self.list_events(
+                after_sequence, event_types, conversation_id, page_size, token, timeout=timeout
+            )
+        )
+
+    async def subscribe_events(
+        self,
+        after_sequence: int | None = None,
+        event_types: EventTypes = (),
+        conversation_id: str = "",
+        *,
+        reconnect: RetryPolicy | None = None,
+    ) -> AsyncIterator[event_pb2.Event]:
+        """Events as they happen: those after `after_sequence` first (None: only new ones), each once, in order.
+
+        The stream has no deadline. When it breaks (server restart, lost
+        connection, or this reader fell too far behind) it is reopened after
+        the last event yielded, with backoff (`reconnect`, default about 20 s
+        of attempts in a row without an event), so nothing is missed or seen
+        twice. Other errors (OUT_OF_RANGE: the events were pruned) are raised.
+        Stop by leaving the loop.
+        """
+        policy = reconnect or _base.RECONNECT
+        failures = 0
+        while True:
+            request = _base.subscribe_events_request(after_sequence, event_types, conversation_id)
+            call = self._events.SubscribeEvents(request, metadata=self._metadata)
+            error: ConvhubError | None = None
+            try:
+                async for response in call:
+                    failures = 0
+                    for event in response.events:
+                        after_sequence = event.sequence
+                        yield event
+            except grpc.RpcError as err:
+                error = from_rpc_error(err)
+            finally:
+                call.cancel()
+            failures += 1
+            delay = _base.resume_delay(error, failures, policy)
+            if delay is None:
+                if error is None:
+                    return
+                raise error
+            await asyncio.sleep(delay)

@@ -21,11 +21,14 @@ from convhub.v1 import (
     account_service_pb2,
     common_pb2,
     conversation_pb2,
+    event_pb2,
+    event_service_pb2,
     ingest_service_pb2,
     participant_pb2,
 )
 from convhub.v1 import conversation_service_pb2 as cs_pb2
 
+from .errors import ConvhubError
 from .retry import RetryPolicy
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -33,6 +36,10 @@ DEFAULT_TIMEOUT = 10.0
 USER_AGENT = "convhub-python-client/0.1"
 
 ChannelOption = tuple[str, str | int]
+EventTypes = Iterable[event_pb2.EventType.ValueType]
+
+# Reopening a subscription: patient enough to ride out a server restart (about 20 s in all).
+RECONNECT = RetryPolicy(max_attempts=10, initial_backoff=0.2, max_backoff=5.0)
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -163,3 +170,43 @@ def check_progress(token: str, previous: str) -> None:
     """Guard page walking against a server that hands back the same token."""
     if token and token == previous:
         raise RuntimeError(f"server returned the same page token twice ({token!r}); refusing to loop")
+
+
+def list_events_request(
+    after_sequence: int, event_types: EventTypes, conversation_id: str, page_size: int, page_token: str
+) -> event_service_pb2.ListEventsRequest:
+    return event_service_pb2.ListEventsRequest(
+        after_sequence=after_sequence,
+        event_types=list(event_types),
+        conversation_id=conversation_id,
+        page_size=page_size,
+        page_token=page_token,
+    )
+
+
+def subscribe_events_request(
+    after_sequence: int | None, event_types: EventTypes, conversation_id: str
+) -> event_service_pb2.SubscribeEventsRequest:
+    request = event_service_pb2.SubscribeEventsRequest(event_types=list(event_types), conversation_id=conversation_id)
+    if after_sequence is not None:
+        request.after_sequence = after_sequence
+    return request
+
+
+def resume_delay(error: ConvhubError | None, failures: int, policy: RetryPolicy) -> float | None:
+    """Seconds to wait before reopening a subscription, or None to stop (raise `error`, or end).
+
+    A subscription is reopened, after the last sequence it yielded, when it
+    ended with UNAVAILABLE (server restarting or stopping, connection lost),
+    with RESOURCE_EXHAUSTED `SUBSCRIBER_TOO_SLOW` (the reader fell behind: the
+    server replays from its table), or without an error. `failures` counts
+    the attempts in a row that ended so; any event received resets it.
+    """
+    resumable = (
+        error is None
+        or error.code == grpc.StatusCode.UNAVAILABLE
+        or (error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.reason == "SUBSCRIBER_TOO_SLOW")
+    )
+    if not resumable or failures >= policy.max_attempts:
+        return None
+    return policy.backoff(failures)

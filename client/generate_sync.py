@@ -52,6 +52,7 @@ RULES: list[tuple[str, str]] = [
     (r"\bAwaitable\[Page\[_T\]\]", "Page[_T]"),
     (r"\bAsyncIterator\b", "Iterator"),
     (r"^( *)for item in page\.result:\n\1    yield item$", r"\1yield from page.result"),
+    (r"\basync for ", "for "),
     (r"\basync def ", "def "),
     (r"\bawait ", ""),
 ]

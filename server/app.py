@@ -2,6 +2,8 @@
 
 Shutdown (SIGTERM/SIGINT) drains in this order, each step logged at INFO:
   1. health NOT_SERVING (gRPC Watch and /readyz), so balancers move away;
+     event subscriptions end (UNAVAILABLE with the sequence to resume after:
+     a stream never finishes on its own, and would hold the drain to the grace);
   2. REST stops accepting connections and finishes in-flight requests;
   3. workers finish their current item and release their claims (reverse start order);
   4. gRPC stops accepting calls and finishes in-flight ones;
@@ -33,6 +35,8 @@ from convhub.server.channels.delivery import DeliveryWorker
 from convhub.server.channels.hooks import HookHttp, build_hook_context, hook_routes
 from convhub.server.channels.registry import build_adapters
 from convhub.server.config import Settings
+from convhub.server.events.broadcaster import Broadcaster
+from convhub.server.events.retention import EventPruner
 from convhub.server.events.webhooks.emitter import WebhookEmitter
 from convhub.server.events.webhooks.policy import WebhookPolicy
 from convhub.server.gateway import Gateway
@@ -49,7 +53,7 @@ from convhub.server.store.media_files import MediaFiles
 from convhub.server.store.pg_doorbell import NotifyListener
 from convhub.server.store.sealed_columns import check_secrets_open, seal_plaintext_credentials
 from convhub.server.store.secrets import SecretBox, SecretKeyError, SecretUnreadable, load_secret_box
-from convhub.server.workers import Supervisor
+from convhub.server.workers import Supervisor, Worker
 
 log = logging.getLogger("convhub")
 
@@ -140,13 +144,15 @@ def _bind(address: str) -> socket.socket:
     return sock
 
 
-def build_supervisor(db: Database, settings: Settings) -> Supervisor:
+def build_supervisor(db: Database, settings: Settings, *workers: Worker) -> Supervisor:
     """Every background worker of the process, in start order (they stop in reverse)."""
     supervisor = Supervisor()
     if db.backend == "postgresql":
         # First: consumers added after it are woken by what other replicas commit.
         supervisor.add(NotifyListener(db.writer.url, db.doorbell))
     supervisor.add(WebhookEmitter(db, WebhookPolicy.from_settings(settings)))
+    for worker in workers:
+        supervisor.add(worker)
     return supervisor
 
 
@@ -169,6 +175,7 @@ class _Running:
     db: Database
     executor: ThreadPoolExecutor
     supervisor: Supervisor
+    event_streams: Broadcaster
     grpc_server: grpc.aio.Server
     health: HealthServicer
     http_server: HttpServer | None
@@ -182,6 +189,8 @@ class _Running:
         log.info("shutdown: health NOT_SERVING")
         self.life.ready = False
         await self.health.enter_graceful_shutdown()
+        log.info("shutdown: ending event subscriptions (%d)", self.event_streams.subscriber_count)
+        await self.event_streams.stop()
         if self.http_server is not None:
             await self.http_server.drain(deadline, close_commits)
         log.info("shutdown: stopping workers: %s", ", ".join(w.name for w in self.supervisor.workers) or "none")
@@ -204,10 +213,15 @@ async def serve(settings: Settings) -> None:
     db = prepare_database(settings)
     executor = ThreadPoolExecutor(settings.db_workers, thread_name_prefix="convhub-db")
     use_cases = UseCases.build(db, settings, executor)
-    dispatcher = build_dispatcher(db, settings, executor, use_cases=use_cases)
+    broadcaster = Broadcaster(
+        db, poll_interval=settings.event_poll_interval, buffer_size=settings.event_subscriber_buffer
+    )
+    dispatcher = build_dispatcher(db, settings, executor, broadcaster, use_cases=use_cases)
     life = _Lifecycle()
     observability = Observability(settings, db)
-    supervisor = build_supervisor(db, settings)
+    supervisor = build_supervisor(
+        db, settings, broadcaster, EventPruner(db, executor, retention=settings.event_retention)
+    )
     media = MediaFiles(
         settings.data_dir / "media",
         max_total_bytes=settings.media_max_bytes,
@@ -253,7 +267,7 @@ async def serve(settings: Settings) -> None:
     if http_sock is not None:
         app = observability.wrap_http(
             build_http_app(
-                Gateway(dispatcher, settings.max_body_bytes),
+                Gateway(dispatcher, settings.max_body_bytes, sse_keepalive=settings.sse_keepalive),
                 ready=lambda: life.ready,
                 hook_routes=hook_routes(adapters, hooks),
                 extra_routes=observability.http_routes(),
@@ -277,7 +291,7 @@ async def serve(settings: Settings) -> None:
     print(f"convhub: serving {', '.join(endpoints)}", flush=True)
 
     await life.stop.wait()
-    running = _Running(db, executor, supervisor, server, health_servicer, http_server, life, observability)
+    running = _Running(db, executor, supervisor, broadcaster, server, health_servicer, http_server, life, observability)
     await running.drain(settings.shutdown_grace)
     print("convhub: stopped", flush=True)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CONVHUB_"
@@ -102,6 +102,22 @@ def _base_url(value: str) -> str:
     return value.rstrip("/")
 
 
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from `7d`, `12h`, `30m`, `45s` or a plain number of seconds."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueError(f"invalid duration {text!r}: expected e.g. 7d, 12h, 30m, 45s or seconds")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def _duration(value: Any) -> Any:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
 ListenAddress = Annotated[str, AfterValidator(_listen_address)]
 OptionalListenAddress = Annotated[str, AfterValidator(_optional_listen_address)]
 
@@ -171,6 +187,14 @@ class Settings(BaseSettings):
     db_statement_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 15.0
     # A write waiting for a lock held elsewhere (SQLite busy_timeout, PostgreSQL lock_timeout).
     db_lock_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 10.0
+    # How long events are kept (7d, 12h, 30m, 45s or seconds); older ones are pruned in small batches.
+    event_retention: Annotated[float, BeforeValidator(_duration), Field(gt=0, allow_inf_nan=False)] = 7 * 86400.0
+    # Seconds between the event broadcaster's re-reads when no doorbell rang (a lost ring costs at most this).
+    event_poll_interval: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = 1.0
+    # Events a subscriber may have waiting; one that falls further behind is ended with RESOURCE_EXHAUSTED.
+    event_subscriber_buffer: Annotated[int, Field(ge=1)] = 1000
+    # Seconds of silence after which an SSE stream gets a comment frame, so proxies keep it open (0: never).
+    sse_keepalive: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 15.0
 
     # --- channels (providers, delivery, lifecycle) ---
     # The REST listener's externally visible base URL: Twilio signs hooks over it, and the

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psycopg
@@ -30,7 +31,7 @@ import pytest
 from sqlalchemy import Engine, make_url
 
 from convhub.server.store.customers import create_customer, create_token
-from convhub.server.store.db import create_db_engine
+from convhub.server.store.db import Database, create_db_engine, open_database, upgrade_schema
 from convhub.server.store.secrets import SecretBox
 
 # Seals the PostgreSQL test servers' stored secrets (SQLite servers generate their own). A constant,
@@ -92,13 +93,20 @@ class Hub:
 
 
 def start_server(
-    database_url: str, *, data_dir: Path, http: bool = True, env: dict[str, str] | None = None
+    database_url: str,
+    *,
+    data_dir: Path,
+    http: bool = True,
+    env: dict[str, str] | None = None,
+    grpc_address: str = "127.0.0.1:0",
+    launcher: tuple[str, ...] = ("-m", "convhub.server.cli"),
 ) -> tuple[subprocess.Popen[str], str, str | None, list[str]]:
-    """Start `convhub serve` on free loopback ports; return once it says it is serving.
+    """Start `convhub serve` on loopback (free ports unless `grpc_address` names one); return once it serves.
 
     PostgreSQL servers get the session's CONVHUB_SECRET_KEY (they refuse to
     start without one); SQLite servers generate theirs into `data_dir`.
-    `env` sets (or, with "", clears) further variables.
+    `env` sets (or, with "", clears) further variables. `launcher` is what
+    python runs (a test-only wrapper script around the CLI may add probes).
     """
     base = {**os.environ, "CONVHUB_DATABASE_URL": database_url, "CONVHUB_DATA_DIR": str(data_dir)}
     base.setdefault("CONVHUB_LOG_LEVEL", "WARNING")
@@ -108,11 +116,10 @@ def start_server(
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "convhub.server.cli",
+            *launcher,
             "serve",
             "--grpc-address",
-            "127.0.0.1:0",
+            grpc_address,
             "--http-address",
             "127.0.0.1:0" if http else "",
         ],
@@ -153,15 +160,21 @@ def stop_server(proc: subprocess.Popen[str]) -> int:
 
 @contextlib.contextmanager
 def dedicated_hub(
-    database_url: str, tmp_dir: Path, env: dict[str, str] | None = None, *, direct_url: str | None = None
+    database_url: str,
+    tmp_dir: Path,
+    env: dict[str, str] | None = None,
+    *,
+    direct_url: str | None = None,
+    **server_options: Any,
 ) -> Iterator[Hub]:
     """A server of its own (for tests that break its database or change its settings).
 
     Its whole output is collected into `Hub.output` while it runs, so a test can read
     the log after stopping it (and the pipe never fills up). `Hub.engine` connects to
     `direct_url` when given (the real database behind a proxy the server uses).
+    `server_options` go to start_server (a fixed `grpc_address`, a test `launcher`).
     """
-    proc, grpc_target, http_base, lines = start_server(database_url, data_dir=tmp_dir, env=env)
+    proc, grpc_target, http_base, lines = start_server(database_url, data_dir=tmp_dir, env=env, **server_options)
     assert proc.stdout is not None
     reader = threading.Thread(target=lambda: lines.extend(line.rstrip("\n") for line in proc.stdout), daemon=True)
     reader.start()
@@ -175,14 +188,17 @@ def dedicated_hub(
         reader.join(timeout=10)
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    backend = request.param
-    tmp_dir = tmp_path_factory.mktemp(backend)
+def running_hub(backend: str, tmp_dir: Path, **options: Any) -> Iterator[Hub]:
+    """A fresh database for `backend` and a dedicated server on it (options: dedicated_hub's); both removed after."""
     for url in create_database(backend, tmp_dir):
         # Its output is drained as it comes: a server blocked writing its log would stall every test.
-        with dedicated_hub(url, tmp_dir) as hub:
+        with dedicated_hub(url, tmp_dir, **options) as hub:
             yield hub
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    yield from running_hub(request.param, tmp_path_factory.mktemp(request.param))
 
 
 @dataclass
@@ -200,6 +216,15 @@ class Tenant:
 def secret_box_for_tests() -> SecretBox:
     """A SecretBox for databases a test opens in-process (open_database)."""
     return SecretBox([TEST_SECRET_KEY])
+
+
+@pytest.fixture
+def local_db(tmp_path: Path) -> Iterator[Database]:
+    """A migrated SQLite database opened in-process (no server), for tests of the store and workers."""
+    database = open_database(f"sqlite:///{tmp_path / 'local.db'}", workers=2, secrets=secret_box_for_tests())
+    upgrade_schema(database.writer)
+    yield database
+    database.dispose()
 
 
 def new_tenant(hub: Hub) -> Tenant:

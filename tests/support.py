@@ -82,12 +82,14 @@ class RichError:
     message: str
     reason: str
     fields: list[str]
+    metadata: dict[str, str] = field(default_factory=dict)  # ErrorInfo.metadata
 
 
 def rich_error(err: grpc.RpcError) -> RichError:
-    """Decode google.rpc.Status details from a failed call."""
+    """Decode google.rpc.Status details from a failed call (sync or grpc.aio)."""
     reason = ""
     fields: list[str] = []
+    metadata: dict[str, str] = {}
     for key, value in err.trailing_metadata() or ():  # type: ignore[attr-defined]
         if key != "grpc-status-details-bin":
             continue
@@ -97,11 +99,12 @@ def rich_error(err: grpc.RpcError) -> RichError:
                 info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
                 reason = info.reason
+                metadata = dict(info.metadata)
             elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
                 fields.extend(v.field for v in bad.field_violations)
-    return RichError(err.code(), err.details(), reason, fields)  # type: ignore[attr-defined]
+    return RichError(err.code(), err.details(), reason, fields, metadata)  # type: ignore[attr-defined]
 
 
 def expect_error(fn: Any, request: Any, code: grpc.StatusCode, field: str | None = None) -> RichError:

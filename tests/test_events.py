@@ -46,17 +46,26 @@ def test_each_change_writes_its_event_with_the_resource_after_the_change(hub: Hu
         "EVENT_TYPE_CONVERSATION_CREATED",
         "EVENT_TYPE_PARTICIPANT_ADDED",
         "EVENT_TYPE_CONVERSATION_MESSAGE_CREATED",
+        "EVENT_TYPE_CONVERSATION_MESSAGE_RECEIVED",
         "EVENT_TYPE_CONVERSATION_MESSAGE_CREATED",
+        "EVENT_TYPE_CONVERSATION_MESSAGE_RECEIVED",
         "EVENT_TYPE_CONVERSATION_UPDATED",
         "EVENT_TYPE_CONVERSATION_MESSAGE_DELETED",
         "EVENT_TYPE_CONVERSATION_DELETED",
     ]
-    assert [e.sequence for e in log] == list(range(1, 8))
+    assert [e.sequence for e in log] == list(range(1, 10))
     assert all(e.customer_id == tenant.customer_id for e in log)
     assert log[0].conversation == first.conversation
     assert log[2].message == first.message
-    assert log[4].conversation.name == "renamed"
-    assert log[5].message.HasField("tm_delete")
+    assert log[3].message == first.message  # received: the inbound message itself
+    assert log[6].conversation.name == "renamed"
+    assert log[7].message.HasField("tm_delete")
+    # every event of the conversation is filed under it, so readers can follow one conversation
+    with hub.engine.connect() as conn:
+        filed = conn.execute(
+            select(events.c.conversation_id).where(events.c.customer_id == tenant.customer_id)
+        ).scalars()
+        assert set(filed) == {room}
 
 
 def test_rejected_changes_write_no_event(hub: Hub, tenant: Tenant, api: Api) -> None:

@@ -59,7 +59,7 @@ async def test_a_failing_ingest_in_a_batch_fails_alone_and_writes_nothing(hub: H
         assert not isinstance(results[0], BaseException) and not isinstance(results[2], BaseException)
         assert isinstance(results[1], Exception)
         with db.reader.connect() as conn:
-            for model, expected in ((Message, {good: 2}), (Event, {good: 6})):
+            for model, expected in ((Message, {good: 2}), (Event, {good: 8})):
                 table = model.__table__
                 counts = dict(
                     conn.execute(select(table.c.customer_id, func.count()).group_by(table.c.customer_id)).all()

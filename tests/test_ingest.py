@@ -285,4 +285,4 @@ async def test_concurrent_calls_with_one_request_id_store_one_message(hub: Hub, 
     assert len({r.message.id for r in results}) == 1
     assert sum(not r.duplicate for r in results) == 1
     assert count(hub, Message, tenant.customer_id) == 1
-    assert count(hub, Event, tenant.customer_id) == 3  # conversation, participant, message
+    assert count(hub, Event, tenant.customer_id) == 4  # conversation, participant, message created + received

@@ -193,8 +193,9 @@ def test_sigterm_drains_in_order_while_slow_rest_and_grpc_calls_finish_with_thei
     steps = [line.split("shutdown: ", 1)[1] for line in output.splitlines() if "shutdown: " in line]
     expected = [
         "health NOT_SERVING",
+        "ending event subscriptions",
         "REST stops accepting connections",
-        "stopping workers: doorbell-listener",
+        "stopping workers: doorbell-listener, webhooks, event-broadcaster, event-pruner",
         "gRPC stops accepting calls",
         "closing the database",
     ]

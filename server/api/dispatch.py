@@ -186,8 +186,14 @@ class Dispatcher:
         """Run a server-streaming method: authenticate first, then yield its messages."""
         caller = self.authenticate(token)
         check_request(request)  # text, Struct and declared limits on every field (request_rules.py)
-        async for item in method.handler(request, caller):
-            yield item
+        try:
+            async for item in method.handler(request, caller):
+                yield item
+        except Exception as exc:  # a database fault mid-stream is UNAVAILABLE too (resume), not INTERNAL
+            answer = _answer_for(exc)
+            if answer is exc:
+                raise
+            raise answer from exc
 
 
 def _outcome_unwanted(work: asyncio.Future[Any]) -> None:

@@ -136,6 +136,14 @@ class DeadlineExceeded(ApiError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class OutOfRange(ApiError):
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class ResourceExhausted(ApiError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 def internal_status(message: str = "internal error") -> status_pb2.Status:
     """Status for an unexpected exception: no internals leak to the caller."""
     info = any_pb2.Any()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from convhub.server.api.errors import InvalidArgument
-from convhub.server.store.pages import Page, decode_page_token
+from convhub.server.store.pages import Page, decode_page_token, decode_token
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 100
@@ -11,9 +11,7 @@ MAX_PAGE_SIZE = 100
 
 def parse(page_size: int, page_token: str, scope: str) -> Page:
     """Validate page_size/page_token; `scope` names the list (e.g. `messages:<conversation id>`)."""
-    if page_size < 0:
-        raise InvalidArgument("page_size", "must not be negative")
-    size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    size = size_in_force(page_size)
     if not page_token:
         return Page(size, None, scope)
     try:
@@ -21,3 +19,21 @@ def parse(page_size: int, page_token: str, scope: str) -> Page:
     except ValueError:
         raise InvalidArgument("page_token", "invalid or from another list") from None
     return Page(size, after, scope)
+
+
+def size_in_force(page_size: int) -> int:
+    """The page size a request asks for: the default when 0, at most the maximum; negative is refused."""
+    if page_size < 0:
+        raise InvalidArgument("page_size", "must not be negative")
+    return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def sequence_after(page_token: str, scope: str) -> int:
+    """The sequence a token made by `encode_token(scope, sequence)` continues after (sequence-ordered lists)."""
+    try:
+        key = decode_token(page_token, scope)
+        if len(key) != 1 or not isinstance(key[0], int) or isinstance(key[0], bool):
+            raise ValueError("not a sequence token")
+    except ValueError:
+        raise InvalidArgument("page_token", "invalid or from another list") from None
+    return key[0]

@@ -38,9 +38,20 @@ _RESOURCE_FIELD = {
     "Participant": "participant",
 }
 
+# Which field of each resource names the conversation its event belongs to (accounts belong to none).
+_CONVERSATION_FIELD = {"conversation": "id", "message": "conversation_id", "participant": "conversation_id"}
+
 EVENT_TYPE_NAMES = {
     v.number: v.name.removeprefix("EVENT_TYPE_").lower() for v in event_pb2.EventType.DESCRIPTOR.values if v.number
 }
+
+
+def conversation_of(event: event_pb2.Event) -> str | None:
+    """The conversation an event belongs to, stored beside it so readers can follow one conversation."""
+    field = event.WhichOneof("resource")
+    if field not in _CONVERSATION_FIELD:
+        return None
+    return getattr(getattr(event, field), _CONVERSATION_FIELD[field]) or None
 
 
 def append_events(conn: Connection, customer_id: str, changes: Sequence[tuple[int, Message]]) -> list[int]:
@@ -76,6 +87,7 @@ def append_event_groups(conn: Connection, groups: Sequence[tuple[str, Sequence[t
                     "sequence": event.sequence,
                     "type": EVENT_TYPE_NAMES[event_type],
                     "resource_id": getattr(resource, "id"),  # noqa: B009
+                    "conversation_id": conversation_of(event),
                     "payload": event.SerializeToString(),
                     "tm_create": now,
                 }

@@ -17,8 +17,10 @@ Per request:
   * body: at most `max_body_bytes` (Content-Length and the bytes actually read) -> 413;
   * errors: `errors.py` maps the handler's google.rpc.Status to HTTP like grpc-gateway;
   * server streaming: NDJSON (`{"result": ...}` per line), or SSE for
-    `Accept: text/event-stream`; a failure after the first byte becomes a final
-    `{"error": ...}` line/frame, since the status line is gone by then.
+    `Accept: text/event-stream` (with `id:`/`event:` lines, `Last-Event-ID`
+    resumption and keepalive comments, see sse.py); a failure after the first
+    byte becomes a final `{"error": ...}` line/frame, since the status line is
+    gone by then.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -50,6 +52,7 @@ from convhub.server.gateway.json_body import parse_json
 from convhub.server.gateway.openapi import build_openapi
 from convhub.server.gateway.request_ids import REQUEST_ID_KEY
 from convhub.server.gateway.routes import Binding, Match, RouteTable, build_route_table
+from convhub.server.gateway.sse import KEEPALIVE, SseFraming
 from convhub.server.observability.http_calls import ROUTE_KEY
 
 Scope = MutableMapping[str, Any]
@@ -127,15 +130,25 @@ class RoutePlan:
         self.mask_body_desc = body_f.message_type if body_f is not None else None
         self.mask_exclude = {".".join(p[1:]) for p in excluded if len(p) > 1 and p[0] == self.body}
         resp = method.descriptor.output_type
+        # A stream whose response_body is a repeated message field sends each element as its own
+        # line/frame (a batch on gRPC, one item per frame on REST): `stream_items` picks them out.
+        self.stream_items: Callable[[Message], Iterable[Message]] = lambda m: (m,)
+        item = resp
         if binding.response_body:
             f = resp.fields_by_name[binding.response_body]
-            field_enc = codec.field_encoder(f)
             name = f.name
-            self.encode: codec.Encoder = (
-                (lambda m: getattr(m, name)) if field_enc is None else (lambda m: field_enc(getattr(m, name)))
-            )
+            if method.server_streaming and f.is_repeated and f.message_type is not None:
+                item = f.message_type
+                self.stream_items = lambda m: getattr(m, name)
+                self.encode: codec.Encoder = codec.message_encoder(item)
+            else:
+                field_enc = codec.field_encoder(f)
+                self.encode = (
+                    (lambda m: getattr(m, name)) if field_enc is None else (lambda m: field_enc(getattr(m, name)))
+                )
         else:
             self.encode = codec.message_encoder(resp)
+        self.sse = SseFraming(item, method.descriptor.input_type) if method.server_streaming else None
 
     def build_request(self, match: Match, query: list[tuple[str, str]], body: bytes | None) -> Message:
         """The proto request: body first, then query parameters, then path variables (which win)."""
@@ -206,11 +219,13 @@ class Gateway:
     """The ASGI callable serving every annotated RPC; `server/http_app.py` mounts it with the other routes.
 
     Route templates are validated when it is built: a malformed annotation fails start-up, not a request.
+    `sse_keepalive`: seconds of silence after which an SSE stream gets a comment frame (0: never).
     """
 
-    def __init__(self, dispatcher: Dispatcher, max_body_bytes: int = 1_048_576) -> None:
+    def __init__(self, dispatcher: Dispatcher, max_body_bytes: int = 1_048_576, sse_keepalive: float = 0) -> None:
         self.dispatcher = dispatcher
         self.max_body_bytes = max_body_bytes
+        self.sse_keepalive = sse_keepalive
         self.table: RouteTable = build_route_table(dispatcher.methods.values())
         self.plans: dict[int, RoutePlan] = {id(b): RoutePlan(b) for b in self.table.bindings}
         # Served at OPENAPI_PATH by the HTTP app.
@@ -246,6 +261,7 @@ class Gateway:
         credentials: list[tuple[str, str]] = []  # every token the call carries; credentials.py picks the one
         timeout: str | None = None
         accept = ""
+        last_event_id: str | None = None
         content_length: int | None = None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -256,6 +272,8 @@ class Gateway:
                 accept = value.decode("latin-1")
             elif name == b"cookie":
                 credentials.extend(credential_cookies(value.decode("latin-1")))
+            elif name == b"last-event-id":
+                last_event_id = value.decode("latin-1")
             elif name == b"content-length":
                 with contextlib.suppress(ValueError):
                     content_length = int(value)
@@ -278,7 +296,9 @@ class Gateway:
                 body = await _read_body(receive, self.max_body_bytes)
             deadline = parse_grpc_timeout(timeout) if timeout is not None else None
             request = plan.build_request(found, query, body)
-            if plan.method.server_streaming:
+            if plan.sse is not None:
+                if last_event_id is not None:
+                    plan.sse.resume(request, last_event_id)
                 await self._stream(plan, request, token, deadline, "text/event-stream" in accept, scope, receive, send)
                 return
             if deadline is None:
@@ -330,9 +350,31 @@ class Gateway:
             content_type, prefix, suffix = b"text/event-stream", b"data: ", b"\n\n"
         else:
             content_type, prefix, suffix = b"application/x-ndjson", b"", b"\n"
+        framing = plan.sse if sse else None
+        keepalive = self.sse_keepalive if sse else 0
 
         def frame(obj: Any) -> bytes:
             return prefix + dumps(obj) + suffix
+
+        def item_frames(message: Message) -> bytes:
+            if framing is not None:
+                return b"".join(framing.frame(i, dumps({"result": plan.encode(i)})) for i in plan.stream_items(message))
+            return b"".join(frame({"result": plan.encode(i)}) for i in plan.stream_items(message))
+
+        async def next_item(pending: Awaitable[Message]) -> Message:
+            """The next item; on a quiet SSE stream, a keepalive comment every `keepalive` seconds meanwhile."""
+            if not keepalive:
+                return await pending
+            future = asyncio.ensure_future(pending)
+            try:
+                while True:
+                    done, _ = await asyncio.wait({future}, timeout=keepalive)
+                    if done:
+                        return future.result()
+                    await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+            except BaseException:
+                future.cancel()
+                raise
 
         task = asyncio.current_task()
         assert task is not None
@@ -374,13 +416,10 @@ class Gateway:
                 )
                 started = True
                 try:
-                    item = await first
-                    await send(
-                        {"type": "http.response.body", "body": frame({"result": plan.encode(item)}), "more_body": True}
-                    )
-                    async for item in items:
-                        chunk = frame({"result": plan.encode(item)})
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    item = await next_item(first)
+                    while True:
+                        await send({"type": "http.response.body", "body": item_frames(item), "more_body": True})
+                        item = await next_item(items.__anext__())
                 except StopAsyncIteration:
                     pass
             await send({"type": "http.response.body", "body": b""})

@@ -404,7 +404,10 @@ def build_openapi(plans: Iterable[RoutePlan], *, title: str = "convhub") -> dict
             needs_body = not plan.derive_mask and field_behavior_pb2.REQUIRED in codec.field_behaviors(f)
             op["requestBody"] = {"required": needs_body, "content": {"application/json": {"schema": schema}}}
         resp = md.output_type
-        if binding.response_body:
+        body_field = resp.fields_by_name.get(binding.response_body) if binding.response_body else None
+        if body_field is not None and method.server_streaming and body_field.is_repeated and body_field.message_type:
+            resp_schema = sb.message(body_field.message_type)  # a batch: one frame per element (gateway/app.py)
+        elif binding.response_body:
             resp_schema = sb.field(resp.fields_by_name[binding.response_body])
         else:
             resp_schema = sb.message(resp)

@@ -267,6 +267,7 @@ def _apply(item: _Prepared, rooms: dict[RoomKey, Room], batch: _Batch) -> Ingest
         participant = resources.opened_room_participant(room.peer_participant, peer)
         changes.append((event_pb2.EVENT_TYPE_PARTICIPANT_ADDED, participant))
     changes.append((event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED, result.message))
+    changes.append((event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_RECEIVED, result.message))  # every inbound one
     batch.events.append((customer_id, changes))
     for key in keys:
         batch.seen[key] = result

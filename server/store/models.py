@@ -194,7 +194,10 @@ class Event(Base):
     is gap-free and in commit order per customer (allocated from
     customers.event_seq under the row lock), so a reader resuming from N never
     skips a late commit. `id` is the event's UUID (webhook idempotency key);
-    `payload` is the serialized convhub.v1.Event.
+    `payload` is the serialized convhub.v1.Event. `conversation_id` is the
+    conversation the event belongs to (null for account events), so a reader
+    can follow one conversation through an index; `tm_create` is indexed for
+    the retention sweep.
     """
 
     __tablename__ = "events"
@@ -203,8 +206,14 @@ class Event(Base):
     id: Mapped[str] = mapped_column(ID)
     type: Mapped[str] = mapped_column(String(64))
     resource_id: Mapped[str] = mapped_column(ID)
+    conversation_id: Mapped[str | None] = mapped_column(ID)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     tm_create: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_events_conversation", "customer_id", "conversation_id", "sequence"),
+        Index("ix_events_tm_create", "tm_create"),
+    )
 
 
 class IdempotencyKey(Base):

@@ -25,21 +25,34 @@ class Page:
     scope: str  # which list: e.g. `messages:<conversation id>`
 
 
-def encode_page_token(scope: str, tm_create: int, item_id: str) -> str:
-    raw = json.dumps([scope, tm_create, item_id], separators=(",", ":")).encode()
+def encode_token(scope: str, *key: int | str) -> str:
+    """An opaque token: the list it belongs to and the sort key of the last item returned."""
+    raw = json.dumps([scope, *key], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str, scope: str) -> list[Any]:
+    """The sort key in a token `encode_token` made for `scope`; ValueError if malformed or from another list."""
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        decoded = json.loads(base64.urlsafe_b64decode(padded))
+    except (ValueError, TypeError):
+        raise ValueError("invalid page token") from None
+    if not isinstance(decoded, list) or not decoded or decoded[0] != scope:
+        raise ValueError("page token from another list")
+    return decoded[1:]
+
+
+def encode_page_token(scope: str, tm_create: int, item_id: str) -> str:
+    return encode_token(scope, tm_create, item_id)
 
 
 def decode_page_token(token: str, scope: str) -> tuple[int, str]:
     """The (tm_create, id) a token continues after; ValueError if it is malformed or from another list."""
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        token_scope, tm, item_id = json.loads(base64.urlsafe_b64decode(padded))
-    except (ValueError, TypeError):
-        raise ValueError("invalid page token") from None
-    if token_scope != scope or not isinstance(tm, int) or not isinstance(item_id, str):
+    key = decode_token(token, scope)
+    if len(key) != 2 or not isinstance(key[0], int) or not isinstance(key[1], str):
         raise ValueError("page token from another list")
-    return tm, item_id
+    return key[0], key[1]
 
 
 class Lister:

@@ -41,6 +41,10 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     EVENT_TYPE_PARTICIPANT_ADDED: _EventType.ValueType  # 10
     EVENT_TYPE_PARTICIPANT_UPDATED: _EventType.ValueType  # 11
     EVENT_TYPE_PARTICIPANT_REMOVED: _EventType.ValueType  # 12
+    EVENT_TYPE_CONVERSATION_MESSAGE_RECEIVED: _EventType.ValueType  # 13
+    """An inbound message arrived (written beside CONVERSATION_MESSAGE_CREATED
+    for every inbound message; webhooks render it in the VoIPBIN shape).
+    """
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
     """EventType names what changed. Webhook and stream type strings are the
@@ -60,6 +64,10 @@ EVENT_TYPE_ACCOUNT_DELETED: EventType.ValueType  # 9
 EVENT_TYPE_PARTICIPANT_ADDED: EventType.ValueType  # 10
 EVENT_TYPE_PARTICIPANT_UPDATED: EventType.ValueType  # 11
 EVENT_TYPE_PARTICIPANT_REMOVED: EventType.ValueType  # 12
+EVENT_TYPE_CONVERSATION_MESSAGE_RECEIVED: EventType.ValueType  # 13
+"""An inbound message arrived (written beside CONVERSATION_MESSAGE_CREATED
+for every inbound message; webhooks render it in the VoIPBIN shape).
+"""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 @_typing.final

@@ -1,0 +1,273 @@
+"""The per-process event broadcaster: one reader of the event table, fanning out to every subscriber.
+
+Subscribers do not poll the database. The broadcaster holds one doorbell
+listener; on each ring (a local commit wrote events; on PostgreSQL also a
+NOTIFY from another replica) and on a re-poll tick, it reads the events after
+each subscribed customer's cursor (one statement for all customers), then
+hands each event to the bounded buffers of that customer's matching
+subscribers. A thousand subscribers cost one query per wake-up, not a
+thousand. The table is the truth: a lost ring costs latency (until the next
+tick), never an event.
+
+Invariant kept for the replay+live seam (events/stream.py): a subscription
+receives every event above its customer's cursor at the moment it
+subscribed, and everything at or below that cursor had committed by then.
+All of this runs on the event loop, so subscribing and a fan-out never
+interleave.
+
+Backpressure: a buffer that fills up is emptied and marked overflowed. A
+live subscription that overflows is dropped at once (its handler ends the
+stream with RESOURCE_EXHAUSTED); one still replaying from the table keeps
+its registration and replays again (see `Subscription.restart`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from convhub.server.store import event_log
+from convhub.server.store.db import Database
+from convhub.server.store.doorbell import DoorbellListener
+from convhub.v1 import event_pb2
+
+log = logging.getLogger("convhub.events")
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events a reader wants: some types (None: all) of one conversation (None: any)."""
+
+    types: frozenset[str] | None = None
+    conversation_id: str | None = None
+
+
+class SubscriptionEnded(Exception):
+    """The broadcaster ended a subscription: its buffer overflowed (`too_slow`), or the process is stopping."""
+
+    def __init__(self, *, too_slow: bool, last_sequence: int = 0) -> None:
+        super().__init__("subscriber fell too far behind" if too_slow else "server is stopping")
+        self.too_slow = too_slow
+        self.last_sequence = last_sequence
+
+
+class Subscription:
+    """One subscriber's bounded buffer, filled by the broadcaster and drained by the subscriber's stream."""
+
+    def __init__(self, customer_id: str, event_filter: EventFilter, limit: int) -> None:
+        self.customer_id = customer_id
+        self.filter = event_filter
+        self.limit = limit
+        self.overflowed = False
+        self.live = False  # replaying from the table until go_live()
+        self.stopped = False
+        self._buffer: deque[event_pb2.Event] = deque()
+        self._ready = asyncio.Event()
+
+    def offer(self, event: event_pb2.Event) -> None:
+        if self.overflowed or self.stopped:
+            return
+        if len(self._buffer) >= self.limit:
+            self.overflowed = True
+            self._buffer.clear()  # the table still has them: the subscriber resumes from there
+            return
+        self._buffer.append(event)
+
+    def wake(self) -> None:
+        self._ready.set()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._buffer.clear()
+        self._ready.set()
+
+    def restart(self) -> bool:
+        """If the buffer overflowed while replaying: empty it and buffer afresh (the caller replays again).
+
+        Returns whether it had overflowed. Buffering restarts above the
+        broadcaster's cursor of this moment, and everything up to that cursor
+        has committed, so a replay that starts after this call closes the gap.
+        """
+        if not self.overflowed:
+            return False
+        self.overflowed = False
+        self._buffer.clear()
+        return True
+
+    def go_live(self) -> None:
+        """From now on an overflow ends the subscription instead of prompting another replay."""
+        self.live = True
+
+    async def take(self) -> list[event_pb2.Event]:
+        """Everything buffered (waiting for at least one event); raises SubscriptionEnded when ended."""
+        while True:
+            if self.stopped:
+                raise SubscriptionEnded(too_slow=False)
+            if self.overflowed:
+                raise SubscriptionEnded(too_slow=True)
+            if self._buffer:
+                items = list(self._buffer)
+                self._buffer.clear()
+                return items
+            self._ready.clear()
+            await self._ready.wait()
+
+
+class _Feed:
+    """One customer's subscribers, indexed by conversation so a fan-out touches only those that match."""
+
+    def __init__(self, cursor: int) -> None:
+        self.cursor = cursor  # the last sequence fanned out
+        self.anywhere: set[Subscription] = set()
+        self.by_conversation: dict[str, set[Subscription]] = {}
+
+    def add(self, sub: Subscription) -> None:
+        conversation_id = sub.filter.conversation_id
+        if conversation_id is None:
+            self.anywhere.add(sub)
+        else:
+            self.by_conversation.setdefault(conversation_id, set()).add(sub)
+
+    def remove(self, sub: Subscription) -> None:
+        conversation_id = sub.filter.conversation_id
+        if conversation_id is None:
+            self.anywhere.discard(sub)
+            return
+        subs = self.by_conversation.get(conversation_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self.by_conversation[conversation_id]
+
+    def __bool__(self) -> bool:
+        return bool(self.anywhere or self.by_conversation)
+
+    def targets(self, conversation_id: str | None) -> Iterable[Subscription]:
+        if conversation_id is None:
+            return self.anywhere
+        subs = self.by_conversation.get(conversation_id)
+        return self.anywhere if not subs else (*self.anywhere, *subs)
+
+    def all(self) -> Iterable[Subscription]:
+        yield from self.anywhere
+        for subs in self.by_conversation.values():
+            yield from subs
+
+
+class Broadcaster:
+    """The process's one reader of the event log for live subscribers (a `Worker`)."""
+
+    name = "event-broadcaster"
+
+    def __init__(self, db: Database, *, poll_interval: float, buffer_size: int, read_limit: int = 1000) -> None:
+        self._db = db
+        self._poll_interval = poll_interval
+        self._buffer_size = buffer_size
+        self._read_limit = read_limit
+        self._feeds: dict[str, _Feed] = {}
+        self._listener: DoorbellListener | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._failing = False
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(1 for feed in self._feeds.values() for _ in feed.all())
+
+    def subscribe(self, customer_id: str, head: int, event_filter: EventFilter) -> Subscription:
+        """Register a subscriber; it receives every event above the customer's cursor from now on.
+
+        `head` must be a sequence the caller saw committed (the customer's
+        counter, read just before): it becomes the cursor when this is the
+        customer's first subscriber.
+        """
+        if self._stopped:
+            raise SubscriptionEnded(too_slow=False)
+        sub = Subscription(customer_id, event_filter, self._buffer_size)
+        feed = self._feeds.get(customer_id)
+        if feed is None:
+            feed = self._feeds[customer_id] = _Feed(head)
+        feed.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        feed = self._feeds.get(sub.customer_id)
+        if feed is None:
+            return
+        feed.remove(sub)
+        if not feed:
+            del self._feeds[sub.customer_id]
+
+    async def start(self) -> None:
+        self._listener = self._db.doorbell.listener()
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        """Stop reading and end every subscription (their streams answer UNAVAILABLE: resume elsewhere).
+
+        The loop also checks `_stopped`: on Python 3.11 a cancel that lands as the
+        doorbell's `wait_for` completes can be swallowed, and the task would run on.
+        """
+        self._stopped = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for feed in self._feeds.values():
+            for sub in feed.all():
+                sub.stop()
+        self._feeds.clear()
+
+    async def _run(self) -> None:
+        assert self._listener is not None
+        while not self._stopped:
+            try:
+                more = self.poll()
+            except Exception as exc:  # the database is away: keep the loop, retry on the next tick
+                if not self._failing:
+                    log.warning("event broadcaster: reading the event log failed (%s); retrying", type(exc).__name__)
+                self._failing = True
+                more = False
+            else:
+                self._failing = False
+            if more:
+                await asyncio.sleep(0)  # let subscribers drain before the next read
+                continue
+            await self._listener.wait(self._poll_interval)
+
+    def poll(self) -> bool:
+        """One read for every subscribed customer, then fan-out; True when more events may be waiting."""
+        if not self._feeds:
+            return False
+        cursors = {customer_id: feed.cursor for customer_id, feed in self._feeds.items()}
+        with self._db.read() as conn:
+            rows, more = event_log.read_feeds(conn, cursors, self._read_limit)
+        self._fan_out(rows)
+        return more
+
+    def _fan_out(self, rows: list[Any]) -> None:
+        woken: set[Subscription] = set()
+        for row in rows:
+            feed = self._feeds.get(row.customer_id)
+            if feed is None or row.sequence <= feed.cursor:
+                continue
+            feed.cursor = row.sequence
+            event = None
+            for sub in feed.targets(row.conversation_id):
+                types = sub.filter.types
+                if types is not None and row.type not in types:
+                    continue
+                if event is None:  # decoded once, shared by every subscriber
+                    event = event_pb2.Event.FromString(row.payload)
+                sub.offer(event)
+                woken.add(sub)
+        for sub in woken:
+            if sub.overflowed and sub.live:
+                self.unsubscribe(sub)  # its stream ends; the buffer is freed now, not when the client reads
+            sub.wake()

@@ -1,0 +1,167 @@
+"""The broadcaster in-process on a SQLite file: one read per wake-up for all subscribers, and the replay seam."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from convhub.server.events import broadcaster as broadcaster_module
+from convhub.server.events.broadcaster import Broadcaster, EventFilter, Subscription
+from convhub.server.events.outbox import append_events
+from convhub.server.events.stream import EventReader
+from convhub.server.store.customers import create_customer
+from convhub.server.store.db import Database, new_id
+from convhub.v1 import conversation_pb2, event_pb2, message_pb2
+
+UPDATED = event_pb2.EVENT_TYPE_CONVERSATION_UPDATED
+MESSAGE = event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED
+
+
+@pytest.fixture
+def db(local_db: Database) -> Database:
+    return local_db
+
+
+@pytest.fixture
+async def broadcaster(db: Database) -> AsyncIterator[Broadcaster]:
+    b = Broadcaster(db, poll_interval=0.05, buffer_size=5)
+    await b.start()
+    yield b
+    await b.stop()
+
+
+def write(
+    db: Database, customer_id: str, count: int, conversation_id: str | None = None, per_tx: int = 1, pause: float = 0
+) -> None:
+    room = conversation_pb2.Conversation(id=conversation_id or new_id())
+    for _ in range(0, count, per_tx):
+        with db.writer.begin() as conn:
+            append_events(conn, customer_id, [(UPDATED, room)] * per_tx)
+        time.sleep(pause)
+
+
+async def test_one_read_per_wake_up_however_many_subscribers(
+    db: Database, broadcaster: Broadcaster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    customers = [create_customer(db.writer, f"c{i}") for i in range(2)]
+    rooms = [new_id() for _ in range(4)]
+    subs: list[tuple[str, str | None, Subscription]] = []
+    for i in range(200):
+        customer, room = customers[i % 2], (rooms[i % 4] if i % 3 else None)
+        subs.append((customer, room, broadcaster.subscribe(customer, 0, EventFilter(conversation_id=room))))
+    reads: list[Any] = []
+    real = broadcaster_module.event_log.read_feeds
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(broadcaster_module.event_log, "read_feeds", counting)
+    write(db, customers[0], 3, rooms[0], per_tx=3)  # one commit, one ring
+    for customer, room, sub in subs:
+        if customer == customers[0] and room in (None, rooms[0]):
+            got = await asyncio.wait_for(sub.take(), 5)
+            assert [e.sequence for e in got] == [1, 2, 3]
+    assert len(reads) == 1, "one statement for 200 subscribers of 2 customers"
+    assert set(reads[0]) == set(customers)
+    for customer, room, sub in subs:  # the others got nothing
+        if customer != customers[0] or room not in (None, rooms[0]):
+            assert not sub._buffer
+
+
+async def test_a_subscriber_whose_buffer_overflows_while_replaying_replays_again_and_misses_nothing(
+    db: Database, broadcaster: Broadcaster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Buffer of 5, a 600-event backlog and a writer still writing: the buffer overflows during the replay.
+
+    When the replay reaches the end of the table it finds the buffer overflowed, empties it and replays
+    again from where it was, then goes live: every event once, in order. (The writer stops once that
+    happened, so the live part stays within the small buffer.)
+    """
+    customer = create_customer(db.writer, "busy")
+    write(db, customer, 600, per_tx=50)
+    restarted = threading.Event()
+    real_restart = Subscription.restart
+
+    def spying(self: Subscription) -> bool:
+        overflowed = real_restart(self)
+        if overflowed:
+            restarted.set()
+        return overflowed
+
+    def keep_writing() -> None:
+        for _ in range(200):
+            if restarted.is_set():
+                return
+            write(db, customer, 3, per_tx=3, pause=0.002)
+
+    monkeypatch.setattr(Subscription, "restart", spying)
+    writer = threading.Thread(target=keep_writing)
+    stream = EventReader(db, broadcaster).subscribe(customer, 0, EventFilter())
+    got: list[int] = []
+
+    async def consume() -> None:
+        async for batch in stream:
+            got.extend(event.sequence for event in batch)
+            if batch[-1].type == MESSAGE:  # the end marker
+                return
+            if not restarted.is_set():
+                await asyncio.sleep(0.002)  # let the broadcaster run meanwhile
+
+    writer.start()
+    consumer = asyncio.create_task(consume())
+    await asyncio.to_thread(writer.join)
+    with db.writer.begin() as conn:
+        [marker] = append_events(conn, customer, [(MESSAGE, message_pb2.Message(id=new_id()))])
+    await asyncio.wait_for(consumer, 30)
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert restarted.is_set(), "the buffer overflowed during the replay (else this test proves nothing)"
+    assert got == list(range(1, marker + 1))
+    assert broadcaster.subscriber_count == 0
+
+
+async def test_stop_ends_every_subscription(db: Database, broadcaster: Broadcaster) -> None:
+    customer = create_customer(db.writer, "stopping")
+    sub = broadcaster.subscribe(customer, 0, EventFilter())
+    waiting = asyncio.ensure_future(sub.take())
+    await asyncio.sleep(0)
+    await broadcaster.stop()
+    with pytest.raises(broadcaster_module.SubscriptionEnded) as ended:
+        await asyncio.wait_for(waiting, 5)
+    assert not ended.value.too_slow
+
+
+async def test_types_filter_and_message_conversation(db: Database, broadcaster: Broadcaster) -> None:
+    customer = create_customer(db.writer, "filters")
+    room = new_id()
+    only_messages = broadcaster.subscribe(customer, 0, EventFilter(types=frozenset({"conversation_message_created"})))
+    with db.writer.begin() as conn:
+        append_events(
+            conn,
+            customer,
+            [
+                (UPDATED, conversation_pb2.Conversation(id=room)),
+                (MESSAGE, message_pb2.Message(id=new_id(), conversation_id=room)),
+            ],
+        )
+    got = await asyncio.wait_for(only_messages.take(), 5)
+    assert [(e.sequence, e.message.conversation_id) for e in got] == [(2, room)]
+
+
+async def test_stop_returns_even_when_a_ring_races_the_cancel(db: Database) -> None:
+    """On Python 3.11 `wait_for` may swallow a cancel that lands as the doorbell wait completes."""
+    for turns in range(60):
+        b = Broadcaster(db, poll_interval=30, buffer_size=5)
+        await b.start()
+        await asyncio.sleep(0.001)  # the loop waits on the doorbell
+        db.doorbell.ring()
+        for _ in range(turns % 4):
+            await asyncio.sleep(0)
+        stopping = asyncio.ensure_future(b.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=5)
+        assert done, f"stop() hung (ring {turns % 4} loop turns before the cancel)"
