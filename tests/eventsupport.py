@@ -39,6 +39,11 @@ def head(engine: Engine, customer_id: str) -> int:
         return int(conn.execute(select(Customer.event_seq).where(Customer.id == customer_id)).scalar_one())
 
 
+async def head_async(engine: Engine, customer_id: str) -> int:
+    """`head` off the event loop (a test engine must not wait for SQLite's write lock on the loop)."""
+    return await asyncio.to_thread(head, engine, customer_id)
+
+
 async def wait_until(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not check():

@@ -20,7 +20,7 @@ import pytest
 from convhub.server.store.db import create_db_engine
 from convhub.v1 import event_pb2
 from tests.conftest import Hub, create_database, new_tenant, start_server, stop_server
-from tests.eventsupport import EventsApi, head
+from tests.eventsupport import EventsApi, head_async
 
 POLL_INTERVAL = 0.5
 
@@ -62,7 +62,7 @@ async def test_subscribers_on_either_replica_see_every_event_of_their_customer_o
                 await apis[(customer_id, replica)].sms(peer=f"+1555000{ord(replica)}{n}", text=f"{replica}{i}")
 
         await asyncio.gather(*(writer(c, r, 30) for c, _ in customers for r in ("a", "b")))
-        finals = {c: head(a.engine, c) for c, _ in customers}
+        finals = {c: await head_async(a.engine, c) for c, _ in customers}
         for customer_id, sub in subs:
             await sub.reached(finals[customer_id])
             await sub.close()
@@ -88,7 +88,7 @@ async def test_cross_replica_latency_is_bounded_by_the_re_poll(replicas: tuple[H
         for i in range(8):
             sent = await on_b.sms(text=f"x{i}")
             t0 = time.monotonic()
-            await sub.reached(head(a.engine, customer_id), timeout=20)
+            await sub.reached(await head_async(a.engine, customer_id), timeout=20)
             latencies.append(time.monotonic() - t0)
             assert sub.events[-1].message.id == sent.message.id
         await sub.close()

@@ -12,7 +12,7 @@ from convhub.v1 import conversation_pb2, event_pb2, event_service_pb2
 from convhub.v1 import conversation_service_pb2 as cs
 from convhub.v1 import conversation_service_pb2_grpc as cs_grpc
 from tests.conftest import Hub, Tenant
-from tests.eventsupport import EventsApi, head, wait_until
+from tests.eventsupport import EventsApi, head_async, wait_until
 from tests.support import rich_error
 
 CREATED = event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED
@@ -139,11 +139,11 @@ async def test_subscribe_replays_then_continues_live_without_gap_or_duplicate_wh
     subscribers = [(0, await api.subscribe(after=0))]
     while not all(w.done() for w in writers) and len(subscribers) < 8:
         await asyncio.sleep(0.05)
-        now = head(hub.engine, tenant.customer_id)
+        now = await head_async(hub.engine, tenant.customer_id)
         subscribers.append((now // 2, await api.subscribe(after=now // 2)))  # replays half, then live
         subscribers.append((-1, await api.subscribe()))  # live from here on
     await asyncio.gather(*writers)
-    final = head(hub.engine, tenant.customer_id)
+    final = await head_async(hub.engine, tenant.customer_id)
     assert final == 4 + 4 * 4 + 4 * (writes_per_writer - 1) * 2
     for after, sub in subscribers:
         await sub.reached(final)
