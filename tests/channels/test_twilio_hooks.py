@@ -24,7 +24,12 @@ def test_a_signed_inbound_sms_opens_a_room_and_writes_its_events(rig: Rig) -> No
         "SM" + "a" * 32,
     )
     assert message["account_id"] == account["id"]
-    assert rig.event_types()[-3:] == ["conversation_created", "participant_added", "conversation_message_created"]
+    assert rig.event_types()[-4:] == [
+        "conversation_created",
+        "participant_added",
+        "conversation_message_created",
+        "conversation_message_received",
+    ]
 
 
 def test_a_redelivered_hook_answers_200_and_stores_nothing_new(rig: Rig) -> None:
