@@ -79,12 +79,23 @@ def probed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         yield ProbedHub(hub, probe)
 
 
+def back_to(now: Footprint, baseline: Footprint) -> bool:
+    """Tasks, subscriptions and threads exactly as before; one more pooled database connection (and its
+    socket) may have been opened meanwhile by a background worker. A leak per subscription (200 cycles)
+    shows far above that."""
+    return (
+        (now.tasks, now.subscriptions, now.threads) == (baseline.tasks, baseline.subscriptions, baseline.threads)
+        and baseline.fds <= now.fds <= baseline.fds + 1
+        and baseline.db_connections <= now.db_connections <= baseline.db_connections + 1
+    )
+
+
 async def settle(probed: ProbedHub, baseline: Footprint) -> Footprint:
     """The footprint once it is back at the baseline (cleanup may take a few loop turns), or after 15 s."""
     deadline = time.monotonic() + 15
     while True:
         now = await asyncio.to_thread(probed.footprint)
-        if now == baseline or time.monotonic() > deadline:
+        if back_to(now, baseline) or time.monotonic() > deadline:
             return now
         await asyncio.sleep(0.2)
 
@@ -131,7 +142,8 @@ async def test_subscribing_and_cancelling_200_times_leaves_no_task_thread_socket
         baseline = await steady(probed)
         assert baseline.subscriptions == 0
         await subscribe_and_cancel(150, 10, 40)
-        assert await settle(probed, baseline) == baseline
+        after = await settle(probed, baseline)
+        assert back_to(after, baseline), (after, baseline)
 
 
 async def steady(probed: ProbedHub) -> Footprint:
