@@ -16,7 +16,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from convhub.server.store.live_rows import LiveRows
 from convhub.server.store.models import Conversation
 from convhub.server.store.pages import Page, after_key, page_of
-from convhub.server.store.rows import ConversationRow
+from convhub.server.store.rows import ConversationRow, plain_rows
 
 conversations = Conversation.__table__
 live: LiveRows[ConversationRow] = LiveRows(conversations)
@@ -93,5 +93,5 @@ def page_filtered(
     if page.after is not None:
         conditions.append(after_key(conversations, page.after))
     query = select(conversations).where(*conditions).order_by(c.tm_create, c.id).limit(page.size + 1)
-    rows, token = page_of(conn.execute(query).all(), page)
+    rows, token = page_of(plain_rows(conversations, conn.execute(query).all()), page)
     return cast("list[ConversationRow]", rows), token

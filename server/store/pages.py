@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, and_, bindparam, or_, select
+from sqlalchemy import Connection, Table, and_, bindparam, or_, select
 from sqlalchemy.sql.elements import ColumnElement
+
+from convhub.server.store.rows import plain_rows
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Lister:
     """
 
     def __init__(self, table: Table, columns: Sequence[str] = (), *, live_only: bool = True) -> None:
+        self._table = table
         base = select(table).where(table.c.customer_id == bindparam("customer_id"))
         if live_only:  # tables without soft delete (webhook deliveries) pass False
             base = base.where(table.c.tm_delete.is_(None))
@@ -76,7 +79,7 @@ class Lister:
         self._first = base.order_by(*order).limit(bindparam("limit"))
         self._next = base.where(after).order_by(*order).limit(bindparam("limit"))
 
-    def fetch(self, conn: Connection, page: Page, customer_id: str, **filters: str) -> tuple[list[Row[Any]], str]:
+    def fetch(self, conn: Connection, page: Page, customer_id: str, **filters: str) -> tuple[list[Any], str]:
         """This page's rows and the next page token ('' on the last page)."""
         params: dict[str, Any] = {"customer_id": customer_id, "limit": page.size + 1, **filters}
         if page.after is None:
@@ -84,7 +87,7 @@ class Lister:
         else:
             params["after_tm"], params["after_id"] = page.after
             rows = conn.execute(self._next, params).all()
-        return page_of(rows, page)
+        return page_of(plain_rows(self._table, rows), page)
 
 
 def after_key(table: Table, after: tuple[int, str]) -> ColumnElement[bool]:
@@ -93,7 +96,7 @@ def after_key(table: Table, after: tuple[int, str]) -> ColumnElement[bool]:
     return or_(table.c.tm_create > tm, and_(table.c.tm_create == tm, table.c.id > item_id))
 
 
-def page_of(rows: Sequence[Row[Any]], page: Page) -> tuple[list[Row[Any]], str]:
+def page_of(rows: Sequence[Any], page: Page) -> tuple[list[Any], str]:
     """`rows` fetched with one extra (size + 1) cut to the page, and the next page token ('' on the last page)."""
     if len(rows) <= page.size:
         return list(rows), ""
