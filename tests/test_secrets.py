@@ -82,7 +82,9 @@ def test_rotation_seals_with_the_first_key_and_opens_with_every_key() -> None:
         Fernet(KEY_A).decrypt(new.encode())
 
 
-@pytest.mark.parametrize("setting", ["", " , ", "not-a-key", f"{KEY_A},short"], ids=["empty", "commas", "not-a-key", "key-then-short"])
+@pytest.mark.parametrize(
+    "setting", ["", " , ", "not-a-key", f"{KEY_A},short"], ids=["empty", "commas", "not-a-key", "key-then-short"]
+)
 def test_malformed_key_settings_name_the_setting_but_not_the_key(setting: str) -> None:
     with pytest.raises(SecretKeyError, match="CONVHUB_SECRET_KEY") as caught:
         parse_keys(setting)

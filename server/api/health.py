@@ -42,8 +42,9 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
             if status != last:
                 await context.write(health_pb2.HealthCheckResponse(status=status))
                 last = status
+                continue  # the status may have changed while the write waited: look again before waiting
             if self._stopping:
-                return  # NOT_SERVING is out: do not hold the drain
+                return  # the last status written is the final NOT_SERVING: do not hold the drain
             async with self._changed:
                 await self._changed.wait_for(lambda v=version: self._version != v)  # type: ignore[misc]
 
