@@ -76,13 +76,18 @@ class NotifyListener:
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
         self._task: asyncio.Task[None] | None = None
+        # Besides cancelling: on Python 3.11 a cancel that meets a finishing asyncio.wait_for inside a
+        # library call can be swallowed; the loops then still end at their next turn.
+        self._stopping = False
 
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
         if self._task is None:
             return
+        self._stopping = True
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -90,7 +95,7 @@ class NotifyListener:
 
     async def _run(self) -> None:
         backoff = self._min_backoff
-        while True:
+        while not self._stopping:
             try:
                 async with asyncio.timeout(self._connect_timeout):
                     conn = await psycopg.AsyncConnection.connect(
@@ -111,7 +116,7 @@ class NotifyListener:
             backoff = min(backoff * 2, self._max_backoff)
 
     async def _listen(self, conn: psycopg.AsyncConnection[object]) -> None:
-        while True:
+        while not self._stopping:
             async for _notify in conn.notifies(timeout=self._probe_interval):
                 self._doorbell.ring()
             async with asyncio.timeout(self._connect_timeout):  # quiet for a while: is the connection alive?
