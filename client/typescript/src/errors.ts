@@ -11,6 +11,11 @@ import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_detail
 
 export { Code };
 
+/** The canonical gRPC name of a code: Code.DeadlineExceeded -> "DEADLINE_EXCEEDED". */
+export function statusName(code: Code): string {
+  return (Code[code] ?? "Unknown").replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+}
+
 /** One bad field: `field` is the proto path (`peer.target`). */
 export interface FieldViolation {
   field: string;
@@ -40,7 +45,7 @@ export class ConvhubError extends ConnectError {
     // Keep the received details so findDetails() still works on this error.
     (this as { details: ConnectError["details"] }).details = error.details;
     const [info] = error.findDetails(ErrorInfoSchema);
-    this.reason = info?.reason || Code[error.code] || "UNKNOWN";
+    this.reason = info?.reason || statusName(error.code);
     this.domain = info?.domain ?? "";
     this.errorMetadata = { ...(info?.metadata ?? {}) };
     this.fieldViolations = error

@@ -119,6 +119,7 @@ describe("errors", () => {
       })(),
     );
     assert.equal(error.code, Code.DeadlineExceeded);
+    assert.equal(error.reason, "DEADLINE_EXCEEDED");
     assert.ok(Date.now() - started < 5_000);
   });
 });
