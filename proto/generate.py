@@ -1,66 +1,47 @@
-"""Regenerate the Python stubs from proto/ - the one generate command.
+"""Regenerate every generated client from proto/ - the one generate command.
 
-Writes `gen/convhub/v1/*_pb2.py`, `*_pb2_grpc.py` and their `.pyi` types
-(mypy-protobuf), and copies the google/api protos that buf needs from the
-installed googleapis-common-protos package into build/protodeps (no network).
-Generated files are never edited by hand; CI reruns this and fails on a diff.
+Runs `buf generate` with buf.gen.yaml: Python stubs into `gen/convhub/v1/`
+(`*_pb2.py`, `*_pb2_grpc.py` and their mypy-protobuf `.pyi` types) and the
+TypeScript client's messages and service descriptors into
+`client/typescript/src/gen/` (protoc-gen-es). The plugins come from the dev
+extra (buf, grpcio-tools, mypy-protobuf: run it with the venv's python) and
+from client/typescript's locked devDependencies (`npm ci` runs first when
+they are missing). Generated files are never edited by hand; CI reruns this
+and fails on a diff.
 
     python proto/generate.py
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
-import google.api.annotations_pb2
-import grpc_tools
-from grpc_tools import protoc
-
 ROOT = Path(__file__).resolve().parent.parent
-PROTO_DIR = ROOT / "proto"
-OUT_DIR = ROOT / "gen"
-PROTODEPS = ROOT / "build" / "protodeps"
-GOOGLE_API_PROTOS = ("annotations.proto", "http.proto", "field_behavior.proto", "field_info.proto")
-
-
-def copy_google_api_protos() -> Path:
-    """Copy google/api protos from googleapis-common-protos for buf."""
-    src = Path(google.api.annotations_pb2.__file__).parent
-    dest = PROTODEPS / "google" / "api"
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in GOOGLE_API_PROTOS:
-        shutil.copyfile(src / name, dest / name)
-    return src.parent.parent  # the include root that holds google/api
+PY_PACKAGE = ROOT / "gen" / "convhub" / "v1"
+TS_PACKAGE = ROOT / "client" / "typescript"
+TS_GEN = TS_PACKAGE / "src" / "gen"
+PY_PACKAGE_DOC = '"""Generated from proto/convhub/v1 by proto/generate.py; do not edit."""\n'
+TS_PLUGIN = TS_PACKAGE / "node_modules" / ".bin" / "protoc-gen-es"
 
 
 def main() -> int:
-    googleapis_root = copy_google_api_protos()
-    well_known = Path(grpc_tools.__file__).parent / "_proto"
-    package_dir = OUT_DIR / "convhub" / "v1"
-    if package_dir.exists():
-        shutil.rmtree(package_dir)
-    package_dir.mkdir(parents=True)
-    sources = sorted(str(p.relative_to(PROTO_DIR)) for p in (PROTO_DIR / "convhub").rglob("*.proto"))
-    args = [
-        "grpc_tools.protoc",
-        f"-I{PROTO_DIR}",
-        f"-I{googleapis_root}",
-        f"-I{well_known}",
-        f"--python_out={OUT_DIR}",
-        f"--grpc_python_out={OUT_DIR}",
-        f"--mypy_out={OUT_DIR}",
-        f"--mypy_grpc_out={OUT_DIR}",
-        *sources,
-    ]
-    rc = protoc.main(args)
+    if not TS_PLUGIN.exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=TS_PACKAGE, check=True)
+    for generated in (PY_PACKAGE, TS_GEN):
+        if generated.exists():
+            shutil.rmtree(generated)
+    # The venv's bin first: buf, python-grpc-tools-protoc, protoc-gen-mypy*, and this python.
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    rc = subprocess.run(["buf", "generate"], cwd=ROOT, env=env).returncode
     if rc != 0:
         return rc
-    (package_dir / "__init__.py").write_text(
-        '"""Generated from proto/convhub/v1 by proto/generate.py; do not edit."""\n'
-    )
-    (package_dir / "py.typed").write_text("")
+    (PY_PACKAGE / "__init__.py").write_text(PY_PACKAGE_DOC)
+    (PY_PACKAGE / "py.typed").write_text("")
     return 0
 
 

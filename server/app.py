@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from convhub.server.api.grpc_transport import generic_handlers
 from convhub.server.api.health import HealthServicer
+from convhub.server.api.reflection import enable_reflection
 from convhub.server.api.services import build_dispatcher
 from convhub.server.channels.delivery import DeliveryWorker
 from convhub.server.channels.hooks import HookHttp, build_hook_context, hook_routes
@@ -244,7 +244,7 @@ async def serve(settings: Settings) -> None:
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_names = [s.full_name for s in dispatcher.services]
-    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    enable_reflection([*service_names, health.SERVICE_NAME], server)
     try:
         grpc_port = server.add_insecure_port(settings.grpc_address)
     except RuntimeError:

@@ -30,13 +30,14 @@ from google.api import field_info_pb2 as google_dot_api_dot_field__info__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n convhub/v1/account_service.proto\x12\nconvhub.v1\x1a\x18\x63onvhub/v1/account.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a google/protobuf/field_mask.proto\"h\n\x14\x43reateAccountRequest\x12*\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x13.convhub.v1.AccountB\x04\xe2\x41\x01\x02\x12$\n\nrequest_id\x18\x02 \x01(\tB\x10\x82\x80\x19\x0c\x08@:\x08^[ -~]*$\"M\n\x13ListAccountsRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00\x12\x1b\n\npage_token\x18\x02 \x01(\tB\x07\x82\x80\x19\x03\x08\x80\x04\"T\n\x14ListAccountsResponse\x12#\n\x06result\x18\x01 \x03(\x0b\x32\x13.convhub.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x11GetAccountRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\"s\n\x14UpdateAccountRequest\x12*\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x13.convhub.v1.AccountB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"0\n\x14\x44\x65leteAccountRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01\x32\x95\x05\n\x0e\x41\x63\x63ountService\x12t\n\rCreateAccount\x12 .convhub.v1.CreateAccountRequest\x1a\x13.convhub.v1.Account\",\x82\xd3\xe4\x93\x02&\"\x1b/v1.0/conversation_accounts:\x07\x61\x63\x63ount\x12v\n\x0cListAccounts\x12\x1f.convhub.v1.ListAccountsRequest\x1a .convhub.v1.ListAccountsResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1.0/conversation_accounts\x12j\n\nGetAccount\x12\x1d.convhub.v1.GetAccountRequest\x1a\x13.convhub.v1.Account\"(\x82\xd3\xe4\x93\x02\"\x12 /v1.0/conversation_accounts/{id}\x12\xb6\x01\n\rUpdateAccount\x12 .convhub.v1.UpdateAccountRequest\x1a\x13.convhub.v1.Account\"n\x82\xd3\xe4\x93\x02h\x1a(/v1.0/conversation_accounts/{account.id}:\x07\x61\x63\x63ountZ32(/v1.0/conversation_accounts/{account.id}:\x07\x61\x63\x63ount\x12p\n\rDeleteAccount\x12 .convhub.v1.DeleteAccountRequest\x1a\x13.convhub.v1.Account\"(\x82\xd3\xe4\x93\x02\"* /v1.0/conversation_accounts/{id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n convhub/v1/account_service.proto\x12\nconvhub.v1\x1a\x18\x63onvhub/v1/account.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a google/protobuf/field_mask.proto\"|\n\x14\x43reateAccountRequest\x12\x33\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x13.convhub.v1.AccountB\x04\xe2\x41\x01\x02R\x07\x61\x63\x63ount\x12/\n\nrequest_id\x18\x02 \x01(\tB\x10\x82\x80\x19\x0c\x08@:\x08^[ -~]*$R\trequestId\"b\n\x13ListAccountsRequest\x12#\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00R\x08pageSize\x12&\n\npage_token\x18\x02 \x01(\tB\x07\x82\x80\x19\x03\x08\x80\x04R\tpageToken\"k\n\x14ListAccountsResponse\x12+\n\x06result\x18\x01 \x03(\x0b\x32\x13.convhub.v1.AccountR\x06result\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"1\n\x11GetAccountRequest\x12\x1c\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\x02id\"\x88\x01\n\x14UpdateAccountRequest\x12\x33\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x13.convhub.v1.AccountB\x04\xe2\x41\x01\x02R\x07\x61\x63\x63ount\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"4\n\x14\x44\x65leteAccountRequest\x12\x1c\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\x02id2\x95\x05\n\x0e\x41\x63\x63ountService\x12t\n\rCreateAccount\x12 .convhub.v1.CreateAccountRequest\x1a\x13.convhub.v1.Account\",\x82\xd3\xe4\x93\x02&\"\x1b/v1.0/conversation_accounts:\x07\x61\x63\x63ount\x12v\n\x0cListAccounts\x12\x1f.convhub.v1.ListAccountsRequest\x1a .convhub.v1.ListAccountsResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1.0/conversation_accounts\x12j\n\nGetAccount\x12\x1d.convhub.v1.GetAccountRequest\x1a\x13.convhub.v1.Account\"(\x82\xd3\xe4\x93\x02\"\x12 /v1.0/conversation_accounts/{id}\x12\xb6\x01\n\rUpdateAccount\x12 .convhub.v1.UpdateAccountRequest\x1a\x13.convhub.v1.Account\"n\x82\xd3\xe4\x93\x02h\x1a(/v1.0/conversation_accounts/{account.id}:\x07\x61\x63\x63ountZ32(/v1.0/conversation_accounts/{account.id}:\x07\x61\x63\x63ount\x12p\n\rDeleteAccount\x12 .convhub.v1.DeleteAccountRequest\x1a\x13.convhub.v1.Account\"(\x82\xd3\xe4\x93\x02\"* /v1.0/conversation_accounts/{id}Bx\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'convhub.v1.account_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.convhub.v1P\001Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\242\002\003CVH\252\002\nConvhub.V1\312\002\nConvhub\\V1\352\002\013Convhub::V1'
   _globals['_CREATEACCOUNTREQUEST'].fields_by_name['account']._loaded_options = None
   _globals['_CREATEACCOUNTREQUEST'].fields_by_name['account']._serialized_options = b'\342A\001\002'
   _globals['_CREATEACCOUNTREQUEST'].fields_by_name['request_id']._loaded_options = None
@@ -62,17 +63,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCOUNTSERVICE'].methods_by_name['DeleteAccount']._loaded_options = None
   _globals['_ACCOUNTSERVICE'].methods_by_name['DeleteAccount']._serialized_options = b'\202\323\344\223\002\"* /v1.0/conversation_accounts/{id}'
   _globals['_CREATEACCOUNTREQUEST']._serialized_start=230
-  _globals['_CREATEACCOUNTREQUEST']._serialized_end=334
-  _globals['_LISTACCOUNTSREQUEST']._serialized_start=336
-  _globals['_LISTACCOUNTSREQUEST']._serialized_end=413
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=415
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=499
-  _globals['_GETACCOUNTREQUEST']._serialized_start=501
-  _globals['_GETACCOUNTREQUEST']._serialized_end=546
-  _globals['_UPDATEACCOUNTREQUEST']._serialized_start=548
-  _globals['_UPDATEACCOUNTREQUEST']._serialized_end=663
-  _globals['_DELETEACCOUNTREQUEST']._serialized_start=665
-  _globals['_DELETEACCOUNTREQUEST']._serialized_end=713
-  _globals['_ACCOUNTSERVICE']._serialized_start=716
-  _globals['_ACCOUNTSERVICE']._serialized_end=1377
+  _globals['_CREATEACCOUNTREQUEST']._serialized_end=354
+  _globals['_LISTACCOUNTSREQUEST']._serialized_start=356
+  _globals['_LISTACCOUNTSREQUEST']._serialized_end=454
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=456
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=563
+  _globals['_GETACCOUNTREQUEST']._serialized_start=565
+  _globals['_GETACCOUNTREQUEST']._serialized_end=614
+  _globals['_UPDATEACCOUNTREQUEST']._serialized_start=617
+  _globals['_UPDATEACCOUNTREQUEST']._serialized_end=753
+  _globals['_DELETEACCOUNTREQUEST']._serialized_start=755
+  _globals['_DELETEACCOUNTREQUEST']._serialized_end=807
+  _globals['_ACCOUNTSERVICE']._serialized_start=810
+  _globals['_ACCOUNTSERVICE']._serialized_end=1471
 # @@protoc_insertion_point(module_scope)

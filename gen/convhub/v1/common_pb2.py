@@ -26,13 +26,14 @@ from convhub.v1 import field_rules_pb2 as convhub_dot_v1_dot_field__rules__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63onvhub/v1/common.proto\x12\nconvhub.v1\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1fgoogle/api/field_behavior.proto\"q\n\x07\x41\x64\x64ress\x12+\n\x04type\x18\x01 \x01(\x0e\x32\x17.convhub.v1.AddressTypeB\x04\xe2\x41\x01\x02\x12\x1b\n\x06target\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x02\x82\x80\x19\x03\x08\xc0\x02\x12\x1c\n\x0btarget_name\x18\x03 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01\"\x85\x01\n\x05Media\x12\x15\n\x04type\x18\x01 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01\x12\x18\n\x03url\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x02\x82\x80\x19\x03\x08\x80\x10\x12\x1a\n\tmime_type\x18\x03 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01\x12\x19\n\x08\x66ilename\x18\x04 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01\x12\x14\n\x04size\x18\x05 \x01(\x03\x42\x06\x82\x80\x19\x02 \x00*\xd9\x02\n\x0b\x41\x64\x64ressType\x12\x1c\n\x18\x41\x44\x44RESS_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41\x44\x44RESS_TYPE_TEL\x10\x01\x12\x16\n\x12\x41\x44\x44RESS_TYPE_EMAIL\x10\x02\x12\x15\n\x11\x41\x44\x44RESS_TYPE_LINE\x10\x03\x12\x18\n\x14\x41\x44\x44RESS_TYPE_WEBCHAT\x10\x04\x12\x19\n\x15\x41\x44\x44RESS_TYPE_WHATSAPP\x10\x05\x12\x14\n\x10\x41\x44\x44RESS_TYPE_SIP\x10\x06\x12\x16\n\x12\x41\x44\x44RESS_TYPE_AGENT\x10\x07\x12\x13\n\x0f\x41\x44\x44RESS_TYPE_AI\x10\x08\x12\x18\n\x14\x41\x44\x44RESS_TYPE_AI_TEAM\x10\t\x12\x1b\n\x17\x41\x44\x44RESS_TYPE_CONFERENCE\x10\n\x12\x1a\n\x16\x41\x44\x44RESS_TYPE_EXTENSION\x10\x0b\x12\x1c\n\x18\x41\x44\x44RESS_TYPE_WEB_SESSION\x10\x0c*\xcc\x01\n\x10\x43onversationType\x12!\n\x1d\x43ONVERSATION_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43ONVERSATION_TYPE_MESSAGE\x10\x01\x12\x1a\n\x16\x43ONVERSATION_TYPE_LINE\x10\x02\x12\x1b\n\x17\x43ONVERSATION_TYPE_EMAIL\x10\x03\x12\x1d\n\x19\x43ONVERSATION_TYPE_WEBCHAT\x10\x04\x12\x1e\n\x1a\x43ONVERSATION_TYPE_WHATSAPP\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63onvhub/v1/common.proto\x12\nconvhub.v1\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1fgoogle/api/field_behavior.proto\"\x8b\x01\n\x07\x41\x64\x64ress\x12\x31\n\x04type\x18\x01 \x01(\x0e\x32\x17.convhub.v1.AddressTypeB\x04\xe2\x41\x01\x02R\x04type\x12#\n\x06target\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x02\x82\x80\x19\x03\x08\xc0\x02R\x06target\x12(\n\x0btarget_name\x18\x03 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01R\ntargetName\"\xaa\x01\n\x05Media\x12\x1b\n\x04type\x18\x01 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01R\x04type\x12\x1d\n\x03url\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x02\x82\x80\x19\x03\x08\x80\x10R\x03url\x12$\n\tmime_type\x18\x03 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01R\x08mimeType\x12#\n\x08\x66ilename\x18\x04 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01R\x08\x66ilename\x12\x1a\n\x04size\x18\x05 \x01(\x03\x42\x06\x82\x80\x19\x02 \x00R\x04size*\xd9\x02\n\x0b\x41\x64\x64ressType\x12\x1c\n\x18\x41\x44\x44RESS_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41\x44\x44RESS_TYPE_TEL\x10\x01\x12\x16\n\x12\x41\x44\x44RESS_TYPE_EMAIL\x10\x02\x12\x15\n\x11\x41\x44\x44RESS_TYPE_LINE\x10\x03\x12\x18\n\x14\x41\x44\x44RESS_TYPE_WEBCHAT\x10\x04\x12\x19\n\x15\x41\x44\x44RESS_TYPE_WHATSAPP\x10\x05\x12\x14\n\x10\x41\x44\x44RESS_TYPE_SIP\x10\x06\x12\x16\n\x12\x41\x44\x44RESS_TYPE_AGENT\x10\x07\x12\x13\n\x0f\x41\x44\x44RESS_TYPE_AI\x10\x08\x12\x18\n\x14\x41\x44\x44RESS_TYPE_AI_TEAM\x10\t\x12\x1b\n\x17\x41\x44\x44RESS_TYPE_CONFERENCE\x10\n\x12\x1a\n\x16\x41\x44\x44RESS_TYPE_EXTENSION\x10\x0b\x12\x1c\n\x18\x41\x44\x44RESS_TYPE_WEB_SESSION\x10\x0c*\xcc\x01\n\x10\x43onversationType\x12!\n\x1d\x43ONVERSATION_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43ONVERSATION_TYPE_MESSAGE\x10\x01\x12\x1a\n\x16\x43ONVERSATION_TYPE_LINE\x10\x02\x12\x1b\n\x17\x43ONVERSATION_TYPE_EMAIL\x10\x03\x12\x1d\n\x19\x43ONVERSATION_TYPE_WEBCHAT\x10\x04\x12\x1e\n\x1a\x43ONVERSATION_TYPE_WHATSAPP\x10\x05\x42x\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'convhub.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.convhub.v1P\001Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\242\002\003CVH\252\002\nConvhub.V1\312\002\nConvhub\\V1\352\002\013Convhub::V1'
   _globals['_ADDRESS'].fields_by_name['type']._loaded_options = None
   _globals['_ADDRESS'].fields_by_name['type']._serialized_options = b'\342A\001\002'
   _globals['_ADDRESS'].fields_by_name['target']._loaded_options = None
@@ -49,12 +50,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEDIA'].fields_by_name['filename']._serialized_options = b'\202\200\031\003\010\377\001'
   _globals['_MEDIA'].fields_by_name['size']._loaded_options = None
   _globals['_MEDIA'].fields_by_name['size']._serialized_options = b'\202\200\031\002 \000'
-  _globals['_ADDRESSTYPE']._serialized_start=354
-  _globals['_ADDRESSTYPE']._serialized_end=699
-  _globals['_CONVERSATIONTYPE']._serialized_start=702
-  _globals['_CONVERSATIONTYPE']._serialized_end=906
-  _globals['_ADDRESS']._serialized_start=102
-  _globals['_ADDRESS']._serialized_end=215
-  _globals['_MEDIA']._serialized_start=218
-  _globals['_MEDIA']._serialized_end=351
+  _globals['_ADDRESSTYPE']._serialized_start=418
+  _globals['_ADDRESSTYPE']._serialized_end=763
+  _globals['_CONVERSATIONTYPE']._serialized_start=766
+  _globals['_CONVERSATIONTYPE']._serialized_end=970
+  _globals['_ADDRESS']._serialized_start=103
+  _globals['_ADDRESS']._serialized_end=242
+  _globals['_MEDIA']._serialized_start=245
+  _globals['_MEDIA']._serialized_end=415
 # @@protoc_insertion_point(module_scope)

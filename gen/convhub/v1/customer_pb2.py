@@ -27,13 +27,14 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63onvhub/v1/customer.proto\x12\nconvhub.v1\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfb\x01\n\x08\x43ustomer\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1e\n\x0ewebhook_method\x18\x03 \x01(\tB\x06\x82\x80\x19\x02\x08\x10\x12\x1c\n\x0bwebhook_uri\x18\x04 \x01(\tB\x07\x82\x80\x19\x03\x08\x80\x10\x12!\n\x13webhook_endpoint_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_create\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\ttm_update\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63onvhub/v1/customer.proto\x12\nconvhub.v1\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x02\n\x08\x43ustomer\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x02id\x12\x18\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x04name\x12-\n\x0ewebhook_method\x18\x03 \x01(\tB\x06\x82\x80\x19\x02\x08\x10R\rwebhookMethod\x12(\n\x0bwebhook_uri\x18\x04 \x01(\tB\x07\x82\x80\x19\x03\x08\x80\x10R\nwebhookUri\x12\x34\n\x13webhook_endpoint_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03R\x11webhookEndpointId\x12=\n\ttm_create\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmCreate\x12=\n\ttm_update\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmUpdateBx\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'convhub.v1.customer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.convhub.v1P\001Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\242\002\003CVH\252\002\nConvhub.V1\312\002\nConvhub\\V1\352\002\013Convhub::V1'
   _globals['_CUSTOMER'].fields_by_name['id']._loaded_options = None
   _globals['_CUSTOMER'].fields_by_name['id']._serialized_options = b'\342A\001\003'
   _globals['_CUSTOMER'].fields_by_name['name']._loaded_options = None
@@ -49,5 +50,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CUSTOMER'].fields_by_name['tm_update']._loaded_options = None
   _globals['_CUSTOMER'].fields_by_name['tm_update']._serialized_options = b'\342A\001\003'
   _globals['_CUSTOMER']._serialized_start=138
-  _globals['_CUSTOMER']._serialized_end=389
+  _globals['_CUSTOMER']._serialized_end=465
 # @@protoc_insertion_point(module_scope)

@@ -28,13 +28,14 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!convhub/v1/customer_service.proto\x12\nconvhub.v1\x1a\x19\x63onvhub/v1/customer.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\"\x14\n\x12GetCustomerRequest\"v\n\x15UpdateCustomerRequest\x12,\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x14.convhub.v1.CustomerB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask2\xdb\x01\n\x0f\x43ustomerService\x12[\n\x0bGetCustomer\x12\x1e.convhub.v1.GetCustomerRequest\x1a\x14.convhub.v1.Customer\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1.0/customer\x12k\n\x0eUpdateCustomer\x12!.convhub.v1.UpdateCustomerRequest\x1a\x14.convhub.v1.Customer\" \x82\xd3\xe4\x93\x02\x1a\x1a\x0e/v1.0/customer:\x08\x63ustomerb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!convhub/v1/customer_service.proto\x12\nconvhub.v1\x1a\x19\x63onvhub/v1/customer.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\"\x14\n\x12GetCustomerRequest\"\x8c\x01\n\x15UpdateCustomerRequest\x12\x36\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x14.convhub.v1.CustomerB\x04\xe2\x41\x01\x02R\x08\x63ustomer\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask2\xdb\x01\n\x0f\x43ustomerService\x12[\n\x0bGetCustomer\x12\x1e.convhub.v1.GetCustomerRequest\x1a\x14.convhub.v1.Customer\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1.0/customer\x12k\n\x0eUpdateCustomer\x12!.convhub.v1.UpdateCustomerRequest\x1a\x14.convhub.v1.Customer\" \x82\xd3\xe4\x93\x02\x1a\x1a\x0e/v1.0/customer:\x08\x63ustomerBx\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'convhub.v1.customer_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.convhub.v1P\001Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\242\002\003CVH\252\002\nConvhub.V1\312\002\nConvhub\\V1\352\002\013Convhub::V1'
   _globals['_UPDATECUSTOMERREQUEST'].fields_by_name['customer']._loaded_options = None
   _globals['_UPDATECUSTOMERREQUEST'].fields_by_name['customer']._serialized_options = b'\342A\001\002'
   _globals['_CUSTOMERSERVICE'].methods_by_name['GetCustomer']._loaded_options = None
@@ -43,8 +44,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CUSTOMERSERVICE'].methods_by_name['UpdateCustomer']._serialized_options = b'\202\323\344\223\002\032\032\016/v1.0/customer:\010customer'
   _globals['_GETCUSTOMERREQUEST']._serialized_start=173
   _globals['_GETCUSTOMERREQUEST']._serialized_end=193
-  _globals['_UPDATECUSTOMERREQUEST']._serialized_start=195
-  _globals['_UPDATECUSTOMERREQUEST']._serialized_end=313
-  _globals['_CUSTOMERSERVICE']._serialized_start=316
-  _globals['_CUSTOMERSERVICE']._serialized_end=535
+  _globals['_UPDATECUSTOMERREQUEST']._serialized_start=196
+  _globals['_UPDATECUSTOMERREQUEST']._serialized_end=336
+  _globals['_CUSTOMERSERVICE']._serialized_start=339
+  _globals['_CUSTOMERSERVICE']._serialized_end=558
 # @@protoc_insertion_point(module_scope)
