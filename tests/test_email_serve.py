@@ -170,6 +170,19 @@ def test_email_round_trip_through_serve(mail_hub: tuple[Hub, int], smtp: SmtpSta
         assert failed["delivery_status"] == "failed" and failed["error_code"] == "5.1.1"
         assert "no such user" in failed["error_message"]
         assert len(rest.get(f"/v1.0/conversations/{conversation_id}/messages").json()["result"]) == 3
+
+        # 5. A subject given with the send is the email's subject (and the message's).
+        before = len(smtp.received)
+        titled = rest.post(
+            f"/v1.0/conversations/{conversation_id}/messages",
+            json={"text": "Confirmed.", "subject": "Your order #5678", "channel": "email"},
+        )
+        assert titled.status_code == 200 and titled.json()["subject"] == "Your order #5678", titled.text
+        assert smtp.wait_for(before + 1)[before].message["Subject"] == "Your order #5678"
+        too_long = rest.post(
+            f"/v1.0/conversations/{conversation_id}/messages", json={"text": "x", "subject": "s" * 999}
+        )
+        assert too_long.status_code == 400 and "subject" in too_long.text
     finally:
         rest.close()
         anonymous.close()

@@ -258,7 +258,7 @@ class EmailAdapter:
 
         Raises Unreadable, TooLarge (nothing stored for either) and ApiError (ingest refused it)."""
         try:
-            parsed = email_mime.parse(raw)
+            parsed = await asyncio.to_thread(email_mime.parse, raw)  # MIME decoding is CPU work: off the loop
         except email_mime.NotAnEmail as exc:
             raise Unreadable(str(exc)) from None
         except Exception as exc:  # the stdlib parser is lenient, but a header may still not decode
