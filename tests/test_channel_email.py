@@ -9,6 +9,7 @@ library's EmailMessage, never with the code under test.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import uuid
@@ -382,6 +383,38 @@ async def test_smtp_receiver_lands_mail_for_our_address_and_refuses_others(inbox
         await aiosmtplib.send(person_email(to=address.target), hostname="127.0.0.1", port=port, timeout=2)
 
 
+async def test_smtp_receiver_stop_lets_a_message_in_data_land(inbox: Inbox) -> None:
+    """Stopping (SIGTERM drain) refuses new sessions but answers the message already in DATA, stored."""
+    address = inbox.account.address
+    assert address is not None
+    receiver = SmtpReceiver("127.0.0.1:0", inbox.adapter, inbox.hooks, EmailThreads(inbox.db), data_size_limit=1 << 20)
+    await receiver.start()
+    assert receiver.bound is not None
+    port = receiver.bound[1]
+    real = inbox.hooks.ingest
+    started = asyncio.Event()
+
+    class SlowIngest:
+        async def ingest(self, message: InboundMessage) -> Ingested:
+            started.set()
+            await asyncio.sleep(0.5)
+            return await real.ingest(message)
+
+    object.__setattr__(inbox.hooks, "ingest", SlowIngest())
+    try:
+        sending = asyncio.create_task(
+            aiosmtplib.send(person_email("in flight", to=address.target), hostname="127.0.0.1", port=port, timeout=10)
+        )
+        await asyncio.wait_for(started.wait(), 5)
+        await receiver.stop()
+        responses, _ = await sending  # 250, not a dropped connection
+        assert all(r.code == 250 for r in responses.values())
+    finally:
+        object.__setattr__(inbox.hooks, "ingest", real)
+        await receiver.stop()
+    assert [row.text for row in stored_messages(inbox.db, inbox.customer_id)] == ["in flight"]
+
+
 async def test_reply_threads_to_the_conversation_of_our_message(inbox: Inbox) -> None:
     """In-Reply-To naming one of our messages sets thread_conversation_id to its conversation; a reply whose
     client dropped References still threads by the plus-address it was sent to."""
@@ -439,6 +472,10 @@ async def test_hook_takes_a_raw_message_with_its_secret(hook_db: Database, tmp_p
             attachment=("scan.pdf", "application/pdf", PDF),
         ).as_bytes()
         async with httpx.AsyncClient(timeout=10) as client:
+            unknown = await client.post(
+                f"{h.base_url}/v1.0/hooks/email/{uuid.uuid4()}", content=b"x", headers={"X-Convhub-Hook-Secret": "x"}
+            )
+            assert unknown.status_code == 404
             for secret in (None, "wrong", HOOK_SECRET[:-1]):
                 headers = {"X-Convhub-Hook-Secret": secret} if secret else {}
                 denied = await client.post(url, content=raw, headers=headers)
