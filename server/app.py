@@ -258,7 +258,7 @@ async def serve(settings: Settings) -> None:
     hooks = build_hook_context(use_cases, settings, hook_http.client, executor)
     supervisor.add(hook_http)  # closed after REST drained (workers stop after it)
     smtp_receiver = None
-    if settings.smtp_address:  # stops right after hook_http: mail in DATA lands before workers and gRPC stop
+    if settings.smtp_address:  # stopped with the workers (reverse order), before gRPC and the database close
         email_adapter = adapters["smtp"]
         assert isinstance(email_adapter, EmailAdapter)
         smtp_receiver = SmtpReceiver(

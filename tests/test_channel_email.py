@@ -26,7 +26,7 @@ import pytest
 
 from convhub.server.channels.adapter import CannotTell, ChannelAccount, HookContext, Outbound, Receipt, SendFailed
 from convhub.server.channels.email import EmailAdapter, unsubscribe_signature
-from convhub.server.channels.email_mime import html_to_text, trim_quoted
+from convhub.server.channels.email_mime import InboundEmail, NotAnEmail, html_to_text, parse, trim_quoted
 from convhub.server.channels.hooks import channel_account
 from convhub.server.channels.smtp_receiver import SmtpReceiver
 from convhub.server.config import Settings
@@ -139,6 +139,34 @@ def test_html_is_reduced_to_visible_text() -> None:
         "<body><p>Hello&nbsp;<b>there</b></p><div>Line two</div><blockquote>old reply</blockquote></body></html>"
     )
     assert html_to_text(markup) == "Hello there\n\nLine two"
+
+
+def test_encoded_names_charsets_and_old_style_attachment_names_are_read() -> None:
+    raw = (
+        b"From: =?utf-8?q?J=C3=BCrgen_M=C3=BCller?= <jm@mail.example>\r\n"
+        b"To: Support <support@shop.example>, other@shop.example\r\n"
+        b"Subject: =?iso-8859-1?q?Gr=FC=DFe?=\r\n"
+        b"Message-ID:  <abc.123@mail.example> \r\n"
+        b"References: <one@x> <two@y>\r\n"
+        b"MIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        b"Sch=F6ne Gr=FC=DFe\r\n"
+        b'--B\r\nContent-Type: application/pdf; name="old.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+        + base64.b64encode(PDF[:100])
+        + b"\r\n--B--\r\n"
+    )
+    parsed = parse(raw)
+    assert isinstance(parsed, InboundEmail)
+    assert (parsed.sender, parsed.sender_name) == ("jm@mail.example", "J\u00fcrgen M\u00fcller")
+    assert parsed.recipients == ["support@shop.example", "other@shop.example"]
+    assert parsed.subject == "Gr\u00fc\u00dfe" and parsed.text == "Sch\u00f6ne Gr\u00fc\u00dfe"
+    assert parsed.message_id == "abc.123@mail.example" and parsed.thread_ids == ["two@y", "one@x"]
+    assert [(a.filename, a.mime_type, a.data) for a in parsed.attachments] == [
+        ("old.pdf", "application/pdf", PDF[:100])
+    ]
+    with pytest.raises(NotAnEmail):
+        parse(b"Subject: no sender\r\n\r\nhello")
 
 
 # --- outbound over real SMTP -------------------------------------------------

@@ -103,23 +103,35 @@ class NotAnEmail(ValueError):
 
 
 def parse(raw: bytes) -> InboundEmail | Bounce | None:
-    """The message, a bounce, or None for a report that changes nothing (a "delayed" DSN); NotAnEmail."""
+    """The message, a bounce, or None for a report that changes nothing (a "delayed" DSN); NotAnEmail.
+
+    policy.default parses a header anew on every access, so each header is read once here; the
+    address and Message-ID headers are read raw (they carry no encoded words that matter to us)."""
     msg = BytesParser(policy=email.policy.default).parsebytes(raw)
     if msg.get_content_type() == "multipart/report" and msg.get_param("report-type") == "delivery-status":
         return _bounce(msg)
-    name, sender = parseaddr(str(msg.get("From", "")))
-    if "@" not in sender:
-        raise NotAnEmail("the message has no From address")
-    recipients = [addr for _, addr in getaddresses([str(v) for v in msg.get_all("To", []) + msg.get_all("Cc", [])])]
+    raw_headers: dict[str, list[str]] = {}
+    for key, value in msg.raw_items():
+        raw_headers.setdefault(key.lower(), []).append(str(value))
+    from_header = msg.get("From")
+    addresses = getattr(from_header, "addresses", ())
+    if not addresses or "@" not in addresses[0].addr_spec:
+        _, fallback = parseaddr(" ".join(raw_headers.get("from", [])))
+        if "@" not in fallback:
+            raise NotAnEmail("the message has no From address")
+        sender, name = fallback, ""
+    else:
+        sender, name = addresses[0].addr_spec, addresses[0].display_name
+    recipients = [addr for _, addr in getaddresses(raw_headers.get("to", []) + raw_headers.get("cc", []))]
     text, attachments = _body(msg)
-    thread = message_ids(str(msg.get("In-Reply-To", "")))
-    thread += [m for m in reversed(message_ids(str(msg.get("References", "")))) if m not in thread]
+    thread = message_ids(" ".join(raw_headers.get("in-reply-to", [])))
+    thread += [m for m in reversed(message_ids(" ".join(raw_headers.get("references", [])))) if m not in thread]
     return InboundEmail(
         sender=sender,
         sender_name=name,
         recipients=[r for r in recipients if "@" in r],
         subject=_one_line(str(msg.get("Subject", ""))),
-        message_id=normal_message_id(str(msg.get("Message-ID", ""))),
+        message_id=normal_message_id(" ".join(raw_headers.get("message-id", [])[:1])),
         thread_ids=thread[:MAX_REFERENCES],
         text=trim_quoted(text),
         attachments=attachments,
@@ -138,16 +150,20 @@ def _body(msg: EmailMessage) -> tuple[str, list[Attachment]]:
     for part in msg.walk() if msg.is_multipart() else [msg]:
         if part.is_multipart():
             continue
-        disposition = part.get_content_disposition()
+        disposition = part.get_content_disposition() if "content-disposition" in part else None
         content_type = part.get_content_type()
+        filename = (part.get_filename() or "") if disposition is not None else ""
         if (
             disposition == "attachment"
-            or (disposition == "inline" and part.get_filename())
-            or not (content_type.startswith("text/"))
+            or (disposition == "inline" and filename)
+            or not content_type.startswith("text/")
         ):
             payload = part.get_payload(decode=True)
             data = payload if isinstance(payload, bytes) else b""
-            attachments.append(Attachment(part.get_filename() or "", content_type, data))
+            if not filename:  # older mailers name attachments in Content-Type only
+                name = part.get_param("name")
+                filename = name if isinstance(name, str) else ""
+            attachments.append(Attachment(filename, content_type, data))
         elif content_type == "text/plain" and plain is None:
             plain = _text_of(part)
         elif content_type == "text/html" and markup is None:
@@ -158,12 +174,15 @@ def _body(msg: EmailMessage) -> tuple[str, list[Attachment]]:
 
 
 def _text_of(part: Message) -> str:
+    """The decoded text of a text/* part: its charset, else UTF-8; undecodable bytes replaced, never an error."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = str(part.get_param("charset") or "utf-8")
     try:
-        content = part.get_content()  # type: ignore[attr-defined]
-    except (LookupError, ValueError):  # an unknown charset: keep what decodes
-        payload = part.get_payload(decode=True)
-        content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
-    return content if isinstance(content, str) else ""
+        return payload.decode(charset, "replace")
+    except LookupError:  # an unknown charset name
+        return payload.decode("utf-8", "replace")
 
 
 class _TextExtractor(HTMLParser):
