@@ -156,8 +156,18 @@ def test_email_round_trip_through_serve(mail_hub: tuple[Hub, int], smtp: SmtpSta
         texts = sorted(m["text"] for m in history)
         assert "Great, thanks!" in texts and len(history) == 3
 
-        # 4. A bounce for our answer, posted to the hook, marks its delivery failed with the reason.
-        hook = f"/v1.0/hooks/email/{account.json()['id']}"
+        # 4. A bounce for our answer, posted to the hook of another of the tenant's mailboxes (the
+        #    bounce address may differ from the sender), marks its delivery failed with the reason.
+        bounces = rest.post(
+            "/v1.0/conversation_accounts",
+            json={
+                "type": "email",
+                "address": {"type": "email", "target": f"bounces-{uuid.uuid4().hex[:8]}@shop.example"},
+                "provider_data": {"host": "127.0.0.1", "hook_secret": HOOK_SECRET},
+            },
+        )
+        assert bounces.status_code == 200, bounces.text
+        hook = f"/v1.0/hooks/email/{bounces.json()['id']}"
         denied = anonymous.post(
             hook, content=bounce_for(done["transaction_id"]), headers={"X-Convhub-Hook-Secret": "x"}
         )

@@ -268,7 +268,11 @@ class EmailAdapter:
         if isinstance(parsed, email_mime.Bounce):
             status = "delivered" if parsed.delivered else "failed"
             for original in parsed.original_message_ids:
-                await hooks.receipt(Receipt(account.id, original, status, parsed.status[:64], parsed.diagnostic))
+                sent_on = account.id
+                if self.threads is not None:  # the bounce may reach another of the customer's mailboxes
+                    found = await asyncio.to_thread(self.threads.sending_account, account.customer_id, original)
+                    sent_on = found or account.id
+                await hooks.receipt(Receipt(sent_on, original, status, parsed.status[:64], parsed.diagnostic))
             return Received("bounce", parsed.original_message_ids[0] if parsed.original_message_ids else "")
         for item in parsed.attachments:
             if len(item.data) > self.media.max_item_bytes:

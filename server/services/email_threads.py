@@ -28,6 +28,10 @@ class EmailThreads:
         with self.db.read() as conn:
             return conversations.live.get(conn, customer_id, conversation_id) is not None
 
+    def sending_account(self, customer_id: str, message_id: str) -> str | None:
+        with self.db.read() as conn:
+            return email_threads.sending_account(conn, customer_id, message_id)
+
     def thread_of(self, conversation_id: str) -> Thread:
         with self.db.read() as conn:
             return email_threads.thread_of(conn, conversation_id)

@@ -30,6 +30,15 @@ _by_message_ids = (
     )
     .order_by(messages.c.tm_create.desc(), messages.c.id.desc())
 )
+_sent_by = (
+    select(messages.c.account_id)
+    .where(
+        messages.c.customer_id == bindparam("customer_id"),
+        messages.c.transaction_id == bindparam("message_id"),
+        messages.c.direction == "outgoing",
+    )
+    .limit(1)
+)
 _recent_email = (
     select(messages.c.direction, messages.c.transaction_id, messages.c.subject)
     .where(
@@ -62,6 +71,12 @@ def conversation_of(conn: Connection, customer_id: str, message_ids: Sequence[st
         if message_id in found:
             return str(found[message_id])
     return None
+
+
+def sending_account(conn: Connection, customer_id: str, message_id: str) -> str | None:
+    """The account our message `message_id` went out on (a bounce may come back to another mailbox)."""
+    value = conn.execute(_sent_by, {"customer_id": customer_id, "message_id": message_id}).scalar()
+    return str(value) if value else None
 
 
 @dataclass(frozen=True, slots=True)
