@@ -32,8 +32,10 @@ from convhub.server.api.health import HealthServicer
 from convhub.server.api.reflection import enable_reflection
 from convhub.server.api.services import build_dispatcher
 from convhub.server.channels.delivery import DeliveryWorker
+from convhub.server.channels.email import EmailAdapter, OptOut
 from convhub.server.channels.hooks import HookHttp, build_hook_context, hook_routes
 from convhub.server.channels.registry import build_adapters
+from convhub.server.channels.smtp_receiver import SmtpReceiver
 from convhub.server.config import Settings
 from convhub.server.events.broadcaster import Broadcaster
 from convhub.server.events.retention import EventPruner
@@ -45,6 +47,7 @@ from convhub.server.http_app import build_http_app
 from convhub.server.http_server import SETTLE_SECONDS, ConnectionLimits, HttpServer
 from convhub.server.observability.logs import configure_logging
 from convhub.server.observability.setup import Observability
+from convhub.server.services.email_threads import EmailThreads
 from convhub.server.services.inactivity_sweep import InactivitySweep
 from convhub.server.services.use_cases import UseCases
 from convhub.server.store.customers import ensure_default_customer
@@ -89,6 +92,23 @@ def check_stored_secrets(db: Database) -> None:
         check_secrets_open(db.writer, db.secrets)
     except SecretUnreadable as exc:
         raise StartupError(str(exc)) from None
+
+
+def email_opt_out(db: Database) -> OptOut | None:
+    """The email unsubscribe link's effect: services/opt_outs.py of the `people` work (issue 9).
+    MERGE NOTE: until that module lands this is None and the one-click POST answers 501; once merged,
+    drop the ImportError branch."""
+    try:
+        from convhub.server.services import opt_outs  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+
+    async def opt_out(customer_id: str, address: str) -> None:
+        await asyncio.to_thread(
+            opt_outs.set_opt_out, db, customer_id=customer_id, address=address, channel="email", opted_out=True
+        )
+
+    return opt_out
 
 
 def database_timeouts(settings: Settings) -> DatabaseTimeouts:
@@ -232,10 +252,23 @@ async def serve(settings: Settings) -> None:
             f"CONVHUB_DELIVERY_LEASE ({settings.delivery_lease}s) must be at least twice "
             f"CONVHUB_PROVIDER_TIMEOUT plus 5s, so a live worker finishes an attempt within its lease"
         )
-    adapters = build_adapters(settings, media)
+    email_threads = EmailThreads(db)
+    adapters = build_adapters(settings, media, email_threads, email_opt_out(db))
     hook_http = HookHttp(settings.provider_timeout)
     hooks = build_hook_context(use_cases, settings, hook_http.client, executor)
     supervisor.add(hook_http)  # closed after REST drained (workers stop after it)
+    smtp_receiver = None
+    if settings.smtp_address:  # stopped with the workers (reverse order), before gRPC and the database close
+        email_adapter = adapters["smtp"]
+        assert isinstance(email_adapter, EmailAdapter)
+        smtp_receiver = SmtpReceiver(
+            settings.smtp_address,
+            email_adapter,
+            hooks,
+            email_threads,
+            data_size_limit=settings.media_max_item_bytes * 2 + (1 << 20),
+        )
+        supervisor.add(smtp_receiver)
     supervisor.add(DeliveryWorker(use_cases.delivery, adapters, use_cases.delivery_bell, settings, executor))
     supervisor.add(InactivitySweep(use_cases.lifecycle, settings.sweep_interval, executor))
 
@@ -258,7 +291,12 @@ async def serve(settings: Settings) -> None:
         except (OSError, ValueError) as exc:
             raise StartupError(f"http address {settings.http_address}: {exc}") from None
 
-    await supervisor.start()
+    try:
+        await supervisor.start()
+    except OSError as exc:  # the SMTP listen address (the others were bound above)
+        raise StartupError(f"smtp address {settings.smtp_address}: {exc}") from None
+    if smtp_receiver is not None and smtp_receiver.bound is not None:
+        print(f"convhub: SMTP on {smtp_receiver.bound[0]}:{smtp_receiver.bound[1]}", flush=True)
     await server.start()
     for name in ["", *service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

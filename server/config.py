@@ -222,6 +222,8 @@ class Settings(BaseSettings):
     delivery_poll_interval: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = 1.0
     # Seconds between inactivity sweeps (accounts with an inactivity timeout).
     sweep_interval: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 60.0
+    # The built-in SMTP receiver's listen address (host:port); empty: no receiver (mail arrives by the hook).
+    smtp_address: OptionalListenAddress = ""
 
     @property
     def resolved_public_url(self) -> str:

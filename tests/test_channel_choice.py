@@ -62,15 +62,24 @@ def test_an_explicit_channel_wins_and_must_be_usable() -> None:
         _choose(explicit="line", accounts=[SMS])
 
 
-def test_content_rules_media_needs_mms_or_line_and_long_text_is_not_sms() -> None:
+def test_content_rules_media_needs_mms_line_or_email_and_long_text_is_not_sms() -> None:
     assert _choose(text="x" * 1601) == [("line", "available")]
     assert _choose(text="x" * 1600)[0] == ("message", "conversation")
     with pytest.raises(NoUsableChannel, match="SMS takes at most 1,600"):
         _choose(text="x" * 1601, accounts=[SMS])
     assert _choose(has_media=True)[0] == ("message", "conversation")
-    email_room = _recipient(room_channel="email", room_self=Address("email", "a@b.test"), addresses=[PEER])
-    with pytest.raises(NoUsableChannel, match="media needs MMS or LINE"):
-        _choose(email_room, [SendingAccount("e", "email", "smtp", Address("email", "a@b.test"), True)], has_media=True)
+    them = Address("email", "c@d.test")
+    email_room = _recipient(
+        room_channel="email", room_self=Address("email", "a@b.test"), room_peer=them, addresses=[them]
+    )
+    email_account = SendingAccount("e", "email", "smtp", Address("email", "a@b.test"), True)
+    assert _choose(email_room, [email_account], has_media=True)[0] == ("email", "conversation")  # as attachments
+    visitor = Address("webchat", "v1")
+    webchat_room = _recipient(
+        room_channel="webchat", room_self=Address("webchat", "w1"), room_peer=visitor, addresses=[visitor]
+    )
+    with pytest.raises(NoUsableChannel, match="media needs MMS, LINE or email"):
+        _choose(webchat_room, [SendingAccount("w", "webchat", "", Address("webchat", "w1"), True)], has_media=True)
 
 
 def test_the_account_is_an_enabled_one_whose_address_is_the_conversations_self() -> None:

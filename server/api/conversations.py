@@ -108,6 +108,7 @@ class ConversationMethods:
                 text=validation.max_length("text", request.text, validation.MAX_TEXT),
                 medias=validation.medias("medias", request.medias),
                 request_id=validation.request_id(request.request_id),
+                subject=validation.max_length("subject", request.subject, validation.MAX_SUBJECT),
             )
         )
         return pb.SendToAddressResponse(

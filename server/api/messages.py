@@ -38,6 +38,7 @@ class MessageMethods:
                 request_id=validation.request_id(request.request_id),
                 channel=validation.enum_name("channel", resources.CONVERSATION_TYPE, request.channel, required=False),
                 allow_fallback=request.allow_fallback,
+                subject=validation.max_length("subject", request.subject, validation.MAX_SUBJECT),
             )
         )
 

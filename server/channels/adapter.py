@@ -54,6 +54,8 @@ class Outbound:
     status_callback_url: str | None = None  # where the provider posts delivery receipts
     # The provider's id for this delivery when the worker already knows one (find_sent can then look it up).
     provider_message_id: str = ""
+    subject: str = ""  # email: the message's subject ("" = the adapter's default)
+    conversation_id: str = ""  # email: threads the message to the conversation's earlier emails
 
 
 @dataclass(frozen=True, slots=True)

@@ -236,4 +236,6 @@ class DeliveryWorker:
             status_callback_url=f"{self.settings.resolved_public_url}/v1.0/hooks/{provider}/{account_id}/status",
             reply_token=work.reply_token,
             provider_message_id=m.transaction_id or "",
+            subject=m.subject,
+            conversation_id=m.conversation_id,
         )

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 from convhub.server.channels.adapter import ChannelAdapter
+from convhub.server.channels.email import EmailAdapter, OptOut
 from convhub.server.channels.line import LineAdapter
 from convhub.server.channels.telnyx import TelnyxAdapter
 from convhub.server.channels.twilio import TwilioAdapter
 from convhub.server.config import Settings
+from convhub.server.services.email_threads import EmailThreads
 from convhub.server.store.media_files import MediaFiles
 
 
-def build_adapters(settings: Settings, media: MediaFiles) -> dict[str, ChannelAdapter]:
+def build_adapters(
+    settings: Settings, media: MediaFiles, threads: EmailThreads | None = None, opt_out: OptOut | None = None
+) -> dict[str, ChannelAdapter]:
     """One adapter per provider, pointed at the provider API base URLs from settings."""
     adapters: list[ChannelAdapter] = [
         TwilioAdapter(settings.twilio_api_url),
         TelnyxAdapter(settings.telnyx_api_url),
         LineAdapter(settings.line_api_url, settings.line_data_api_url, media),
+        EmailAdapter(
+            media,
+            threads,
+            public_url=settings.resolved_public_url,
+            timeout=settings.provider_timeout,
+            opt_out=opt_out,
+        ),
     ]
     return {adapter.provider: adapter for adapter in adapters}

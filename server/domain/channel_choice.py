@@ -2,7 +2,7 @@
 
 The rule, in order:
 1. an explicit channel in the request wins;
-2. content rules out channels: media needs MMS or LINE; text longer than
+2. content rules out channels: media needs MMS, LINE or email; text longer than
    1,600 characters is refused for SMS;
 3. then the recipient's preferred channel; then their last active channel;
    then the conversation's own channel; then any other channel with an
@@ -24,7 +24,7 @@ from convhub.server.domain.addresses import Address
 from convhub.server.domain.channels import CHANNEL_ADDRESS_TYPE
 
 SMS_MAX_CHARACTERS = 1600
-MEDIA_CHANNELS = frozenset({"message", "line"})
+MEDIA_CHANNELS = frozenset({"message", "line", "email"})  # email: as attachments
 CHANNEL_ORDER = ("message", "line", "email", "webchat")
 
 EXPLICIT = "explicit"
@@ -81,7 +81,7 @@ class NoUsableChannel(Exception):
 def content_refusal(channel: str, text: str, has_media: bool) -> str | None:
     """Why the content cannot go on `channel`, or None when it can."""
     if has_media and channel not in MEDIA_CHANNELS:
-        return "media needs MMS or LINE"
+        return "media needs MMS, LINE or email"
     if channel == "message" and len(text) > SMS_MAX_CHARACTERS:
         return f"text is {len(text)} characters; SMS takes at most {SMS_MAX_CHARACTERS:,}"
     return None

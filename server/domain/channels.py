@@ -20,7 +20,7 @@ def address_type_for_account(account_type: str) -> str:
 
 
 # Account type -> the providers that may carry it; the first is the default.
-ACCOUNT_PROVIDERS = {"sms": ("twilio", "telnyx"), "line": ("line",)}
+ACCOUNT_PROVIDERS = {"sms": ("twilio", "telnyx"), "line": ("line",), "email": ("smtp",)}
 
 # Provider -> the credential keys it needs, as (VoIPBIN `secret`, VoIPBIN `token`):
 # the key that verifies inbound hooks (or identifies the account) first, the API key second.
@@ -28,6 +28,7 @@ PROVIDER_CREDENTIALS = {
     "twilio": ("account_sid", "auth_token"),
     "telnyx": ("public_key", "api_key"),
     "line": ("channel_secret", "channel_access_token"),
+    "smtp": ("password", "username"),  # host, port, tls, from, reply_to, hook_secret: in credentials/provider_data
 }
 
 

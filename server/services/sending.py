@@ -56,6 +56,7 @@ class OutboundMessage:
     request_id: str | None = None
     channel: str | None = None  # explicit channel (stored name); None lets the rule choose
     allow_fallback: bool = False
+    subject: str = ""  # email's subject line (other channels ignore it)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class AddressedMessage:
     text: str = ""
     medias: Sequence[Media] = ()
     request_id: str | None = None
+    subject: str = ""  # email's subject line (other channels ignore it)
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,9 @@ class SendingService:
                     reason="CONVERSATION_CLOSED",
                 )
             routes = routes_for(conn, room, explicit=out.channel, text=out.text, has_media=bool(out.medias))
-            message = _store(conn, room, routes[0], out.text, out.medias, allow_fallback=out.allow_fallback)
+            message = _store(
+                conn, room, routes[0], out.text, out.medias, allow_fallback=out.allow_fallback, subject=out.subject
+            )
             if out.request_id:
                 idempotency.record(conn, out.customer_id, SEND_METHOD, out.request_id, message.id)
             append_events(conn, out.customer_id, [(event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED, message)])
@@ -213,7 +217,7 @@ class SendingService:
                 has_media=bool(out.medias),
                 account_id=out.account_id,
             )
-            message = _store(conn, room.row, routes[0], out.text, out.medias, allow_fallback=False)
+            message = _store(conn, room.row, routes[0], out.text, out.medias, allow_fallback=False, subject=out.subject)
             if out.request_id:
                 idempotency.record(conn, out.customer_id, SEND_TO_ADDRESS_METHOD, out.request_id, message.id)
             conversation = resources.conversation(room.row)
@@ -266,7 +270,14 @@ def _require_content(text: str, medias: Sequence[Media]) -> None:
 
 
 def _store(
-    conn: Connection, room: ConversationRow, route: Route, text: str, medias: Sequence[Media], *, allow_fallback: bool
+    conn: Connection,
+    room: ConversationRow,
+    route: Route,
+    text: str,
+    medias: Sequence[Media],
+    *,
+    allow_fallback: bool,
+    subject: str = "",
 ) -> message_pb2.Message:
     """Insert the outgoing message and its delivery job; the message as the caller gets it."""
     now = now_us()
@@ -278,7 +289,7 @@ def _store(
         "direction": OUTGOING,
         "status": initial_status(OUTGOING),
         "text": text,
-        "subject": "",
+        "subject": subject,
         "medias": list(medias),
         "transaction_id": None,
         "delivery_status": QUEUED,

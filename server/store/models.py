@@ -184,6 +184,8 @@ class Message(Base):
     __table_args__ = (
         Index("ix_messages_conversation_order", "conversation_id", "tm_create", "id"),
         Index("uq_messages_provider_id", "customer_id", "dedupe_scope", "transaction_id", unique=True),
+        # Email threading: a reply's In-Reply-To/References name our Message-ID, whichever account it came in on.
+        Index("ix_messages_customer_transaction", "customer_id", "transaction_id"),
     )
 
 

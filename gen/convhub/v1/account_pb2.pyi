@@ -115,7 +115,8 @@ class Account(_message.Message):
     """
     provider: _builtins.str
     """The provider behind the account: `twilio` or `telnyx` for SMS, `line`
-    for LINE. Defaults to `twilio` (SMS) and `line` (LINE); fixed at creation.
+    for LINE, `smtp` for email. Defaults to `twilio` (SMS), `line` (LINE)
+    and `smtp` (email); fixed at creation.
     """
     enabled: _builtins.bool
     """Whether convhub sends through this account; a disabled account is skipped

@@ -300,6 +300,7 @@ class SendMessageRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
     ALLOW_FALLBACK_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """The conversation id."""
     text: _builtins.str
@@ -312,6 +313,10 @@ class SendMessageRequest(_message.Message):
     """
     allow_fallback: _builtins.bool
     """When the chosen channel fails, try the next eligible one."""
+    subject: _builtins.str
+    """Subject line, used by email (empty: "Re: <the conversation's last
+    subject>"); other channels ignore it.
+    """
     @_builtins.property
     def medias(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Media]:
         """Attachments."""
@@ -325,10 +330,11 @@ class SendMessageRequest(_message.Message):
         request_id: _builtins.str = ...,
         channel: _common_pb2.ConversationType.ValueType = ...,
         allow_fallback: _builtins.bool = ...,
+        subject: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_fallback", b"allow_fallback", "channel", b"channel", "conversation_id", b"conversation_id", "medias", b"medias", "request_id", b"request_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_fallback", b"allow_fallback", "channel", b"channel", "conversation_id", b"conversation_id", "medias", b"medias", "request_id", b"request_id", "subject", b"subject", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -391,6 +397,7 @@ class SendToAddressRequest(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     MEDIAS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """Our account to send from. Either this (with an address) or `self` must be given."""
     channel: _common_pb2.ConversationType.ValueType
@@ -399,6 +406,8 @@ class SendToAddressRequest(_message.Message):
     """Body text."""
     request_id: _builtins.str
     """Idempotency key (AIP-155): a retry with the same id returns the first result."""
+    subject: _builtins.str
+    """Subject line, used by email; other channels ignore it."""
     @_builtins.property
     def self(self) -> _common_pb2.Address:
         """Our address to send from; defaults to the account's address."""
@@ -421,10 +430,11 @@ class SendToAddressRequest(_message.Message):
         text: _builtins.str = ...,
         medias: _abc.Iterable[_common_pb2.Media] | None = ...,
         request_id: _builtins.str = ...,
+        subject: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["peer", b"peer", "self", b"self"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "channel", b"channel", "medias", b"medias", "peer", b"peer", "request_id", b"request_id", "self", b"self", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "channel", b"channel", "medias", b"medias", "peer", b"peer", "request_id", b"request_id", "self", b"self", "subject", b"subject", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
