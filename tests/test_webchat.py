@@ -356,3 +356,26 @@ def test_the_widget_page_is_served_with_a_strict_csp_and_only_the_public_key(
     api.accounts.DeleteAccount(account_service_pb2.DeleteAccountRequest(id=account.id))
     assert http.get(f"/webchat/{account.id}").status_code == 404
     assert http.post("/v1.0/webchat/sessions", json={"widget_key": account.widget_key}).status_code == 404
+
+
+def test_replacing_credentials_keeps_the_signing_secret_unless_a_new_one_is_given(api: Api, http: httpx.Client) -> None:
+    from google.protobuf import field_mask_pb2
+
+    account = create_webchat_account(api.accounts)
+    session = open_session(http, account.widget_key)
+
+    def replace_credentials(credentials: dict[str, str]) -> None:
+        api.accounts.UpdateAccount(
+            account_service_pb2.UpdateAccountRequest(
+                account=account_pb2.Account(id=account.id, credentials=credentials),
+                update_mask=field_mask_pb2.FieldMask(paths=["credentials"]),
+            )
+        )
+
+    replace_credentials({"note": "unrelated"})
+    assert post_text(http, session, "still me").status_code == 201
+    replace_credentials({"signing_secret": "rotated-" + "x" * 40})  # rotation: every visitor token stops verifying
+    assert post_text(http, session, "after rotation").status_code == 401
+    fresh = open_session(http, account.widget_key, returning=session.token)
+    assert fresh.visitor_id != session.visitor_id  # the old token cannot bring the visitor back either
+    assert post_text(http, fresh, "new session").status_code == 201

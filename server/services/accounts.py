@@ -163,6 +163,13 @@ class AccountService:
                 # Without a new credentials map, VoIPBIN's fields change only their own keys.
                 base = {} if "credentials" in values else self.db.secrets.open_mapping(row.credentials)
                 values["credentials"] = {**base, **voipbin}
+            if "credentials" in values and row.type == "webchat":
+                # Replacing a web chat account's credentials keeps its signing secret unless a new one is given:
+                # otherwise every visitor token in the wild would stop verifying.
+                kept = self.db.secrets.open_mapping(row.credentials).get(webchat_keys.SIGNING_SECRET, "")
+                values["credentials"] = webchat_keys.with_signing_secret(
+                    {webchat_keys.SIGNING_SECRET: kept, **{k: v for k, v in values["credentials"].items() if v}}
+                )
             if "credentials" in values:
                 values["credentials"] = self.db.secrets.seal(values["credentials"])  # sealed at rest
             if "enabled" in patch.fields:
