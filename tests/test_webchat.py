@@ -25,6 +25,7 @@ from tests.webchat_support import (
     create_webchat_account,
     open_session,
     post_text,
+    start_chat,
 )
 
 
@@ -68,38 +69,48 @@ def test_webchat_account_has_a_readable_widget_key_and_a_write_only_signing_secr
     assert other.widget_key != account.widget_key
 
 
-def test_a_session_opens_the_visitors_conversation_and_a_returning_visitor_keeps_it(
+def _conversation_ids(api: Api) -> list[str]:
+    listed = api.conversations.ListConversations(conversation_service_pb2.ListConversationsRequest())
+    return [c.id for c in listed.result]
+
+
+def test_the_first_message_opens_the_visitors_conversation_and_a_returning_visitor_keeps_it(
     api: Api, http: httpx.Client
 ) -> None:
     account = create_webchat_account(api.accounts)
-    first = open_session(http, account.widget_key)
-    assert first.status == 201
+    opened = open_session(http, account.widget_key)
+    assert opened.conversation_id == ""  # a page view alone opens no conversation (nor sends a webhook)
+    assert _conversation_ids(api) == []
+    back_early = open_session(http, account.widget_key, returning=opened.token)
+    assert (back_early.visitor_id, back_early.conversation_id) == (opened.visitor_id, "")
+    posted = post_text(http, opened, "hello")
+    assert posted.status_code == 201
+    first = posted.json()
+    assert first["visitor_id"] == opened.visitor_id and first["visitor_token"] != opened.token
+    assert _conversation_ids(api) == [first["conversation_id"]]
     conversation = api.conversations.GetConversation(
-        conversation_service_pb2.GetConversationRequest(id=first.conversation_id)
+        conversation_service_pb2.GetConversationRequest(id=first["conversation_id"])
     )
-    assert conversation.peer.target == first.visitor_id
+    assert conversation.peer.target == opened.visitor_id
     assert conversation.self.target == account.address.target
-    back = open_session(http, account.widget_key, returning=first.token)
-    assert (back.visitor_id, back.conversation_id, back.status) == (first.visitor_id, first.conversation_id, 200)
+    for token in (opened.token, first["visitor_token"]):  # the pre-message token returns to it too
+        back = open_session(http, account.widget_key, returning=token)
+        assert (back.visitor_id, back.conversation_id) == (opened.visitor_id, first["conversation_id"])
     stranger = open_session(http, account.widget_key)
-    assert stranger.visitor_id != first.visitor_id and stranger.conversation_id != first.conversation_id
+    assert stranger.visitor_id != opened.visitor_id and stranger.conversation_id == ""
     # Another account's token does not make its visitor return here: a new visitor instead.
-    elsewhere = open_session(http, create_webchat_account(api.accounts).widget_key, returning=first.token)
-    assert elsewhere.visitor_id != first.visitor_id
+    elsewhere = open_session(http, create_webchat_account(api.accounts).widget_key, returning=first["visitor_token"])
+    assert elsewhere.visitor_id != opened.visitor_id
 
 
 def test_visitor_posts_land_in_its_conversation_and_an_internal_answer_reaches_its_stream(
     api: Api, http: httpx.Client, hub: Hub
 ) -> None:
     account = create_webchat_account(api.accounts)
-    session = open_session(http, account.widget_key)
+    session = start_chat(http, account.widget_key, "where is my order #5678?")
     stream = VisitorStream(hub.http_base or "", session.token)
     try:
-        posted = post_text(http, session, "where is my order #5678?")
-        assert posted.status_code == 201, posted.text
-        assert posted.json()["conversation_id"] == session.conversation_id
-        assert "visitor_token" not in posted.json()  # same conversation: the token stays
-        (seen,) = stream.take(1)
+        (seen,) = stream.take(1)  # the history: the message that opened the conversation
         assert seen.event == "message"
         assert seen.data["text"] == "where is my order #5678?" and seen.data["sender"] == "visitor"
         # The page gets only what it shows: no addresses, accounts or delivery internals.
@@ -113,6 +124,11 @@ def test_visitor_posts_land_in_its_conversation_and_an_internal_answer_reaches_i
         (reply,) = stream.take(1)
         assert reply.data == {**reply.data, "id": answer.id, "sender": "agent", "text": "it ships tomorrow"}
         assert int(reply.id) > int(seen.id)
+        posted = post_text(http, session, "thanks")
+        assert posted.json()["conversation_id"] == session.conversation_id
+        assert "visitor_token" not in posted.json()  # same conversation: the token stays
+        (again,) = stream.take(1)
+        assert (again.data["text"], again.data["sender"]) == ("thanks", "visitor")
     finally:
         stream.close()
     deadline = time.monotonic() + 20
@@ -130,8 +146,8 @@ def test_visitor_posts_land_in_its_conversation_and_an_internal_answer_reaches_i
 
 def test_the_stream_replays_history_and_resumes_after_last_event_id(api: Api, http: httpx.Client, hub: Hub) -> None:
     account = create_webchat_account(api.accounts)
-    session = open_session(http, account.widget_key)
-    for text in ("one", "two", "three"):
+    session = start_chat(http, account.widget_key, "one")
+    for text in ("two", "three"):
         assert post_text(http, session, text).status_code == 201
     history = VisitorStream(hub.http_base or "", session.token)
     try:
@@ -149,19 +165,18 @@ def test_the_stream_replays_history_and_resumes_after_last_event_id(api: Api, ht
 
 def test_a_token_for_one_conversation_cannot_read_or_write_another(api: Api, http: httpx.Client, hub: Hub) -> None:
     account = create_webchat_account(api.accounts)
-    alice = open_session(http, account.widget_key)
-    bob = open_session(http, account.widget_key)
+    alice = start_chat(http, account.widget_key, "alice here")
+    bob = start_chat(http, account.widget_key, "bob's secret")
     stream = VisitorStream(hub.http_base or "", alice.token)
     try:
-        assert post_text(http, bob, "bob's secret").status_code == 201
-        _send(api, bob.conversation_id, "for bob only")
-        assert post_text(http, alice, "alice here").status_code == 201
         (frame,) = stream.take(1)
         assert frame.data["text"] == "alice here"
+        _send(api, bob.conversation_id, "for bob only")
+        assert post_text(http, bob, "bob again").status_code == 201
         assert stream.quiet(1.0) == []
     finally:
         stream.close()
-    assert [m.text for m in _messages(api, bob.conversation_id)] == ["bob's secret", "for bob only"]
+    assert [m.text for m in _messages(api, bob.conversation_id)] == ["bob's secret", "for bob only", "bob again"]
     # Alice rewrites her token to name Bob's conversation: the signature no longer holds.
     prefix, payload, mac = alice.token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -175,7 +190,7 @@ def test_a_token_for_one_conversation_cannot_read_or_write_another(api: Api, htt
         == 401
     )
     assert VisitorStream(hub.http_base or "", forged).status == 401
-    assert [m.text for m in _messages(api, bob.conversation_id)] == ["bob's secret", "for bob only"]
+    assert [m.text for m in _messages(api, bob.conversation_id)] == ["bob's secret", "for bob only", "bob again"]
 
 
 def _routes_and_credentials(http: httpx.Client, token: str) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
@@ -308,7 +323,7 @@ def test_bad_visitor_input_is_400_naming_the_field_and_stores_nothing(api: Api, 
         assert response.status_code == 400, (field, response.status_code, response.text)
         assert _field(response) == field, response.text
     assert http.post(sessions, json={"widget_key": "wk_nobody"}).status_code == 404
-    assert _messages(api, session.conversation_id) == []
+    assert _conversation_ids(api) == []  # nothing was stored
     for token in ("", "garbage", "vt1.e30.AAAA", "vt1." + "A" * 2000 + ".x"):
         headers = {"authorization": f"Bearer {token}"} if token else {}
         assert http.post("/v1.0/webchat/messages", json={"text": "x"}, headers=headers).status_code in (400, 401)
@@ -326,7 +341,7 @@ def test_a_visitor_posting_too_fast_gets_429_with_retry_after(api: Api, http: ht
     assert int(limited.headers["retry-after"]) >= 1
     assert limited.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
     assert post_text(http, neighbour, "hello").status_code == 201  # per visitor, not per account
-    stored = len(_messages(api, session.conversation_id))
+    stored = len(_messages(api, answers[0].json()["conversation_id"]))
     assert stored == codes.count(201)
 
 

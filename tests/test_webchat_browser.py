@@ -71,12 +71,13 @@ def test_a_visitor_types_an_internal_service_answers_and_a_reload_keeps_the_conv
     try:
         page.goto(f"{hub.http_base}/webchat/{account.id}")
         page.wait_for_selector("#convhub-webchat[data-ready='true']", timeout=WAIT_MS)
-        conversation_id = page.get_attribute("#convhub-webchat", "data-conversation-id")
-        assert conversation_id
+        assert page.get_attribute("#convhub-webchat", "data-conversation-id") == ""  # none before a message
 
         page.fill("#chat-input", "Hi, where is order #5678?")
         page.press("#chat-input", "Enter")
         page.wait_for_selector("li.msg.visitor >> text=Hi, where is order #5678?", timeout=WAIT_MS)
+        conversation_id = page.get_attribute("#convhub-webchat", "data-conversation-id")
+        assert conversation_id  # the first message opened it; the page follows it with the new token
         _wait_for(lambda: _messages(api, conversation_id) == ["Hi, where is order #5678?"])
 
         api.conversations.SendMessage(

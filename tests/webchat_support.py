@@ -47,6 +47,16 @@ def post_text(http: httpx.Client, session: Session, text: str) -> httpx.Response
     return http.post("/v1.0/webchat/messages", json={"text": text}, headers=session.auth)
 
 
+def start_chat(http: httpx.Client, widget_key: str, text: str) -> Session:
+    """A new visitor's session after their first message: its token names the conversation that message opened."""
+    session = open_session(http, widget_key)
+    assert session.conversation_id == ""
+    response = post_text(http, session, text)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return Session(body["visitor_token"], body["visitor_id"], body["conversation_id"], response.status_code)
+
+
 @dataclass
 class SseFrame:
     id: str

@@ -1,12 +1,13 @@
-"""Web chat sessions: a page's widget key opens (or reopens) a visitor's conversation and signs their token.
+"""Web chat sessions: a page's widget key names the account; the session signs the visitor's token.
 
 A visitor is `webchat:<visitor id>` on the account. Opening a session
-matches or opens that visitor's room by the same rule and unique index as
-inbound messages (DESIGN.md invariant 2), so the visitor's first message
-joins the room the token already names; a returning visitor (a token this
-account signed, expired at most CONVHUB_WEBCHAT_RETURN_WINDOW ago) keeps
-their visitor id and, while it is open, their conversation, whichever
-channel it belongs to.
+writes nothing: the token names the visitor's open conversation (their
+room by the room rule, DESIGN.md invariant 2), or none yet. The visitor's
+first message opens it through the shared ingest, and the answer to that
+post carries a token for it; so a page view alone opens no conversation and
+sends no webhook. A returning visitor (a token this account signed, expired
+at most CONVHUB_WEBCHAT_RETURN_WINDOW ago) keeps their visitor id and,
+while it is open, their conversation, whichever channel it belongs to.
 """
 
 from __future__ import annotations
@@ -15,22 +16,17 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from convhub.server.api.errors import NotFound, Unauthenticated
 from convhub.server.config import Settings
 from convhub.server.domain import rooms
 from convhub.server.domain.addresses import Address
-from convhub.server.events.outbox import append_events
-from convhub.server.services import resources
 from convhub.server.services.channel_accounts import OpenedAccount, opened
 from convhub.server.store import accounts, conversations
-from convhub.server.store.db import Database, retry_on_conflict
-from convhub.server.store.deferred import DeferredWrites
-from convhub.server.store.rooms import PARTICIPANT_INSERTS, match_rooms
+from convhub.server.store.db import Database
+from convhub.server.store.rooms import find_rooms
 from convhub.server.webchat import tokens
 from convhub.server.webchat.keys import SIGNING_SECRET
-from convhub.v1 import event_pb2
 
 PROVIDER = "webchat"
 
@@ -38,8 +34,7 @@ PROVIDER = "webchat"
 @dataclass(frozen=True, slots=True)
 class VisitorSession:
     token: str
-    claims: tokens.VisitorClaims
-    conversation_created: bool = False
+    claims: tokens.VisitorClaims  # conversation_id "" until the visitor's first message opens one
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,36 +103,22 @@ class WebchatService:
             if back is not None and back.account.id == account.id:
                 previous = back.claims
         visitor_id = previous.visitor_id if previous else new_visitor_id()
-        conversation_id, created = self._room(account, visitor_id, previous.conversation_id if previous else None)
-        session = self.sign(account, visitor_id, conversation_id)
-        return VisitorSession(session.token, session.claims, created)
+        conversation_id = self._room(account, visitor_id, previous.conversation_id if previous else None)
+        return self.sign(account, visitor_id, conversation_id)
 
-    @retry_on_conflict
-    def _room(self, account: OpenedAccount, visitor_id: str, kept: str | None) -> tuple[str, bool]:
-        """The visitor's conversation: `kept` while it is open, else their open room on this account (or a new one)."""
-        with self.db.writer.begin() as conn:
+    def _room(self, account: OpenedAccount, visitor_id: str, kept: str | None) -> str:
+        """The visitor's conversation: `kept` while it is open, else their open room on this account, else ""."""
+        with self.db.read() as conn:
             if kept:
                 room = conversations.live.get(conn, account.customer_id, kept)
                 if room is not None and room.state == rooms.OPEN:
-                    return room.id, False
+                    return room.id
             assert account.address is not None  # web chat accounts always have one (webchat/keys.py)
-            peer = Address("webchat", visitor_id)
-            request = rooms.room_request(account.customer_id, "webchat", account.id, account.address, peer)
-            deferred = DeferredWrites(PARTICIPANT_INSERTS)
-            matched = match_rooms(conn, [request], deferred)[request.key]
-            deferred.flush(conn)
-            if matched.created:
-                assert matched.peer_participant is not None  # inserted rooms come with their peer
-                conversation = resources.conversation(matched.row)
-                changes: list[tuple[int, Any]] = [
-                    (event_pb2.EVENT_TYPE_CONVERSATION_CREATED, conversation),
-                    (
-                        event_pb2.EVENT_TYPE_PARTICIPANT_ADDED,
-                        resources.opened_room_participant(matched.peer_participant, peer),
-                    ),
-                ]
-                append_events(conn, account.customer_id, changes)
-            return matched.row.id, matched.created
+            key = rooms.room_request(
+                account.customer_id, "webchat", account.id, account.address, Address("webchat", visitor_id)
+            ).key
+            found = find_rooms(conn, [key]).get(key.index_values)
+        return found.id if found is not None else ""
 
 
 def _is_uuid(value: str) -> bool:

@@ -191,10 +191,7 @@ class WebchatRoutes:
             session = await self._off_loop(self.service.open_session, widget_key, returning or None)
         except ApiError as exc:
             return _error(exc)
-        status = 201 if session.conversation_created else 200
-        return Response(
-            dumps(_session_body(session, self.settings.webchat_token_ttl)), status, media_type="application/json"
-        )
+        return Response(dumps(_session_body(session, self.settings.webchat_token_ttl)), media_type="application/json")
 
     async def post_message(self, request: Request) -> Response:
         try:
@@ -223,7 +220,7 @@ class WebchatRoutes:
             "conversation_id": ingested.conversation.id,
         }
         if ingested.conversation.id != visitor.claims.conversation_id:
-            # The room rule put it elsewhere (the old room closed): the token follows the visitor there.
+            # The first message opened the room (or the old one had closed): the token follows the visitor there.
             session = self.service.sign(visitor.account, visitor.claims.visitor_id, ingested.conversation.id)
             result.update(_session_body(session, self.settings.webchat_token_ttl))
         return Response(dumps(result), 201, media_type="application/json")
@@ -239,6 +236,8 @@ class WebchatRoutes:
                 raise InvalidArgument("Last-Event-ID", f"{after} is beyond the newest event")
         except ApiError as exc:
             return _error(exc)
+        # Before the first message the token names no conversation: "" matches no event, and the stream
+        # still ends like any other when the server stops.
         event_filter = EventFilter(types=MESSAGE_EVENTS, conversation_id=visitor.claims.conversation_id)
         return StreamingResponse(
             self._stream(visitor, after, event_filter),
