@@ -227,7 +227,7 @@ class Settings(BaseSettings):
 
     # --- web chat (visitor sessions) ---
     # Seconds a visitor token is valid; the page opens a new session with it before then.
-    webchat_token_ttl: Annotated[int, Field(ge=60, le=86_400)] = 3600
+    webchat_token_ttl: Annotated[int, Field(ge=5, le=86_400)] = 3600
     # Seconds after expiry an old visitor token still brings the visitor back to their conversation.
     webchat_return_window: Annotated[int, Field(ge=0)] = 30 * 86_400
     # Messages a visitor may post in a burst, and per second after that (a token bucket per visitor).

@@ -90,3 +90,30 @@ async def test_shutdown_ends_visitor_streams_at_once(tmp_path_factory: pytest.Te
             stopped_after = time.monotonic() - started
         assert b'"text":"hello"' in bodies[0]
         assert stopped_after < 8, f"stopping took {stopped_after:.1f} s: visitor streams held the drain"
+
+
+def test_an_expired_token_ends_its_stream_and_reads_or_writes_nothing_more_but_brings_the_visitor_back(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    ttl = 5
+    env = {"CONVHUB_WEBCHAT_TOKEN_TTL": str(ttl), "CONVHUB_SSE_KEEPALIVE": "0"}  # silence: a stuck stream times out
+    for hub in running_hub("sqlite", tmp_path_factory.mktemp("webchat-expiry"), env=env):
+        assert hub.http_base is not None
+        tenant = new_tenant(hub)
+        with grpc.insecure_channel(hub.grpc_target) as channel, httpx.Client(base_url=hub.http_base) as http:
+            account = create_webchat_account(Api.for_tenant(channel, tenant.metadata).accounts)
+            session = start_chat(http, account.widget_key, "hello")
+            started = time.monotonic()
+            with http.stream(
+                "GET", "/v1.0/webchat/events", params={"visitor_token": session.token}, timeout=ttl + 10
+            ) as stream:
+                assert stream.status_code == 200
+                body = stream.read()  # ends by itself when the token expires
+            lasted = time.monotonic() - started
+            assert b'"text":"hello"' in body
+            assert ttl - 2 < lasted < ttl + 5, lasted
+            assert http.post("/v1.0/webchat/messages", json={"text": "late"}, headers=session.auth).status_code == 401
+            refused = http.get("/v1.0/webchat/events", params={"visitor_token": session.token})
+            assert refused.status_code == 401
+            back = open_session(http, account.widget_key, returning=session.token)  # within the return window
+            assert (back.visitor_id, back.conversation_id) == (session.visitor_id, session.conversation_id)

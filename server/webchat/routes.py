@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import html
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
@@ -246,9 +247,15 @@ class WebchatRoutes:
         )
 
     async def _stream(self, visitor: Visitor, after: int, event_filter: EventFilter) -> AsyncIterator[bytes]:
-        """Replay after `after`, then live; a keepalive comment after CONVHUB_SSE_KEEPALIVE seconds of silence."""
+        """Replay after `after`, then live; a keepalive comment after CONVHUB_SSE_KEEPALIVE seconds of silence.
+
+        Ends when the visitor token expires: a token authorises reading only while it is valid, so a rotated
+        signing secret or a deleted account cuts a visitor off within one token lifetime. The page then opens
+        a new session and resumes after the last event it saw.
+        """
         keepalive = self.settings.sse_keepalive or None
         customer_id = visitor.account.customer_id
+        ends_at = time.monotonic() + (visitor.claims.expires_at - time.time())
         yield b"retry: 2000\n\n"
         while True:
             source = self.reader.subscribe(customer_id, after, event_filter).__aiter__()
@@ -257,9 +264,13 @@ class WebchatRoutes:
                 while True:
                     if pending is None:
                         pending = asyncio.ensure_future(source.__anext__())
-                    done, _ = await asyncio.wait({pending}, timeout=keepalive)
+                    left = ends_at - time.monotonic()
+                    if left <= 0:
+                        return
+                    done, _ = await asyncio.wait({pending}, timeout=min(left, keepalive or left))
                     if not done:
-                        yield b": keepalive\n\n"
+                        if time.monotonic() < ends_at:
+                            yield b": keepalive\n\n"
                         continue
                     batch = pending.result()
                     pending = None
