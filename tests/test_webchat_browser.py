@@ -9,6 +9,7 @@ download. Without it the test skips locally, but under CI=true it fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -101,3 +102,45 @@ def test_a_visitor_types_an_internal_service_answers_and_a_reload_keeps_the_conv
     finally:
         context.close()
     assert problems == [], problems
+
+
+def test_the_page_outlives_its_visitor_token_renewing_it_and_missing_nothing(
+    browser: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Tokens of 5 s: the page renews its session at half-life and its stream resumes after the last event."""
+    from tests.conftest import new_tenant, running_hub
+
+    env = {"CONVHUB_WEBCHAT_TOKEN_TTL": "5"}
+    with contextlib.contextmanager(running_hub)("sqlite", tmp_path_factory.mktemp("webchat-renewal"), env=env) as hub:
+        tenant = new_tenant(hub)
+        with grpc.insecure_channel(hub.grpc_target) as channel:
+            api = Api.for_tenant(channel, tenant.metadata)
+            account = create_webchat_account(api.accounts)
+            context = browser.new_context()
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            try:
+                page.goto(f"{hub.http_base}/webchat/{account.id}")
+                page.wait_for_selector("#convhub-webchat[data-ready='true']", timeout=WAIT_MS)
+                page.fill("#chat-input", "first")
+                page.press("#chat-input", "Enter")
+                page.wait_for_selector("li.msg.visitor >> text=first", timeout=WAIT_MS)
+                conversation_id = page.get_attribute("#convhub-webchat", "data-conversation-id")
+                assert conversation_id
+                for i in range(3):  # answers spread over three token lifetimes
+                    time.sleep(5)
+                    api.conversations.SendMessage(
+                        conversation_service_pb2.SendMessageRequest(conversation_id=conversation_id, text=f"answer {i}")
+                    )
+                    page.wait_for_selector(f"li.msg.agent >> text=answer {i}", timeout=WAIT_MS)
+                page.fill("#chat-input", "still here")
+                page.press("#chat-input", "Enter")
+                page.wait_for_selector("li.msg.visitor >> text=still here", timeout=WAIT_MS)
+                _wait_for(lambda: _messages(api, conversation_id)[-1:] == ["still here"])
+                shown = page.eval_on_selector_all("#chat-log li", "items => items.map(i => i.textContent)")
+                assert shown == ["first", "answer 0", "answer 1", "answer 2", "still here"]  # each once, in order
+                assert page.get_attribute("#convhub-webchat", "data-conversation-id") == conversation_id
+            finally:
+                context.close()
+            assert errors == [], errors
