@@ -39,6 +39,7 @@ from convhub.server.channels.smtp_receiver import SmtpReceiver
 from convhub.server.config import Settings
 from convhub.server.events.broadcaster import Broadcaster
 from convhub.server.events.retention import EventPruner
+from convhub.server.events.stream import EventReader
 from convhub.server.events.webhooks.emitter import WebhookEmitter
 from convhub.server.events.webhooks.policy import WebhookPolicy
 from convhub.server.gateway import Gateway
@@ -50,12 +51,14 @@ from convhub.server.observability.setup import Observability
 from convhub.server.services.email_threads import EmailThreads
 from convhub.server.services.inactivity_sweep import InactivitySweep
 from convhub.server.services.use_cases import UseCases
+from convhub.server.services.webchat import WebchatService
 from convhub.server.store.customers import ensure_default_customer
 from convhub.server.store.db import Database, DatabaseTimeouts, database_backend, migrate, open_database
 from convhub.server.store.media_files import MediaFiles
 from convhub.server.store.pg_doorbell import NotifyListener
 from convhub.server.store.sealed_columns import check_secrets_open, seal_plaintext_credentials
 from convhub.server.store.secrets import SecretBox, SecretKeyError, SecretUnreadable, load_secret_box
+from convhub.server.webchat.routes import WebchatRoutes
 from convhub.server.workers import Supervisor, Worker
 
 log = logging.getLogger("convhub")
@@ -269,6 +272,9 @@ async def serve(settings: Settings) -> None:
             data_size_limit=settings.media_max_item_bytes * 2 + (1 << 20),
         )
         supervisor.add(smtp_receiver)
+    webchat = WebchatRoutes(
+        WebchatService(db, settings), use_cases.ingest, EventReader(db, broadcaster), db, settings, executor
+    )
     supervisor.add(DeliveryWorker(use_cases.delivery, adapters, use_cases.delivery_bell, settings, executor))
     supervisor.add(InactivitySweep(use_cases.lifecycle, settings.sweep_interval, executor))
 
@@ -309,7 +315,7 @@ async def serve(settings: Settings) -> None:
                 ready=lambda: life.ready,
                 hook_routes=hook_routes(adapters, hooks),
                 extra_routes=observability.http_routes(),
-                mounts=[media_mount(dispatcher.authenticate, media)],
+                mounts=[media_mount(dispatcher.authenticate, media), *webchat.mounts()],
             )
         )
         limits = ConnectionLimits(

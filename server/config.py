@@ -225,6 +225,15 @@ class Settings(BaseSettings):
     # The built-in SMTP receiver's listen address (host:port); empty: no receiver (mail arrives by the hook).
     smtp_address: OptionalListenAddress = ""
 
+    # --- web chat (visitor sessions) ---
+    # Seconds a visitor token is valid; the page opens a new session with it before then.
+    webchat_token_ttl: Annotated[int, Field(ge=5, le=86_400)] = 3600
+    # Seconds after expiry an old visitor token still brings the visitor back to their conversation.
+    webchat_return_window: Annotated[int, Field(ge=0)] = 30 * 86_400
+    # Messages a visitor may post in a burst, and per second after that (a token bucket per visitor).
+    webchat_burst: Annotated[int, Field(ge=1, le=1000)] = 10
+    webchat_rate: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] = 1.0
+
     @property
     def resolved_public_url(self) -> str:
         """The base URL providers see: CONVHUB_PUBLIC_URL, else the REST listen address (no trailing slash)."""

@@ -7,6 +7,7 @@ from convhub.server.channels.email import EmailAdapter, OptOut
 from convhub.server.channels.line import LineAdapter
 from convhub.server.channels.telnyx import TelnyxAdapter
 from convhub.server.channels.twilio import TwilioAdapter
+from convhub.server.channels.webchat import WebchatAdapter
 from convhub.server.config import Settings
 from convhub.server.services.email_threads import EmailThreads
 from convhub.server.store.media_files import MediaFiles
@@ -27,5 +28,6 @@ def build_adapters(
             timeout=settings.provider_timeout,
             opt_out=opt_out,
         ),
+        WebchatAdapter(),
     ]
     return {adapter.provider: adapter for adapter in adapters}

@@ -20,7 +20,7 @@ def address_type_for_account(account_type: str) -> str:
 
 
 # Account type -> the providers that may carry it; the first is the default.
-ACCOUNT_PROVIDERS = {"sms": ("twilio", "telnyx"), "line": ("line",), "email": ("smtp",)}
+ACCOUNT_PROVIDERS = {"sms": ("twilio", "telnyx"), "line": ("line",), "email": ("smtp",), "webchat": ("webchat",)}
 
 # Provider -> the credential keys it needs, as (VoIPBIN `secret`, VoIPBIN `token`):
 # the key that verifies inbound hooks (or identifies the account) first, the API key second.

@@ -17,6 +17,7 @@ from convhub.server.services.errors import found, invalid_argument
 from convhub.server.store import accounts, idempotency
 from convhub.server.store.db import Database, new_id, now_us, retry_on_conflict
 from convhub.server.store.pages import Page
+from convhub.server.webchat import keys as webchat_keys
 from convhub.v1 import account_pb2, event_pb2
 
 IDEMPOTENCY_METHOD = "CreateAccount"  # the request-id namespace (stored: do not rename)
@@ -97,14 +98,16 @@ class AccountService:
             provider = account_provider(new.type, new.provider)
         except ValueError as exc:
             raise InvalidArgument("account.provider", str(exc)) from None
+        credentials = _with_voipbin_credentials(provider, new.credentials, new.secret, new.token)
+        webchat = new.type == "webchat"
+        if webchat:  # a public widget key, and the signing secret behind visitor tokens (webchat/keys.py)
+            credentials = webchat_keys.with_signing_secret(credentials)
         values: dict[str, Any] = {
             "type": new.type,
             "name": new.name,
             "detail": new.detail,
             "message_flow_id": new.message_flow_id,
-            "credentials": self.db.secrets.seal(  # sealed at rest (store/secrets.py)
-                _with_voipbin_credentials(provider, new.credentials, new.secret, new.token)
-            ),
+            "credentials": self.db.secrets.seal(credentials),  # sealed at rest (store/secrets.py)
             "provider": provider,
             "enabled": new.enabled,
             "inactivity_timeout_s": new.inactivity_timeout_s,
@@ -117,6 +120,10 @@ class AccountService:
                     return resources.account(accounts.live.by_id(conn, existing))
             now = now_us()
             account_id = new_id()
+            if webchat:
+                values["widget_key"] = webchat_keys.new_widget_key()
+                if not values["address_target"]:
+                    values.update(self._address_values(new.type, webchat_keys.default_address(account_id)))
             accounts.insert_account(
                 conn, {"id": account_id, "customer_id": new.customer_id, "tm_create": now, "tm_update": now, **values}
             )
@@ -156,6 +163,13 @@ class AccountService:
                 # Without a new credentials map, VoIPBIN's fields change only their own keys.
                 base = {} if "credentials" in values else self.db.secrets.open_mapping(row.credentials)
                 values["credentials"] = {**base, **voipbin}
+            if "credentials" in values and row.type == "webchat":
+                # Replacing a web chat account's credentials keeps its signing secret unless a new one is given:
+                # otherwise every visitor token in the wild would stop verifying.
+                kept = self.db.secrets.open_mapping(row.credentials).get(webchat_keys.SIGNING_SECRET, "")
+                values["credentials"] = webchat_keys.with_signing_secret(
+                    {webchat_keys.SIGNING_SECRET: kept, **{k: v for k, v in values["credentials"].items() if v}}
+                )
             if "credentials" in values:
                 values["credentials"] = self.db.secrets.seal(values["credentials"])  # sealed at rest
             if "enabled" in patch.fields:

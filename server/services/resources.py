@@ -191,4 +191,5 @@ def account(row: AccountRow) -> account_pb2.Account:
         provider=row.provider,
         enabled=row.enabled,
         inactivity_timeout_seconds=row.inactivity_timeout_s,
+        widget_key=row.widget_key or "",
     )

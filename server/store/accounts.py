@@ -36,6 +36,12 @@ def live_by_id(conn: Connection, account_id: str) -> AccountRow | None:
     return cast("AccountRow | None", conn.execute(_live_by_id, {"id": account_id}).first())
 
 
+def live_by_widget_key(conn: Connection, widget_key: str) -> AccountRow | None:
+    """The live web chat account a page's public widget key names (uq_accounts_widget_key)."""
+    query = select(accounts).where(accounts.c.widget_key == widget_key, accounts.c.tm_delete.is_(None))
+    return cast("AccountRow | None", conn.execute(query).first())
+
+
 def by_ids(conn: Connection, ids: Collection[str]) -> list[AccountRow]:
     """Accounts by id, deleted or not (the caller decides what a deleted one means)."""
     return cast("list[AccountRow]", conn.execute(select(accounts).where(accounts.c.id.in_(list(ids)))).all())

@@ -72,8 +72,13 @@ class Account(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     # Seconds without a message before the sweep closes this account's open rooms; 0: never.
     inactivity_timeout_s: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    # Web chat: the public key a page embeds (not a secret); NULL for other channels.
+    widget_key: Mapped[str | None] = mapped_column(String(64))
 
-    __table_args__ = (Index("ix_accounts_customer_order", "customer_id", "tm_create", "id"),)
+    __table_args__ = (
+        Index("ix_accounts_customer_order", "customer_id", "tm_create", "id"),
+        Index("uq_accounts_widget_key", "widget_key", unique=True),
+    )
 
 
 class Conversation(Base):

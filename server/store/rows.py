@@ -55,6 +55,7 @@ class AccountRow(Timestamps, Protocol):
     provider: str
     enabled: bool
     inactivity_timeout_s: int
+    widget_key: str | None
 
 
 class ConversationRow(Timestamps, Protocol):

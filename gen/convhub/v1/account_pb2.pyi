@@ -99,6 +99,7 @@ class Account(_message.Message):
     INACTIVITY_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     SECRET_FIELD_NUMBER: _builtins.int
     TOKEN_FIELD_NUMBER: _builtins.int
+    WIDGET_KEY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id (UUID)."""
     customer_id: _builtins.str
@@ -115,8 +116,9 @@ class Account(_message.Message):
     """
     provider: _builtins.str
     """The provider behind the account: `twilio` or `telnyx` for SMS, `line`
-    for LINE, `smtp` for email. Defaults to `twilio` (SMS), `line` (LINE)
-    and `smtp` (email); fixed at creation.
+    for LINE, `smtp` for email, `webchat` for web chat. Defaults to `twilio`
+    (SMS), `line` (LINE), `smtp` (email) and `webchat` (web chat); fixed at
+    creation.
     """
     enabled: _builtins.bool
     """Whether convhub sends through this account; a disabled account is skipped
@@ -133,6 +135,12 @@ class Account(_message.Message):
     token: _builtins.str
     """VoIPBIN's credential field (write-only): the LINE channel access token,
     the Twilio Auth Token, the Telnyx API key. Stored among `credentials`.
+    """
+    widget_key: _builtins.str
+    """Web chat accounts: the public widget key a page embeds to open visitor
+    sessions (`POST /v1.0/webchat/sessions`). Not a secret: generated at
+    creation and readable; the server-side signing secret stays among the
+    write-only credentials.
     """
     @_builtins.property
     def address(self) -> _common_pb2.Address:
@@ -177,10 +185,11 @@ class Account(_message.Message):
         inactivity_timeout_seconds: _builtins.int = ...,
         secret: _builtins.str = ...,
         token: _builtins.str = ...,
+        widget_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "address", b"address", "enabled", b"enabled", "tm_create", b"tm_create", "tm_delete", b"tm_delete", "tm_update", b"tm_update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "address", b"address", "credentials", b"credentials", "customer_id", b"customer_id", "detail", b"detail", "enabled", b"enabled", "id", b"id", "inactivity_timeout_seconds", b"inactivity_timeout_seconds", "message_flow_id", b"message_flow_id", "name", b"name", "provider", b"provider", "secret", b"secret", "tm_create", b"tm_create", "tm_delete", b"tm_delete", "tm_update", b"tm_update", "token", b"token", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "address", b"address", "credentials", b"credentials", "customer_id", b"customer_id", "detail", b"detail", "enabled", b"enabled", "id", b"id", "inactivity_timeout_seconds", b"inactivity_timeout_seconds", "message_flow_id", b"message_flow_id", "name", b"name", "provider", b"provider", "secret", b"secret", "tm_create", b"tm_create", "tm_delete", b"tm_delete", "tm_update", b"tm_update", "token", b"token", "type", b"type", "widget_key", b"widget_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
     _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015

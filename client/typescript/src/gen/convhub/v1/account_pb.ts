@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file convhub/v1/account.proto.
  */
 export const file_convhub_v1_account: GenFile = /*@__PURE__*/
-  fileDesc("Chhjb252aHViL3YxL2FjY291bnQucHJvdG8SCmNvbnZodWIudjEiyQUKB0FjY291bnQSGAoCaWQYASABKAlCDOJBAQPijM/XCAIIARIZCgtjdXN0b21lcl9pZBgCIAEoCUIE4kEBAxIsCgR0eXBlGAMgASgOMhcuY29udmh1Yi52MS5BY2NvdW50VHlwZUIF4kECAgUSFQoEbmFtZRgEIAEoCUIHgoAZAwj/ARIXCgZkZXRhaWwYBSABKAlCB4KAGQMIgCASJAoHYWRkcmVzcxgGIAEoCzITLmNvbnZodWIudjEuQWRkcmVzcxJMCgtjcmVkZW50aWFscxgHIAMoCzIkLmNvbnZodWIudjEuQWNjb3VudC5DcmVkZW50aWFsc0VudHJ5QhHiQQEEgoAZCQiAIBAUGEAwARIzCgl0bV9jcmVhdGUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjMKCXRtX3VwZGF0ZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSMwoJdG1fZGVsZXRlGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIhCg9tZXNzYWdlX2Zsb3dfaWQYCyABKAlCCOKMz9cIAggBEjoKCHByb3ZpZGVyGAwgASgJQijiQQEFgoAZIAgQOhxeKHR3aWxpb3x0ZWxueXh8bGluZXxzbXRwKT8kEhQKB2VuYWJsZWQYDSABKAhIAIgBARIqChppbmFjdGl2aXR5X3RpbWVvdXRfc2Vjb25kcxgOIAEoA0IGgoAZAiAAEhsKBnNlY3JldBgPIAEoCUIL4kEBBIKAGQMIgCASGgoFdG9rZW4YECABKAlCC+JBAQSCgBkDCIAgGjIKEENyZWRlbnRpYWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIKCghfZW5hYmxlZCqlAQoLQWNjb3VudFR5cGUSHAoYQUNDT1VOVF9UWVBFX1VOU1BFQ0lGSUVEEAASFAoQQUNDT1VOVF9UWVBFX1NNUxABEhUKEUFDQ09VTlRfVFlQRV9MSU5FEAISFgoSQUNDT1VOVF9UWVBFX0VNQUlMEAMSGAoUQUNDT1VOVF9UWVBFX1dFQkNIQVQQBBIZChVBQ0NPVU5UX1RZUEVfV0hBVFNBUFAQBUJ4Cg5kZXYuY29udmh1Yi52MVABWjZnaXRodWIuY29tL2NvbnZodWIvY29udmh1Yi9nZW4vZ28vY29udmh1Yi92MTtjb252aHVidjGiAgNDVkiqAgpDb252aHViLlYxygIKQ29udmh1YlxWMeoCC0NvbnZodWI6OlYxYgZwcm90bzM", [file_convhub_v1_common, file_convhub_v1_field_rules, file_google_api_field_behavior, file_google_api_field_info, file_google_protobuf_timestamp]);
+  fileDesc("Chhjb252aHViL3YxL2FjY291bnQucHJvdG8SCmNvbnZodWIudjEi6wUKB0FjY291bnQSGAoCaWQYASABKAlCDOJBAQPijM/XCAIIARIZCgtjdXN0b21lcl9pZBgCIAEoCUIE4kEBAxIsCgR0eXBlGAMgASgOMhcuY29udmh1Yi52MS5BY2NvdW50VHlwZUIF4kECAgUSFQoEbmFtZRgEIAEoCUIHgoAZAwj/ARIXCgZkZXRhaWwYBSABKAlCB4KAGQMIgCASJAoHYWRkcmVzcxgGIAEoCzITLmNvbnZodWIudjEuQWRkcmVzcxJMCgtjcmVkZW50aWFscxgHIAMoCzIkLmNvbnZodWIudjEuQWNjb3VudC5DcmVkZW50aWFsc0VudHJ5QhHiQQEEgoAZCQiAIBAUGEAwARIzCgl0bV9jcmVhdGUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjMKCXRtX3VwZGF0ZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSMwoJdG1fZGVsZXRlGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIhCg9tZXNzYWdlX2Zsb3dfaWQYCyABKAlCCOKMz9cIAggBEkIKCHByb3ZpZGVyGAwgASgJQjDiQQEFgoAZKAgQOiReKHR3aWxpb3x0ZWxueXh8bGluZXxzbXRwfHdlYmNoYXQpPyQSFAoHZW5hYmxlZBgNIAEoCEgAiAEBEioKGmluYWN0aXZpdHlfdGltZW91dF9zZWNvbmRzGA4gASgDQgaCgBkCIAASGwoGc2VjcmV0GA8gASgJQgviQQEEgoAZAwiAIBIaCgV0b2tlbhgQIAEoCUIL4kEBBIKAGQMIgCASGAoKd2lkZ2V0X2tleRgRIAEoCUIE4kEBAxoyChBDcmVkZW50aWFsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCgoIX2VuYWJsZWQqpQEKC0FjY291bnRUeXBlEhwKGEFDQ09VTlRfVFlQRV9VTlNQRUNJRklFRBAAEhQKEEFDQ09VTlRfVFlQRV9TTVMQARIVChFBQ0NPVU5UX1RZUEVfTElORRACEhYKEkFDQ09VTlRfVFlQRV9FTUFJTBADEhgKFEFDQ09VTlRfVFlQRV9XRUJDSEFUEAQSGQoVQUNDT1VOVF9UWVBFX1dIQVRTQVBQEAVCeAoOZGV2LmNvbnZodWIudjFQAVo2Z2l0aHViLmNvbS9jb252aHViL2NvbnZodWIvZ2VuL2dvL2NvbnZodWIvdjE7Y29udmh1YnYxogIDQ1ZIqgIKQ29udmh1Yi5WMcoCCkNvbnZodWJcVjHqAgtDb252aHViOjpWMWIGcHJvdG8z", [file_convhub_v1_common, file_convhub_v1_field_rules, file_google_api_field_behavior, file_google_api_field_info, file_google_protobuf_timestamp]);
 
 /**
  * Account is a channel account: the credentials convhub uses to talk to a
@@ -108,8 +108,9 @@ export type Account = Message<"convhub.v1.Account"> & {
 
   /**
    * The provider behind the account: `twilio` or `telnyx` for SMS, `line`
-   * for LINE, `smtp` for email. Defaults to `twilio` (SMS), `line` (LINE)
-   * and `smtp` (email); fixed at creation.
+   * for LINE, `smtp` for email, `webchat` for web chat. Defaults to `twilio`
+   * (SMS), `line` (LINE), `smtp` (email) and `webchat` (web chat); fixed at
+   * creation.
    *
    * @generated from field: string provider = 12;
    */
@@ -146,6 +147,16 @@ export type Account = Message<"convhub.v1.Account"> & {
    * @generated from field: string token = 16;
    */
   token: string;
+
+  /**
+   * Web chat accounts: the public widget key a page embeds to open visitor
+   * sessions (`POST /v1.0/webchat/sessions`). Not a secret: generated at
+   * creation and readable; the server-side signing secret stays among the
+   * write-only credentials.
+   *
+   * @generated from field: string widget_key = 17;
+   */
+  widgetKey: string;
 };
 
 /**
