@@ -70,9 +70,7 @@ class InboundMessage:
     provider_message_id: str = ""
     request_id: str | None = None
     reply_token: str = ""  # the provider's token for answering this message (LINE), kept for the delivery worker
-    # Email: the conversation of the message this one replies to (In-Reply-To/References or plus-address),
-    # found by channels/email.py. Interface with the `people` work, which makes room matching honour it first;
-    # until that lands ingest ignores it (the landed channel/self/peer rule applies).
+    # The conversation a provider's threading headers point at (email In-Reply-To/References): room rule (a).
     thread_conversation_id: str | None = None
 
 

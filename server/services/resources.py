@@ -151,7 +151,12 @@ def message(row: MessageRow) -> message_pb2.Message:
     return result
 
 
-def participant(row: ParticipantRow, addresses: Sequence[ParticipantAddressRow]) -> participant_pb2.Participant:
+def participant(
+    row: ParticipantRow,
+    addresses: Sequence[ParticipantAddressRow],
+    opted_out_channels: Sequence[str] = (),
+    contact_id: str = "",
+) -> participant_pb2.Participant:
     return participant_pb2.Participant(
         id=row.id,
         customer_id=row.customer_id,
@@ -164,6 +169,8 @@ def participant(row: ParticipantRow, addresses: Sequence[ParticipantAddressRow])
         tm_create=timestamp(row.tm_create),
         tm_update=timestamp(row.tm_update),
         tm_delete=timestamp(row.tm_delete),
+        opted_out_channels=[CONVERSATION_TYPE.number(c) for c in opted_out_channels],
+        contact_id=contact_id,
     )
 
 
