@@ -1,4 +1,18 @@
-"""The room rule (DESIGN.md invariant 2): which key opens or joins a room, and what counts as opening it.
+"""The room rule (DESIGN.md invariant 2): which conversation an inbound message joins, or which key opens one.
+
+An inbound message goes, in this order:
+a. to the conversation its provider's threading points at
+   (`InboundMessage.thread_conversation_id`, e.g. an email's In-Reply-To /
+   References), when that conversation is the customer's and open; a closed,
+   deleted, unknown or another customer's one is ignored (fall through to b);
+b. otherwise, when its sender's address belongs to a person (contact), to
+   that person's most recently active open conversation, whatever its
+   channel: the one with the latest message (or, with none, the latest
+   creation); ties go to the greater conversation id;
+c. otherwise by the landed key rule below: the open room of its (channel,
+   our address, their address), or a new one.
+A message received makes its conversation the person's most recently active,
+so later messages of the same batch follow it (`PersonRouting`).
 
 Among a customer's open conversations there is at most one per (channel,
 our address, their address), by normalised target: `RoomKey.index_values`
@@ -62,3 +76,32 @@ class Openings:
         opened = inserted and key not in self._opened
         self._opened.add(key)
         return opened
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An open conversation a person takes part in, and when it was last active (microseconds)."""
+
+    activity: int
+    conversation_id: str
+
+
+def most_recent(candidates: list[Candidate]) -> Candidate | None:
+    """Rule b's pick: latest activity, then the greater conversation id."""
+    return max(candidates, key=lambda c: (c.activity, c.conversation_id), default=None)
+
+
+class PersonRouting:
+    """Rules a-c for one batch, in order: each message's target is a conversation id (a, b) or a key (c).
+
+    `latest` starts as each person's most recent open conversation as stored
+    and follows the messages routed in this batch.
+    """
+
+    def __init__(self, latest: dict[str, str | RoomKey]) -> None:
+        self._latest = latest
+
+    def route(self, contact_id: str, thread_conversation_id: str | None, key: RoomKey) -> str | RoomKey:
+        target = thread_conversation_id if thread_conversation_id is not None else self._latest.get(contact_id, key)
+        self._latest[contact_id] = target
+        return target

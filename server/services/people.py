@@ -18,7 +18,7 @@ from convhub.v1 import participant_pb2
 
 
 def load_participant(conn: Connection, row: ParticipantRow) -> participant_pb2.Participant:
-    contact_id = getattr(row, "contact_id", None)
+    contact_id = row.contact_id
     if contact_id:
         contact = contacts.get(conn, row.customer_id, contact_id)
         return resources.participant(

@@ -268,3 +268,17 @@ def live_participant_ids(conn: Connection, contact_id: str) -> list[str]:
             .order_by(_participants.c.tm_create, _participants.c.id)
         )
     )
+
+
+def participant_in(conn: Connection, contact_id: str, conversation_id: str) -> str | None:
+    """The contact's live participant in the conversation, if it takes part."""
+    return conn.scalar(
+        select(_participants.c.id)
+        .where(
+            _participants.c.contact_id == contact_id,
+            _participants.c.conversation_id == conversation_id,
+            _participants.c.tm_delete.is_(None),
+        )
+        .order_by(_participants.c.tm_create, _participants.c.id)
+        .limit(1)
+    )

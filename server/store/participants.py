@@ -19,18 +19,12 @@ live: LiveRows[ParticipantRow] = LiveRows(participants, parent="conversation_id"
 
 INSERT_PARTICIPANT = insert(participants)
 INSERT_ADDRESS = insert(participant_addresses)
-# The peer's participant (found by address) records the channel and time they last wrote.
+# The peer's participant (the person the sender's address belongs to) records the channel and time they last wrote.
 MARK_PEER_ACTIVE = (
     update(participants)
     .where(
         participants.c.conversation_id == bindparam("room_id"),
-        participants.c.id.in_(
-            select(participant_addresses.c.participant_id).where(
-                participant_addresses.c.customer_id == bindparam("owner_id"),
-                participant_addresses.c.type == bindparam("peer_type"),
-                participant_addresses.c.target == bindparam("peer_target"),
-            )
-        ),
+        participants.c.contact_id == bindparam("peer_contact_id"),
     )
     .values(last_active_channel=bindparam("channel"), tm_last_active=bindparam("now"))
 )
