@@ -5,10 +5,12 @@ a. to the conversation its provider's threading points at
    (`InboundMessage.thread_conversation_id`, e.g. an email's In-Reply-To /
    References), when that conversation is the customer's and open; a closed,
    deleted, unknown or another customer's one is ignored (fall through to b);
-b. otherwise, when its sender's address belongs to a person (contact), to
-   that person's most recently active open conversation, whatever its
-   channel: the one with the latest message (or, with none, the latest
-   creation); ties go to the greater conversation id;
+b. otherwise, when its sender's address belongs to a person (a contact:
+   an address gets one with its first message, or when a participant is
+   given it), to that person's most recently active open conversation among
+   those they take part in (as a live participant), whatever its channel:
+   the one with the latest message (or, with none, the latest creation);
+   ties go to the greater conversation id;
 c. otherwise by the landed key rule below: the open room of its (channel,
    our address, their address), or a new one.
 A message received makes its conversation the person's most recently active,
@@ -86,22 +88,35 @@ class Candidate:
     conversation_id: str
 
 
-def most_recent(candidates: list[Candidate]) -> Candidate | None:
-    """Rule b's pick: latest activity, then the greater conversation id."""
-    return max(candidates, key=lambda c: (c.activity, c.conversation_id), default=None)
-
-
 class PersonRouting:
     """Rules a-c for one batch, in order: each message's target is a conversation id (a, b) or a key (c).
 
-    `latest` starts as each person's most recent open conversation as stored
-    and follows the messages routed in this batch.
+    Starts from each sender's open conversations as stored; every message
+    routed makes its target the most recently active conversation (of
+    everyone in it), and a room opened by rule c becomes its sender's. So a
+    batch decides exactly as if its messages had come one after another.
     """
 
-    def __init__(self, latest: dict[str, str | RoomKey]) -> None:
-        self._latest = latest
+    def __init__(self, rooms: dict[str, list[Candidate]]) -> None:
+        self._rooms: dict[str, set[str | RoomKey]] = {
+            contact: {c.conversation_id for c in candidates} for contact, candidates in rooms.items()
+        }
+        # Stored activity ranks below anything routed in this batch, which ranks by arrival.
+        self._rank: dict[str | RoomKey, tuple[int, int, str]] = {
+            c.conversation_id: (0, c.activity, c.conversation_id) for candidates in rooms.values() for c in candidates
+        }
+        self._arrivals = 0
 
     def route(self, contact_id: str, thread_conversation_id: str | None, key: RoomKey) -> str | RoomKey:
-        target = thread_conversation_id if thread_conversation_id is not None else self._latest.get(contact_id, key)
-        self._latest[contact_id] = target
+        mine = self._rooms.setdefault(contact_id, set())
+        target: str | RoomKey
+        if thread_conversation_id is not None:
+            target = thread_conversation_id
+        elif mine:
+            target = max(mine, key=lambda room: self._rank[room])
+        else:
+            target = key
+            mine.add(key)
+        self._arrivals += 1
+        self._rank[target] = (1, self._arrivals, "")
         return target

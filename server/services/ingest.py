@@ -28,7 +28,6 @@ from convhub.server.domain.rooms import (
     PersonRouting,
     RoomKey,
     RoomRequest,
-    most_recent,
     room_request,
 )
 from convhub.server.domain.violations import RuleViolation
@@ -223,13 +222,11 @@ def _route_rooms(conn: Connection, fresh: Sequence[_Prepared], deferred: Deferre
     ]
     new_contacts = contacts.ensure_contacts(conn, unknown) if unknown else {}
     rows: dict[str, ConversationRow] = {}
-    latest: dict[str, str | RoomKey] = {}
+    candidates: dict[str, list[Candidate]] = {}
     for person in people.values():
         for _, row in person.rooms:
             rows[row.id] = row
-        best = most_recent([Candidate(activity, row.id) for activity, row in person.rooms])
-        if best is not None:
-            latest[person.contact_id] = best.conversation_id
+        candidates[person.contact_id] = [Candidate(activity, row.id) for activity, row in person.rooms]
     thread_ids = {i.message.thread_conversation_id for i in fresh if i.message.thread_conversation_id}
     threads = {
         row.id: row
@@ -237,7 +234,7 @@ def _route_rooms(conn: Connection, fresh: Sequence[_Prepared], deferred: Deferre
         if row.state == OPEN and row.tm_delete is None
     }
     rows.update(threads)
-    routing = PersonRouting(latest)
+    routing = PersonRouting(candidates)
     targets: list[tuple[_Prepared, str, str | RoomKey]] = []
     for item, key in zip(fresh, peer_keys, strict=True):
         contact_id = people[key].contact_id if key in people else new_contacts[key]
