@@ -284,7 +284,7 @@ def _addresses(services: Services, customer_id: str, conversation_id: str, parti
     return [Address(resources.ADDRESS_TYPE.name(a.type), a.target) for a in shown.addresses]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(plan=steps)
 def test_the_service_matches_rooms_as_the_reference_model_does(
     services: Services, plan: list[Batch | Close | AddAddress | AddParticipant]
@@ -302,5 +302,31 @@ def test_a_thread_to_a_closed_conversation_falls_through_to_the_persons_latest(s
             Close(1),
             Batch((Message(0, 1, 1),)),  # threads to closed 1: joins person 0's conversation 0
             Batch((Message(2, 0, 0),)),  # ann threads into 0 (open): joins it though not a participant
+        ],
+    )
+
+
+def test_a_person_in_two_open_conversations_joins_the_most_recently_active(services: Services) -> None:
+    run(
+        services,
+        [
+            Batch((Message(0, 0, None),)),  # person 0 opens conversation 0
+            Batch((Message(1, 0, None),)),  # person 1 opens conversation 1
+            AddParticipant(1, 0),  # person 0 also takes part in conversation 1, now the latest active
+            Batch((Message(0, 1, None),)),  # -> 1
+            Batch((Message(1, 0, 0),)),  # person 1 threads into 0: 0 is now the latest
+            Batch((Message(0, 0, None),)),  # -> 0
+        ],
+    )
+
+
+def test_within_one_batch_a_message_makes_its_conversation_the_latest_for_everyone_in_it(services: Services) -> None:
+    run(
+        services,
+        [
+            Batch((Message(0, 0, None),)),
+            Batch((Message(1, 0, None),)),
+            AddParticipant(1, 0),
+            Batch((Message(0, 0, 0), Message(0, 1, None), Message(1, 0, None), Message(0, 0, None))),
         ],
     )
