@@ -12,6 +12,7 @@ Revises: 0007
 Create Date: 2026-11-27 02:30:00.000000
 """
 
+import uuid
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -155,7 +156,7 @@ def _merge_participants_into_contacts() -> None:
             positions[contact_id] = position + 1
             address_rows.append(
                 {
-                    "id": f"{contact_id[:24]}{position:012x}",
+                    "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"convhub:contact-address:{contact_id}:{position}")),
                     "contact_id": contact_id,
                     "customer_id": person.customer_id,
                     "position": position,
