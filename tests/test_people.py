@@ -11,7 +11,13 @@ import pytest
 from google.protobuf import field_mask_pb2
 from sqlalchemy import select
 
+from convhub.server.api.errors import InvalidArgument
+from convhub.server.domain.addresses import Address, AddressError, normalize_target
 from convhub.server.events.outbox import EVENT_TYPE_NAMES
+from convhub.server.services.opt_outs import set_opt_out
+from convhub.server.store import contacts
+from convhub.server.store.customers import create_customer
+from convhub.server.store.db import Database
 from convhub.server.store.models import ContactAddress, Event
 from convhub.v1 import common_pb2, event_pb2, participant_pb2
 from convhub.v1 import conversation_service_pb2 as cs
@@ -229,3 +235,39 @@ def test_opt_outs_are_read_and_set_through_the_participant(api: Api) -> None:
         FAILED_PRECONDITION,
     )
     assert refused.reason == "CHANNEL_OPTED_OUT"
+
+
+def test_email_addresses_are_checked_by_email_validator_and_lower_cased() -> None:
+    assert normalize_target("email", " Ann@Example.COM ", default_region="US") == "ann@example.com"
+    assert normalize_target("email", "support@shop.test", default_region="US") == "support@shop.test"
+    for bad in ("ann@exa_mple.com", "ann@example..com", "a b@example.com"):
+        with pytest.raises(AddressError, match="not an email address"):
+            normalize_target("email", bad, default_region="US")
+
+
+def test_set_opt_out_is_what_an_unsubscribe_link_calls(local_db: Database) -> None:
+    """services.opt_outs.set_opt_out: by address, for a person known or not yet known; idempotent."""
+    customer_id = create_customer(local_db.writer, "unsubscribe")
+    set_opt_out(
+        local_db, customer_id=customer_id, address=Address("email", "New@Example.com"), channel="email", opted_out=True
+    )
+    set_opt_out(
+        local_db, customer_id=customer_id, address=Address("email", "new@example.com"), channel="email", opted_out=True
+    )
+    with local_db.read() as conn:
+        key = contacts.address_key(customer_id, Address("email", "new@example.com"))
+        holder = contacts.holders(conn, [key])[key]
+        assert list(contacts.get(conn, customer_id, holder).opted_out_channels) == ["email"]
+    set_opt_out(
+        local_db, customer_id=customer_id, address=Address("email", "new@example.com"), channel="email", opted_out=False
+    )
+    with local_db.read() as conn:
+        assert list(contacts.get(conn, customer_id, holder).opted_out_channels) == []
+    with pytest.raises(InvalidArgument, match="channel"):
+        set_opt_out(
+            local_db,
+            customer_id=customer_id,
+            address=Address("email", "new@example.com"),
+            channel="fax",
+            opted_out=True,
+        )
