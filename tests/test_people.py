@@ -12,6 +12,7 @@ from google.protobuf import field_mask_pb2
 from sqlalchemy import select
 
 from convhub.server.api.errors import InvalidArgument
+from convhub.server.app import email_opt_out
 from convhub.server.domain.addresses import Address, AddressError, normalize_target
 from convhub.server.events.outbox import EVENT_TYPE_NAMES
 from convhub.server.services.opt_outs import set_opt_out
@@ -271,3 +272,15 @@ def test_set_opt_out_is_what_an_unsubscribe_link_calls(local_db: Database) -> No
             channel="fax",
             opted_out=True,
         )
+
+
+async def test_the_email_unsubscribe_link_opts_the_person_out_of_email(local_db: Database) -> None:
+    """app.email_opt_out (what the email adapter's one-click POST calls) reaches set_opt_out with a bare address."""
+    customer_id = create_customer(local_db.writer, "one-click")
+    opt_out = email_opt_out(local_db)
+    assert opt_out is not None
+    await opt_out(customer_id, "Carol@Example.com")
+    with local_db.read() as conn:
+        key = contacts.address_key(customer_id, Address("email", "carol@example.com"))
+        holder = contacts.holders(conn, [key])[key]
+        assert list(contacts.get(conn, customer_id, holder).opted_out_channels) == ["email"]

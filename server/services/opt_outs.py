@@ -23,12 +23,16 @@ from convhub.v1 import event_pb2
 DEFAULT_REGION = "US"  # only for a tel target not already in E.164 (ingest always passes E.164)
 
 
-def set_opt_out(db: Database, *, customer_id: str, address: Address, channel: str, opted_out: bool) -> None:
+def set_opt_out(db: Database, *, customer_id: str, address: Address | str, channel: str, opted_out: bool) -> None:
     """Opt the person holding `address` out of (or back into) `channel` (a stored channel name: `message`, `email`).
 
-    Idempotent; a change writes PARTICIPANT_UPDATED for each conversation the
-    person is in. INVALID_ARGUMENT for an unknown channel or a bad address.
+    A bare string is an email address (what the email unsubscribe link
+    carries). Idempotent; a change writes PARTICIPANT_UPDATED for each
+    conversation the person is in. INVALID_ARGUMENT for an unknown channel or
+    a bad address.
     """
+    if isinstance(address, str):
+        address = Address("email", address)
     if channel not in CHANNEL_ADDRESS_TYPE:
         raise invalid_argument(RuleViolation("channel", f"unknown channel {channel!r}"))
     try:
