@@ -220,7 +220,7 @@ def _route_rooms(conn: Connection, fresh: Sequence[_Prepared], deferred: Deferre
     unknown = [
         (i.message.customer_id, i.resolved.peer) for i, k in zip(fresh, peer_keys, strict=True) if k not in people
     ]
-    new_contacts = contacts.ensure_contacts(conn, unknown) if unknown else {}
+    new_contacts = contacts.ensure_contacts(conn, unknown, known_missing=True) if unknown else {}
     rows: dict[str, ConversationRow] = {}
     candidates: dict[str, list[Candidate]] = {}
     for person in people.values():

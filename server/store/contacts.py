@@ -14,6 +14,7 @@ latest activity (last message time, else the conversation's creation).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -72,17 +73,20 @@ def holders(conn: Connection, keys: Sequence[AddressKey]) -> dict[AddressKey, st
 
 
 def ensure_contacts(
-    conn: Connection, wanted: Sequence[tuple[str, Address]], now: int | None = None
+    conn: Connection, wanted: Sequence[tuple[str, Address]], *, known_missing: bool = False
 ) -> dict[AddressKey, str]:
-    """The contact of each (customer_id, address), creating a one-address contact for those without one."""
+    """The contact of each (customer_id, address), creating a one-address contact for those without one.
+
+    `known_missing`: the caller just looked them up and found none (skips that lookup).
+    """
     keys = sorted({address_key(c, a): (c, a) for c, a in wanted}.items())
     if not keys:
         return {}
-    found = holders(conn, [k for k, _ in keys])
+    found: dict[AddressKey, str] = {} if known_missing else holders(conn, [k for k, _ in keys])
     missing = [(k, v) for k, v in keys if k not in found]
     if not missing:
         return found
-    now = now if now is not None else now_us()
+    now = now_us()
     new_contacts = [
         {
             "id": new_id(),
@@ -118,10 +122,10 @@ def _insert_addresses_claiming(conn: Connection, rows: list[dict[str, Any]]) -> 
         .on_conflict_do_nothing(index_elements=ADDRESS_KEY_COLUMNS)
         .returning(contact_addresses.c.contact_id)
     )
-    claimed: set[str] = set()
-    for row in rows:  # in key order; one statement per new address (new people only)
-        claimed.update(r.contact_id for r in conn.execute(statement, row).all())
-    return claimed
+    if len(rows) == 1:
+        return {r.contact_id for r in conn.execute(statement, rows[0]).all()}
+    # One multi-row INSERT (insertmanyvalues), rows in key order; only rows that went in come back.
+    return {r.contact_id for r in conn.execute(statement, rows).all()}
 
 
 def _address_row(contact_id: str, customer_id: str, position: int, address: Address) -> dict[str, Any]:
@@ -145,9 +149,9 @@ def _activity() -> Any:
     return func.coalesce(latest, _conversations.c.tm_create).label("activity")
 
 
-def _person_rooms_query(conn: Connection, keys: Sequence[AddressKey]) -> tuple[Select[Any], dict[str, Any]]:
+def _person_rooms_base() -> Select[Any]:
     ca = contact_addresses
-    base = (
+    return (
         select(
             ca.c.customer_id.label("key_customer_id"),
             ca.c.type.label("key_type"),
@@ -169,18 +173,28 @@ def _person_rooms_query(conn: Connection, keys: Sequence[AddressKey]) -> tuple[S
             ),
         )
     )
-    if conn.dialect.name == "postgresql":
-        per_column = list(zip(*keys, strict=True))
-        k = (
-            func.unnest(*(sql_cast(bindparam(f"key_{c}"), ARRAY(String)) for c in ADDRESS_KEY_COLUMNS))
-            .table_valued(*ADDRESS_KEY_COLUMNS)
-            .render_derived(name="k", with_types=False)
-        )
-        query = base.where(
-            ca.c.customer_id == k.c.customer_id, ca.c.type == k.c.type, ca.c.target == k.c.target
-        ).select_from(k)
-        return query, {f"key_{c}": list(v) for c, v in zip(ADDRESS_KEY_COLUMNS, per_column, strict=True)}
-    params = {f"k_{i}_{j}": value for i, key in enumerate(keys) for j, value in enumerate(key)}
+
+
+@functools.lru_cache(maxsize=1)
+def _person_rooms_postgresql() -> Select[Any]:
+    """One statement for any number of keys: one array per key column through unnest (see keysets.py)."""
+    ca = contact_addresses
+    k = (
+        func.unnest(*(sql_cast(bindparam(f"key_{c}"), ARRAY(String)) for c in ADDRESS_KEY_COLUMNS))
+        .table_valued(*ADDRESS_KEY_COLUMNS)
+        .render_derived(name="k", with_types=False)
+    )
+    return (
+        _person_rooms_base()
+        .where(ca.c.customer_id == k.c.customer_id, ca.c.type == k.c.type, ca.c.target == k.c.target)
+        .select_from(k)
+    )
+
+
+@functools.lru_cache(maxsize=128)
+def _person_rooms_sqlite(count: int) -> Select[Any]:
+    """One OR term per key (one index search each on SQLite), built once per batch size."""
+    ca = contact_addresses
     any_key = or_(
         *(
             and_(
@@ -188,10 +202,19 @@ def _person_rooms_query(conn: Connection, keys: Sequence[AddressKey]) -> tuple[S
                 ca.c.type == bindparam(f"k_{i}_1"),
                 ca.c.target == bindparam(f"k_{i}_2"),
             )
-            for i in range(len(keys))
+            for i in range(count)
         )
     )
-    return base.where(any_key), params
+    return _person_rooms_base().where(any_key)
+
+
+def _person_rooms_query(conn: Connection, keys: Sequence[AddressKey]) -> tuple[Select[Any], dict[str, Any]]:
+    if conn.dialect.name == "postgresql":
+        per_column = list(zip(*keys, strict=True))
+        arrays = {f"key_{c}": list(v) for c, v in zip(ADDRESS_KEY_COLUMNS, per_column, strict=True)}
+        return _person_rooms_postgresql(), arrays
+    params = {f"k_{i}_{j}": value for i, key in enumerate(keys) for j, value in enumerate(key)}
+    return _person_rooms_sqlite(len(keys)), params
 
 
 def person_rooms(conn: Connection, keys: Iterable[AddressKey]) -> dict[AddressKey, PersonRooms]:
