@@ -380,9 +380,9 @@ def test_two_servers_ingesting_a_new_person_on_two_of_our_numbers_make_one_perso
         contacts_per_peer = dict(
             conn.execute(
                 text(
-                    "SELECT pa.target, count(DISTINCT p.contact_id) FROM participants p"
-                    " JOIN participant_addresses pa ON pa.participant_id = p.id"
-                    " WHERE p.customer_id = :c AND p.contact_id IS NOT NULL GROUP BY pa.target"
+                    "SELECT c.peer_target, count(DISTINCT p.contact_id) FROM participants p"
+                    " JOIN conversations c ON c.id = p.conversation_id"
+                    " WHERE p.customer_id = :c AND p.contact_id IS NOT NULL GROUP BY c.peer_target"
                 ),
                 {"c": customer_id},
             ).all()

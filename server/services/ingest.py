@@ -223,10 +223,12 @@ def _route_rooms(conn: Connection, fresh: Sequence[_Prepared], deferred: Deferre
     new_contacts = contacts.ensure_contacts(conn, unknown, known_missing=True) if unknown else {}
     rows: dict[str, ConversationRow] = {}
     candidates: dict[str, list[Candidate]] = {}
+    several = [row for person in people.values() if len(person.rooms) > 1 for row in person.rooms]
+    activity = contacts.activity(conn, several) if several else {}  # rule b's ranking, needed only then
     for person in people.values():
-        for _, row in person.rooms:
+        for row in person.rooms:
             rows[row.id] = row
-        candidates[person.contact_id] = [Candidate(activity, row.id) for activity, row in person.rooms]
+        candidates[person.contact_id] = [Candidate(activity.get(row.id, 0), row.id) for row in person.rooms]
     thread_ids = {i.message.thread_conversation_id for i in fresh if i.message.thread_conversation_id}
     threads = {
         row.id: row

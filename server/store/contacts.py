@@ -35,7 +35,6 @@ from sqlalchemy import (
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from convhub.server.domain.addresses import Address
 from convhub.server.store.db import new_id, now_us
@@ -60,10 +59,11 @@ def address_key(customer_id: str, address: Address) -> AddressKey:
 
 @dataclass(slots=True)
 class PersonRooms:
-    """An address's contact and the contact's open conversations: (activity, conversation row)."""
+    """An address's contact and the contact's open conversations (their activity is read only when
+    a person has several: see `activity`)."""
 
     contact_id: str
-    rooms: list[tuple[int, ConversationRow]] = field(default_factory=list)
+    rooms: list[ConversationRow] = field(default_factory=list)
 
 
 def holders(conn: Connection, keys: Sequence[AddressKey]) -> dict[AddressKey, str]:
@@ -115,10 +115,16 @@ def ensure_contacts(
 
 
 def _insert_addresses_claiming(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
-    """Insert address rows unless another contact holds the address; the contact ids whose rows went in."""
-    insert_on = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    """Insert address rows unless another contact holds the address; the contact ids whose rows went in.
+
+    SQLite: a write transaction holds the database lock from BEGIN, so the
+    lookup the caller just made is still true: a plain INSERT claims them all.
+    """
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(contact_addresses), rows)
+        return {row["contact_id"] for row in rows}
     statement = (
-        insert_on(contact_addresses)
+        pg_insert(contact_addresses)
         .on_conflict_do_nothing(index_elements=ADDRESS_KEY_COLUMNS)
         .returning(contact_addresses.c.contact_id)
     )
@@ -140,13 +146,18 @@ def _address_row(contact_id: str, customer_id: str, position: int, address: Addr
     }
 
 
-def _activity() -> Any:
-    latest = (
-        select(func.max(_messages.c.tm_create))
-        .where(_messages.c.conversation_id == _conversations.c.id)
-        .scalar_subquery()
+def activity(conn: Connection, rooms: Sequence[ConversationRow]) -> dict[str, int]:
+    """Each room's latest activity: its last message's time, else its creation (one grouped statement)."""
+    if not rooms:
+        return {}
+    latest: dict[str, int] = dict(
+        conn.execute(
+            select(_messages.c.conversation_id, func.max(_messages.c.tm_create))
+            .where(_messages.c.conversation_id.in_([r.id for r in rooms]))
+            .group_by(_messages.c.conversation_id)
+        ).all()
     )
-    return func.coalesce(latest, _conversations.c.tm_create).label("activity")
+    return {r.id: latest.get(r.id) or r.tm_create for r in rooms}
 
 
 def _person_rooms_base() -> Select[Any]:
@@ -157,7 +168,6 @@ def _person_rooms_base() -> Select[Any]:
             ca.c.type.label("key_type"),
             ca.c.target.label("key_target"),
             ca.c.contact_id,
-            _activity(),
             *_conversations.c,
         )
         .select_from(ca)
@@ -228,7 +238,7 @@ def person_rooms(conn: Connection, keys: Iterable[AddressKey]) -> dict[AddressKe
         key = (row.key_customer_id, row.key_type, row.key_target)
         person = result.setdefault(key, PersonRooms(row.contact_id))
         if row.id is not None:
-            person.rooms.append((row.activity, cast("ConversationRow", row)))
+            person.rooms.append(cast("ConversationRow", row))
     return result
 
 

@@ -179,6 +179,7 @@ def _open_participant(
         "contact_id": contact_id,
     }
     deferred.add(INSERT_PARTICIPANT, participant)
-    peer = Address(key.peer_type, key.peer_target, request.peer_name)
-    deferred.add(INSERT_ADDRESS, address_row(key.customer_id, participant["id"], 0, peer))
+    if contact_id is None:  # without a person, the participant keeps the address itself
+        peer = Address(key.peer_type, key.peer_target, request.peer_name)
+        deferred.add(INSERT_ADDRESS, address_row(key.customer_id, participant["id"], 0, peer))
     return cast("ParticipantRow", RowValues(participant))
