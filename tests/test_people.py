@@ -64,6 +64,7 @@ def test_an_email_from_an_address_added_to_an_sms_person_joins_their_conversatio
     """Rule b: the address belongs to a person, so the email joins that person's open conversation."""
     first = api.sms(peer="+15550100001", text="Order #5678: where is it?")
     (person,) = participants_of(api, first.conversation.id)
+    assert person.contact_id and [(a.type, a.target) for a in person.addresses] == [(TEL, "+15550100001")]
     updated = set_addresses(
         api,
         person,

@@ -179,7 +179,7 @@ def opened_room_participant(row: ParticipantRow, peer: Address) -> participant_p
     address_row = cast(
         "ParticipantAddressRow", RowValues({"type": peer.type, "target": peer.target, "target_name": peer.name})
     )
-    return participant(row, [address_row])
+    return participant(row, [address_row], contact_id=getattr(row, "contact_id", None) or "")
 
 
 def account(row: AccountRow) -> account_pb2.Account:
