@@ -98,13 +98,9 @@ def check_stored_secrets(db: Database) -> None:
 
 
 def email_opt_out(db: Database) -> OptOut | None:
-    """The email unsubscribe link's effect: services/opt_outs.py of the `people` work (issue 9).
-    MERGE NOTE: until that module lands this is None and the one-click POST answers 501; once merged,
-    drop the ImportError branch."""
-    try:
-        from convhub.server.services import opt_outs  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
+    """The email unsubscribe link's effect: the person holding the address is opted out of email
+    (services/opt_outs.py, issue 9)."""
+    from convhub.server.services import opt_outs
 
     async def opt_out(customer_id: str, address: str) -> None:
         await asyncio.to_thread(

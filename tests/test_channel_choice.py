@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from convhub.server.domain.addresses import Address
-from convhub.server.domain.channel_choice import NoUsableChannel, Recipient, SendingAccount, choose_routes
+from convhub.server.domain.channel_choice import NoUsableChannel, OptedOut, Recipient, SendingAccount, choose_routes
 from convhub.server.domain.delivery import advance, retry_delay
 
 SELF = Address("tel", "+15559990000")
@@ -126,3 +126,39 @@ def test_retry_delay_grows_exponentially_with_jitter_bounded_and_honours_retry_a
     assert low == [h / 2 for h in high]
     assert retry_delay(1, minimum=1, maximum=60, retry_after=30, rand=lambda: 0.0) == 30
     assert retry_delay(1, minimum=1, maximum=60, retry_after=10**6, rand=lambda: 0.0) == 3600
+
+
+EMAIL_ADDRESS = Address("email", "alice@example.com")
+EMAIL = SendingAccount("email-1", "email", "smtp", Address("email", "support@shop.test"), True)
+
+
+def test_an_opted_out_channel_is_skipped_by_the_choice_and_its_fallbacks() -> None:
+    opted_out_of_sms = _recipient(opted_out_channels=frozenset({"message"}))
+    assert _choose(opted_out_of_sms) == [("line", "available")]
+    assert _choose(_recipient(preferred_channel="message", opted_out_channels=frozenset({"message"}))) == [
+        ("line", "available")
+    ]
+    with pytest.raises(NoUsableChannel, match="message: the recipient opted out"):
+        _choose(opted_out_of_sms, accounts=[SMS])
+
+
+def test_an_explicit_opted_out_channel_is_refused_naming_it() -> None:
+    with pytest.raises(OptedOut, match="cannot send on message: the recipient opted out of message"):
+        _choose(_recipient(opted_out_channels=frozenset({"message"})), explicit="message")
+    assert _choose(_recipient(opted_out_channels=frozenset({"line"})), explicit="message")[0] == (
+        "message",
+        "explicit",
+    )
+
+
+def test_answer_by_email_needs_only_the_channel_or_the_preference_given_an_email_address() -> None:
+    """Issue 9: an SMS conversation answered by email goes to the person's email address via the email account."""
+    person = _recipient(addresses=[PEER, EMAIL_ADDRESS])
+    routes = choose_routes(
+        explicit="email", text="here is the PDF", has_media=False, recipient=person, accounts=[SMS, EMAIL]
+    )
+    assert (routes[0].channel, routes[0].recipient, routes[0].sender) == ("email", EMAIL_ADDRESS, EMAIL.address)
+    preferring = _recipient(addresses=[PEER, EMAIL_ADDRESS], preferred_channel="email")
+    assert _choose(preferring, [SMS, EMAIL])[0] == ("email", "preferred_channel")
+    with pytest.raises(NoUsableChannel, match="the recipient has no email address"):
+        _choose(_recipient(addresses=[PEER]), [SMS, EMAIL], explicit="email")

@@ -320,3 +320,84 @@ def test_an_ingest_that_loses_the_room_race_and_then_the_provider_id_race_answer
             )
         ).all()
     assert [r.id for r in rooms] == [room_id]  # the server opened no second room
+
+
+OTHER_OURS = "+15559990001"  # a second number of ours: the same person reaches two rooms' keys at once
+
+
+def test_two_servers_ingesting_a_new_person_on_two_of_our_numbers_make_one_person_with_one_address_row(
+    two_servers: Servers,
+) -> None:
+    """Issue 9: whichever keys the rooms get, a new sender address ends up held by exactly one contact
+    (uq_contact_addresses_address decides), and every participant of that sender is that contact."""
+    engine = two_servers.engine
+    customer_id = create_customer(engine, "person-race")
+    metadata = (("authorization", f"Bearer {create_token(engine, customer_id).token}"),)
+    errors: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(2 * THREADS_PER_SERVER)
+    people = [f"+1555040{n:04d}" for n in range(PEERS)]
+
+    def run(server: int, stub: ig.IngestServiceStub, thread: int) -> None:
+        ours = (OURS, OTHER_OURS)[server]
+        for first in range(0, PEERS, PEERS_PER_ROUND):
+            start.wait(timeout=120)
+            for peer in people[first : first + PEERS_PER_ROUND][thread % PEERS_PER_ROUND :: THREADS_PER_SERVER]:
+                request = ip.IngestMessageRequest(
+                    channel=SMS,
+                    self=common_pb2.Address(type=TEL, target=ours),
+                    peer=common_pb2.Address(type=TEL, target=peer),
+                    text=f"hello from {peer} to {ours}",
+                )
+                try:
+                    stub.IngestMessage(request, metadata=metadata, timeout=60)
+                except grpc.RpcError as err:
+                    with lock:
+                        errors.append(f"server {server}: {err.code().name}: {err.details()}")  # type: ignore[attr-defined]
+
+    channels = [grpc.insecure_channel(target) for target in two_servers.targets]
+    threads = [
+        threading.Thread(target=run, args=(server, ig.IngestServiceStub(channel), t))
+        for server, channel in enumerate(channels)
+        for t in range(THREADS_PER_SERVER)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    for channel in channels:
+        channel.close()
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+
+    with engine.connect() as conn:
+        address_rows = dict(
+            conn.execute(
+                text("SELECT target, count(*) FROM contact_addresses WHERE customer_id = :c GROUP BY target"),
+                {"c": customer_id},
+            ).all()
+        )
+        contacts_per_peer = dict(
+            conn.execute(
+                text(
+                    "SELECT c.peer_target, count(DISTINCT p.contact_id) FROM participants p"
+                    " JOIN conversations c ON c.id = p.conversation_id"
+                    " WHERE p.customer_id = :c AND p.contact_id IS NOT NULL GROUP BY c.peer_target"
+                ),
+                {"c": customer_id},
+            ).all()
+        )
+        unlinked = conn.execute(
+            text("SELECT count(*) FROM participants WHERE customer_id = :c AND contact_id IS NULL"), {"c": customer_id}
+        ).scalar_one()
+        orphan_contacts = conn.execute(
+            text(
+                "SELECT count(*) FROM contacts c WHERE c.customer_id = :c"
+                " AND NOT EXISTS (SELECT 1 FROM contact_addresses a WHERE a.contact_id = c.id)"
+            ),
+            {"c": customer_id},
+        ).scalar_one()
+    assert address_rows == {peer: 1 for peer in people}
+    assert contacts_per_peer == {peer: 1 for peer in people}
+    assert unlinked == 0
+    assert orphan_contacts == 0  # a losing claimer's contact row was removed again

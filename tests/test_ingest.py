@@ -65,10 +65,19 @@ def test_email_addresses_are_lower_cased_before_matching(api: Api) -> None:
     assert email("alice@example.com").conversation.peer.target == "alice@example.com"
 
 
-def test_same_peer_on_another_channel_or_self_address_opens_another_room(api: Api) -> None:
+def test_same_peer_on_another_self_address_joins_their_open_conversation_else_opens_another_room(api: Api) -> None:
+    """Room rule b (issue 9): a known person's message follows them to their open conversation, whatever the
+    address it reached; once that is closed, the key rule (c) opens a room for the new (channel, self, peer)."""
     base = api.sms(peer="+15550003333")
     other_self = api.sms(peer="+15550003333", self_="+15559990001")
-    assert base.conversation.id != other_self.conversation.id
+    assert other_self.conversation.id == base.conversation.id and not other_self.conversation_created
+    conv = base.conversation
+    conv.state = 2  # closed
+    api.conversations.UpdateConversation(
+        cs.UpdateConversationRequest(conversation=conv, update_mask={"paths": ["state"]})
+    )
+    reopened = api.sms(peer="+15550003333", self_="+15559990001")
+    assert reopened.conversation_created and reopened.conversation.id != base.conversation.id
 
 
 def test_closed_conversation_is_not_reused(api: Api) -> None:

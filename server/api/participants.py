@@ -14,6 +14,8 @@ from convhub.server.services.participants import NewParticipant, ParticipantPatc
 from convhub.v1 import common_pb2, participant_pb2
 from convhub.v1 import conversation_service_pb2 as pb
 
+MAX_OPTED_OUT = 8  # the contract's max_items
+
 
 def _addresses(field: str, items: Sequence[common_pb2.Address]) -> list[Address]:
     return [validation.address(f"{field}[{i}]", a) for i, a in enumerate(items)]
@@ -26,6 +28,17 @@ def _preferred_channel(p: participant_pb2.Participant) -> str:
         )
         or ""
     )
+
+
+def _opted_out_channels(p: participant_pb2.Participant) -> list[str]:
+    field = "participant.opted_out_channels"
+    if len(p.opted_out_channels) > MAX_OPTED_OUT:
+        raise InvalidArgument(field, f"at most {MAX_OPTED_OUT} items")
+    names = [
+        validation.enum_name(f"{field}[{i}]", resources.CONVERSATION_TYPE, n, required=True)
+        for i, n in enumerate(p.opted_out_channels)
+    ]
+    return sorted({n for n in names if n})
 
 
 class ParticipantMethods:
@@ -70,6 +83,7 @@ class ParticipantMethods:
                 name=validation.max_length("participant.name", p.name, validation.MAX_NAME) if "name" in fields else "",
                 preferred_channel=_preferred_channel(p) if "preferred_channel" in fields else "",
                 addresses=_addresses("participant.addresses", p.addresses) if "addresses" in fields else (),
+                opted_out_channels=_opted_out_channels(p) if "opted_out_channels" in fields else (),
             )
         )
 

@@ -1,6 +1,7 @@
 """Address normalisation: the same person must always produce the same room key.
 
-Phone numbers become E.164 (libphonenumber), emails are lower-cased, LINE and
+Phone numbers become E.164 (libphonenumber), emails are syntax-checked
+(email-validator) and lower-cased, LINE and
 web chat ids are kept as given but checked for shape. Invalid input raises
 AddressError (a bare target) or RuleViolation (an address of a command,
 naming the field).
@@ -12,6 +13,7 @@ import functools
 import re
 from dataclasses import dataclass
 
+import email_validator
 import phonenumbers
 
 from convhub.server.domain.violations import RuleViolation
@@ -50,6 +52,18 @@ def normalize_e164(target: str, default_region: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def normalize_email(target: str) -> str:
+    """Syntax checked by email-validator (no DNS; `.test` allowed for test setups), then lower-cased whole:
+    the same mailbox must give the same room key and person whatever case a client used."""
+    if not _EMAIL.match(target):
+        raise AddressError("not an email address")
+    try:
+        valid = email_validator.validate_email(target, check_deliverability=False, test_environment=True)
+    except email_validator.EmailNotValidError as exc:
+        raise AddressError(f"not an email address: {exc}") from None
+    return valid.normalized.lower()
+
+
 @functools.lru_cache(maxsize=65536)
 def normalize_target(address_type: str, target: str, *, default_region: str) -> str:
     """The canonical form of `target` for an address of `address_type` (cached: a pure function)."""
@@ -61,9 +75,7 @@ def normalize_target(address_type: str, target: str, *, default_region: str) -> 
     if address_type in ("tel", "whatsapp"):  # a WhatsApp user is a phone number
         return normalize_e164(target, default_region)
     if address_type == "email":
-        if not _EMAIL.match(target):
-            raise AddressError("not an email address")
-        return target.lower()
+        return normalize_email(target)
     if address_type in ("line", "webchat", "web_session"):
         if not _OPAQUE_ID.match(target):
             raise AddressError("must be 1-128 characters of letters, digits and . _ : @ -")

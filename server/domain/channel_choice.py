@@ -1,12 +1,14 @@
 """Channel choice: which channel and account an outgoing message goes out on, and in which order to fall back.
 
 The rule, in order:
-1. an explicit channel in the request wins;
+1. an explicit channel in the request wins, unless the recipient opted out
+   of it (refused: OptedOut);
 2. content rules out channels: media needs MMS, LINE or email; text longer than
    1,600 characters is refused for SMS;
 3. then the recipient's preferred channel; then their last active channel;
    then the conversation's own channel; then any other channel with an
-   enabled account and an address for them.
+   enabled account and an address for them. Channels the recipient opted
+   out of (SMS STOP, an unsubscribe link) are skipped, fallbacks included.
 A channel is usable when the recipient has an address on it and the customer
 has an enabled account for it: on the conversation's channel, the account
 whose address is the conversation's `self` (the conversation's own account
@@ -57,6 +59,7 @@ class Recipient:
     addresses: Sequence[Address] = ()  # the peer participant's addresses, any channel
     preferred_channel: str = ""
     last_active_channel: str = ""
+    opted_out_channels: frozenset[str] = frozenset()  # the person's opt-outs (stored channel names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,13 @@ class NoUsableChannel(Exception):
     def __init__(self, description: str) -> None:
         super().__init__(description)
         self.description = description
+
+
+class OptedOut(NoUsableChannel):
+    """The explicitly requested channel is one the recipient opted out of."""
+
+
+OPTED_OUT = "the recipient opted out"
 
 
 def content_refusal(channel: str, text: str, has_media: bool) -> str | None:
@@ -141,6 +151,11 @@ def choose_routes(
         seen.add(channel)
         if channel in exclude:
             why[channel] = "already tried"
+            continue
+        if channel in recipient.opted_out_channels:
+            if channel == explicit:
+                raise OptedOut(f"cannot send on {explicit}: {OPTED_OUT} of {explicit}")
+            why[channel] = OPTED_OUT
             continue
         refusal = content_refusal(channel, text, has_media)
         if refusal is not None:

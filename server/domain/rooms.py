@@ -1,4 +1,20 @@
-"""The room rule (DESIGN.md invariant 2): which key opens or joins a room, and what counts as opening it.
+"""The room rule (DESIGN.md invariant 2): which conversation an inbound message joins, or which key opens one.
+
+An inbound message goes, in this order:
+a. to the conversation its provider's threading points at
+   (`InboundMessage.thread_conversation_id`, e.g. an email's In-Reply-To /
+   References), when that conversation is the customer's and open; a closed,
+   deleted, unknown or another customer's one is ignored (fall through to b);
+b. otherwise, when its sender's address belongs to a person (a contact:
+   an address gets one with its first message, or when a participant is
+   given it), to that person's most recently active open conversation among
+   those they take part in (as a live participant), whatever its channel:
+   the one with the latest message (or, with none, the latest creation);
+   ties go to the greater conversation id;
+c. otherwise by the landed key rule below: the open room of its (channel,
+   our address, their address), or a new one.
+A message received makes its conversation the person's most recently active,
+so later messages of the same batch follow it (`PersonRouting`).
 
 Among a customer's open conversations there is at most one per (channel,
 our address, their address), by normalised target: `RoomKey.index_values`
@@ -62,3 +78,45 @@ class Openings:
         opened = inserted and key not in self._opened
         self._opened.add(key)
         return opened
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An open conversation a person takes part in, and when it was last active (microseconds)."""
+
+    activity: int
+    conversation_id: str
+
+
+class PersonRouting:
+    """Rules a-c for one batch, in order: each message's target is a conversation id (a, b) or a key (c).
+
+    Starts from each sender's open conversations as stored; every message
+    routed makes its target the most recently active conversation (of
+    everyone in it), and a room opened by rule c becomes its sender's. So a
+    batch decides exactly as if its messages had come one after another.
+    """
+
+    def __init__(self, rooms: dict[str, list[Candidate]]) -> None:
+        self._rooms: dict[str, set[str | RoomKey]] = {
+            contact: {c.conversation_id for c in candidates} for contact, candidates in rooms.items()
+        }
+        # Stored activity ranks below anything routed in this batch, which ranks by arrival.
+        self._rank: dict[str | RoomKey, tuple[int, int, str]] = {
+            c.conversation_id: (0, c.activity, c.conversation_id) for candidates in rooms.values() for c in candidates
+        }
+        self._arrivals = 0
+
+    def route(self, contact_id: str, thread_conversation_id: str | None, key: RoomKey) -> str | RoomKey:
+        mine = self._rooms.setdefault(contact_id, set())
+        target: str | RoomKey
+        if thread_conversation_id is not None:
+            target = thread_conversation_id
+        elif mine:
+            target = max(mine, key=lambda room: self._rank[room])
+        else:
+            target = key
+            mine.add(key)
+        self._arrivals += 1
+        self._rank[target] = (1, self._arrivals, "")
+        return target

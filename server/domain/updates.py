@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 CONVERSATION_UPDATABLE = ("name", "detail", "owner_type", "owner_id", "metadata", "tags", "state")
-PARTICIPANT_UPDATABLE = ("name", "addresses", "preferred_channel")
+PARTICIPANT_UPDATABLE = ("name", "addresses", "preferred_channel", "opted_out_channels")
 ACCOUNT_UPDATABLE = (
     "name",
     "detail",

@@ -20,19 +20,29 @@ from convhub.server.config import Settings
 from convhub.server.domain import inbound
 from convhub.server.domain.addresses import Address
 from convhub.server.domain.messages import Media
-from convhub.server.domain.rooms import Openings, RoomKey, RoomRequest, room_request
+from convhub.server.domain.opt_outs import SMS_CHANNEL, sms_keyword_opt_out
+from convhub.server.domain.rooms import (
+    OPEN,
+    Candidate,
+    Openings,
+    PersonRouting,
+    RoomKey,
+    RoomRequest,
+    room_request,
+)
 from convhub.server.domain.violations import RuleViolation
 from convhub.server.events.outbox import append_event_groups
 from convhub.server.services import resources
 from convhub.server.services.errors import found, invalid_argument
-from convhub.server.store import accounts, conversations, idempotency, messages
+from convhub.server.services.opt_outs import set_contact_opt_out
+from convhub.server.store import accounts, contacts, conversations, idempotency, messages
 from convhub.server.store.db import Database, RowValues, new_id, now_us, retry_on_conflict
 from convhub.server.store.deferred import DeferredWrites
 from convhub.server.store.faults import classify
 from convhub.server.store.group_commit import GroupCommit
 from convhub.server.store.participants import MARK_PEER_ACTIVE
 from convhub.server.store.rooms import PARTICIPANT_INSERTS, Room, match_rooms
-from convhub.server.store.rows import MessageRow
+from convhub.server.store.rows import ConversationRow, MessageRow
 from convhub.v1 import conversation_pb2, event_pb2, message_pb2
 
 IDEMPOTENCY_METHOD = "IngestMessage"  # the request-id namespace (stored: do not rename)
@@ -70,9 +80,7 @@ class InboundMessage:
     provider_message_id: str = ""
     request_id: str | None = None
     reply_token: str = ""  # the provider's token for answering this message (LINE), kept for the delivery worker
-    # Email: the conversation of the message this one replies to (In-Reply-To/References or plus-address),
-    # found by channels/email.py. Interface with the `people` work, which makes room matching honour it first;
-    # until that lands ingest ignores it (the landed channel/self/peer rule applies).
+    # The conversation a provider's threading headers point at (email In-Reply-To/References): room rule (a).
     thread_conversation_id: str | None = None
 
 
@@ -180,11 +188,73 @@ class IngestService:
         with self.db.writer.begin() as conn:
             batch = _Batch(_find_earlier(conn, items))
             fresh = [item for item in items if not any(k in batch.earlier for k in _dedupe_keys(item))]
-            rooms = match_rooms(conn, [item.room for item in fresh], batch.rows)
+            rooms = _route_rooms(conn, fresh, batch.rows)
             results = [_apply(item, rooms, batch) for item in items]
             batch.rows.flush(conn)
             append_event_groups(conn, batch.events)
+            for customer_id, contact_id, opted_out in batch.opt_outs:
+                set_contact_opt_out(conn, customer_id, contact_id, SMS_CHANNEL, opted_out)
         return results
+
+
+@dataclass(frozen=True, slots=True)
+class _Routed:
+    """Where one fresh message goes: its room and the person who sent it."""
+
+    room: Room
+    contact_id: str
+    key: RoomKey | None  # set when the room came from the key rule (c): openings are claimed by key
+
+
+def _route_rooms(conn: Connection, fresh: Sequence[_Prepared], deferred: DeferredWrites) -> dict[int, _Routed]:
+    """Rules a-c of domain/rooms.py for a batch, keyed by id(item): one person lookup, then the key rule's statements.
+
+    Statements per batch: the person lookup (contacts.person_rooms); a
+    conversation read only when some message names a thread; contact inserts
+    only for addresses never seen; match_rooms only for keys that rule c serves.
+    """
+    if not fresh:
+        return {}
+    peer_keys = [contacts.address_key(i.message.customer_id, i.resolved.peer) for i in fresh]
+    people = contacts.person_rooms(conn, peer_keys)
+    unknown = [
+        (i.message.customer_id, i.resolved.peer) for i, k in zip(fresh, peer_keys, strict=True) if k not in people
+    ]
+    new_contacts = contacts.ensure_contacts(conn, unknown, known_missing=True) if unknown else {}
+    rows: dict[str, ConversationRow] = {}
+    candidates: dict[str, list[Candidate]] = {}
+    several = [row for person in people.values() if len(person.rooms) > 1 for row in person.rooms]
+    activity = contacts.activity(conn, several) if several else {}  # rule b's ranking, needed only then
+    for person in people.values():
+        for row in person.rooms:
+            rows[row.id] = row
+        candidates[person.contact_id] = [Candidate(activity.get(row.id, 0), row.id) for row in person.rooms]
+    thread_ids = {i.message.thread_conversation_id for i in fresh if i.message.thread_conversation_id}
+    threads = {
+        row.id: row
+        for row in (conversations.by_ids(conn, thread_ids) if thread_ids else {}).values()
+        if row.state == OPEN and row.tm_delete is None
+    }
+    rows.update(threads)
+    routing = PersonRouting(candidates)
+    targets: list[tuple[_Prepared, str, str | RoomKey]] = []
+    for item, key in zip(fresh, peer_keys, strict=True):
+        contact_id = people[key].contact_id if key in people else new_contacts[key]
+        thread = threads.get(item.message.thread_conversation_id or "")
+        thread_id = thread.id if thread is not None and thread.customer_id == item.message.customer_id else None
+        targets.append((item, contact_id, routing.route(contact_id, thread_id, item.room.key)))
+    # A key target is always first set by a message routed to its own key (later ones may follow it).
+    openers = [(item, contact_id) for item, contact_id, target in targets if target == item.room.key]
+    requests = {item.room.key: item.room for item, _ in openers}
+    by_key = {item.room.key: contact_id for item, contact_id in openers}
+    rooms = match_rooms(conn, list(requests.values()), deferred, by_key) if requests else {}
+    routed: dict[int, _Routed] = {}
+    for item, contact_id, target in targets:
+        if isinstance(target, RoomKey):
+            routed[id(item)] = _Routed(rooms[target], contact_id, target)
+        else:
+            routed[id(item)] = _Routed(Room(rows[target], False, None), contact_id, None)
+    return routed
 
 
 class _Batch:
@@ -198,9 +268,10 @@ class _Batch:
         )
         self.events: list[tuple[str, list[Change]]] = []
         self.seen: dict[DedupeKey, Ingested] = {}
+        self.opt_outs: list[tuple[str, str, bool]] = []  # (customer, contact, opted out) from SMS keywords
 
 
-def _apply(item: _Prepared, rooms: dict[RoomKey, Room], batch: _Batch) -> Ingested:
+def _apply(item: _Prepared, rooms: dict[int, _Routed], batch: _Batch) -> Ingested:
     """Queue one message, its side rows and events on `batch` (or answer a repeat)."""
     keys = _dedupe_keys(item)
     for key in keys:
@@ -212,9 +283,9 @@ def _apply(item: _Prepared, rooms: dict[RoomKey, Room], batch: _Batch) -> Ingest
     inbound_message, resolved = item.message, item.resolved
     customer_id = inbound_message.customer_id
     self_address, peer = resolved.self_address, resolved.peer
-    room_key = item.room.key
-    room = rooms[room_key]
-    created = batch.openings.claim(room_key, inserted=room.created)
+    routed = rooms[id(item)]
+    room = routed.room
+    created = routed.key is not None and batch.openings.claim(routed.key, inserted=room.created)
     now = now_us()
     message = {
         "id": new_id(),
@@ -247,9 +318,7 @@ def _apply(item: _Prepared, rooms: dict[RoomKey, Room], batch: _Batch) -> Ingest
             MARK_PEER_ACTIVE,
             {
                 "room_id": room.row.id,
-                "owner_id": customer_id,
-                "peer_type": peer.type,
-                "peer_target": peer.target,
+                "peer_contact_id": routed.contact_id,
                 "channel": resolved.channel,
                 "now": now,
             },
@@ -273,6 +342,10 @@ def _apply(item: _Prepared, rooms: dict[RoomKey, Room], batch: _Batch) -> Ingest
     changes.append((event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED, result.message))
     changes.append((event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_RECEIVED, result.message))  # every inbound one
     batch.events.append((customer_id, changes))
+    if resolved.channel == SMS_CHANNEL:
+        opted_out = sms_keyword_opt_out(inbound_message.text)
+        if opted_out is not None:
+            batch.opt_outs.append((customer_id, routed.contact_id, opted_out))
     for key in keys:
         batch.seen[key] = result
     return result

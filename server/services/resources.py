@@ -151,7 +151,12 @@ def message(row: MessageRow) -> message_pb2.Message:
     return result
 
 
-def participant(row: ParticipantRow, addresses: Sequence[ParticipantAddressRow]) -> participant_pb2.Participant:
+def participant(
+    row: ParticipantRow,
+    addresses: Sequence[ParticipantAddressRow],
+    opted_out_channels: Sequence[str] = (),
+    contact_id: str = "",
+) -> participant_pb2.Participant:
     return participant_pb2.Participant(
         id=row.id,
         customer_id=row.customer_id,
@@ -164,6 +169,8 @@ def participant(row: ParticipantRow, addresses: Sequence[ParticipantAddressRow])
         tm_create=timestamp(row.tm_create),
         tm_update=timestamp(row.tm_update),
         tm_delete=timestamp(row.tm_delete),
+        opted_out_channels=[CONVERSATION_TYPE.number(c) for c in opted_out_channels],
+        contact_id=contact_id,
     )
 
 
@@ -172,7 +179,7 @@ def opened_room_participant(row: ParticipantRow, peer: Address) -> participant_p
     address_row = cast(
         "ParticipantAddressRow", RowValues({"type": peer.type, "target": peer.target, "target_name": peer.name})
     )
-    return participant(row, [address_row])
+    return participant(row, [address_row], contact_id=getattr(row, "contact_id", None) or "")
 
 
 def account(row: AccountRow) -> account_pb2.Account:

@@ -25,7 +25,14 @@ from convhub.server.api.errors import FailedPrecondition, InvalidArgument
 from convhub.server.config import Settings
 from convhub.server.domain import inbound, rooms
 from convhub.server.domain.addresses import Address
-from convhub.server.domain.channel_choice import NoUsableChannel, Recipient, Route, SendingAccount, choose_routes
+from convhub.server.domain.channel_choice import (
+    NoUsableChannel,
+    OptedOut,
+    Recipient,
+    Route,
+    SendingAccount,
+    choose_routes,
+)
 from convhub.server.domain.channels import ACCOUNT_CHANNEL
 from convhub.server.domain.delivery import QUEUED
 from convhub.server.domain.messages import OUTGOING, Media, has_content, initial_status
@@ -33,7 +40,7 @@ from convhub.server.domain.violations import RuleViolation
 from convhub.server.events.outbox import append_events
 from convhub.server.services import resources
 from convhub.server.services.errors import found, invalid_argument
-from convhub.server.store import accounts, conversations, delivery_jobs, idempotency, messages, participants
+from convhub.server.store import accounts, contacts, conversations, delivery_jobs, idempotency, messages, participants
 from convhub.server.store.db import Database, new_id, now_us, retry_on_conflict
 from convhub.server.store.deferred import DeferredWrites
 from convhub.server.store.doorbell import Doorbell
@@ -107,18 +114,30 @@ def routes_for(
     """The usable routes for a message into `room`, best first; FAILED_PRECONDITION naming why when none."""
     peer = Address(room.peer_type, room.peer_target, room.peer_name)
     person = participants.holding_address(conn, room.customer_id, room.id, peer)
+    # The person's addresses and opt-outs are their contact's (any conversation may have added them).
+    contact_id = (
+        person.contact_id
+        if person is not None
+        else contacts.holders(conn, [contacts.address_key(room.customer_id, peer)]).get(
+            contacts.address_key(room.customer_id, peer)
+        )
+    )
+    contact = contacts.get(conn, room.customer_id, contact_id) if contact_id else None
+    if contact_id:
+        address_rows: Sequence[Any] = contacts.addresses_of(conn, contact_id)
+    elif person is not None:
+        address_rows = participants.addresses_of(conn, person.id)
+    else:
+        address_rows = []
     recipient = Recipient(
         room_channel=room.type,
         room_self=Address(room.self_type, room.self_target, room.self_name),
         room_peer=peer,
         room_account_id=account_id or room.account_id,
-        addresses=(
-            [Address(a.type, a.target, a.target_name) for a in participants.addresses_of(conn, person.id)]
-            if person is not None
-            else []
-        ),
+        addresses=[Address(a.type, a.target, a.target_name) for a in address_rows],
         preferred_channel=person.preferred_channel if person is not None else "",
         last_active_channel=person.last_active_channel if person is not None else "",
+        opted_out_channels=frozenset(contact.opted_out_channels or ()) if contact is not None else frozenset(),
     )
     try:
         return choose_routes(
@@ -129,6 +148,8 @@ def routes_for(
             accounts=sending_accounts(conn, room.customer_id),
             exclude=exclude,
         )
+    except OptedOut as exc:
+        raise FailedPrecondition(exc.description, reason="CHANNEL_OPTED_OUT") from None
     except NoUsableChannel as exc:
         raise FailedPrecondition(exc.description, reason="NO_USABLE_CHANNEL") from None
 
@@ -207,7 +228,8 @@ class SendingService:
                 out.customer_id, resolved.channel, out.account_id, resolved.self_address, resolved.peer
             )
             deferred = DeferredWrites(PARTICIPANT_INSERTS)
-            room = match_rooms(conn, [request], deferred)[request.key]
+            person = contacts.ensure_contacts(conn, [(out.customer_id, resolved.peer)])
+            room = match_rooms(conn, [request], deferred, {request.key: next(iter(person.values()))})[request.key]
             deferred.flush(conn)
             routes = routes_for(
                 conn,

@@ -133,8 +133,13 @@ class Participant(Base):
     tm_create: Mapped[int] = mapped_column(BigInteger)
     tm_update: Mapped[int] = mapped_column(BigInteger)
     tm_delete: Mapped[int | None] = mapped_column(BigInteger)
+    # The person (customer-level contact) this participant is; their addresses are the contact's.
+    contact_id: Mapped[str | None] = mapped_column(ID)
 
-    __table_args__ = (Index("ix_participants_conversation_order", "conversation_id", "tm_create", "id"),)
+    __table_args__ = (
+        Index("ix_participants_conversation_order", "conversation_id", "tm_create", "id"),
+        Index("ix_participants_contact", "contact_id"),
+    )
 
 
 class ParticipantAddress(Base):
@@ -362,3 +367,34 @@ class DeliveryJob(Base):
             postgresql_where=text("state IN ('queued', 'sending')"),
         ),
     )
+
+
+class Contact(Base):
+    """A person of a customer, across conversations: owns addresses and per-channel opt-outs.
+
+    `opted_out_channels` lists the stored channel names (`message`, `email`, ...)
+    the person asked not to be sent on (SMS STOP, an unsubscribe link).
+    """
+
+    __tablename__ = "contacts"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    name: Mapped[str] = mapped_column(String(255), default="")
+    opted_out_channels: Mapped[list[str]] = mapped_column(JSON, default=list)
+    tm_create: Mapped[int] = mapped_column(BigInteger)
+    tm_update: Mapped[int] = mapped_column(BigInteger)
+
+
+class ContactAddress(Base):
+    """One address of a contact. (customer, type, target) is unique: an address belongs to at most one person."""
+
+    __tablename__ = "contact_addresses"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id"), index=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    position: Mapped[int] = mapped_column(BigInteger)
+    type: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(320))
+    target_name: Mapped[str] = mapped_column(String(255), default="")
+
+    __table_args__ = (Index("uq_contact_addresses_address", "customer_id", "type", "target", unique=True),)

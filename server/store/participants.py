@@ -5,32 +5,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
 
 from convhub.server.domain.addresses import Address
 from convhub.server.store.db import new_id
 from convhub.server.store.live_rows import LiveRows
-from convhub.server.store.models import Participant, ParticipantAddress
+from convhub.server.store.models import ContactAddress, Participant, ParticipantAddress
 from convhub.server.store.rows import ParticipantAddressRow, ParticipantRow
 
 participants = Participant.__table__
 participant_addresses = ParticipantAddress.__table__
+contact_addresses = ContactAddress.__table__
 live: LiveRows[ParticipantRow] = LiveRows(participants, parent="conversation_id")
 
 INSERT_PARTICIPANT = insert(participants)
 INSERT_ADDRESS = insert(participant_addresses)
-# The peer's participant (found by address) records the channel and time they last wrote.
+# The peer's participant (the person the sender's address belongs to) records the channel and time they last wrote.
 MARK_PEER_ACTIVE = (
     update(participants)
     .where(
         participants.c.conversation_id == bindparam("room_id"),
-        participants.c.id.in_(
-            select(participant_addresses.c.participant_id).where(
-                participant_addresses.c.customer_id == bindparam("owner_id"),
-                participant_addresses.c.type == bindparam("peer_type"),
-                participant_addresses.c.target == bindparam("peer_target"),
-            )
-        ),
+        participants.c.contact_id == bindparam("peer_contact_id"),
     )
     .values(last_active_channel=bindparam("channel"), tm_last_active=bindparam("now"))
 )
@@ -75,12 +70,21 @@ _holding_address = (
     .where(
         participants.c.conversation_id == bindparam("room_id"),
         participants.c.tm_delete.is_(None),
-        participants.c.id.in_(
-            select(participant_addresses.c.participant_id).where(
-                participant_addresses.c.customer_id == bindparam("customer_id"),
-                participant_addresses.c.type == bindparam("type"),
-                participant_addresses.c.target == bindparam("target"),
-            )
+        or_(
+            participants.c.contact_id.in_(  # the person holding the address (every participant since 0008)
+                select(contact_addresses.c.contact_id).where(
+                    contact_addresses.c.customer_id == bindparam("customer_id"),
+                    contact_addresses.c.type == bindparam("type"),
+                    contact_addresses.c.target == bindparam("target"),
+                )
+            ),
+            participants.c.id.in_(  # a participant's own address rows (written by AddParticipant too)
+                select(participant_addresses.c.participant_id).where(
+                    participant_addresses.c.customer_id == bindparam("customer_id"),
+                    participant_addresses.c.type == bindparam("type"),
+                    participant_addresses.c.target == bindparam("target"),
+                )
+            ),
         ),
     )
     .order_by(participants.c.tm_create, participants.c.id)

@@ -13,7 +13,7 @@ commit, inserts nothing, and the opener joins the winner's room.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -99,11 +99,17 @@ def insert_rooms(conn: Connection, values: list[dict[str, Any]], now: int) -> se
     return {row.id for row in result.all()}
 
 
-def match_rooms(conn: Connection, requests: Sequence[RoomRequest], deferred: DeferredWrites) -> dict[RoomKey, Room]:
+def match_rooms(
+    conn: Connection,
+    requests: Sequence[RoomRequest],
+    deferred: DeferredWrites,
+    contact_ids: Mapping[RoomKey, str] | None = None,
+) -> dict[RoomKey, Room]:
     """The open room for each request's key, opening (with a peer participant) those that have none.
 
     Room rows are written at once (the unique index must decide now); the
     participant rows go to `deferred`, which must order PARTICIPANT_INSERTS first.
+    `contact_ids`: the person each key's peer is (the opened participant's contact).
     """
     unique = list({r.key: r for r in requests}.values())
     found = find_rooms(conn, [r.key for r in unique])
@@ -120,7 +126,8 @@ def match_rooms(conn: Connection, requests: Sequence[RoomRequest], deferred: Def
         key = request.key
         if room_values["id"] in inserted:
             row = cast("ConversationRow", RowValues(room_values))
-            rooms[key] = Room(row, True, _open_participant(deferred, request, room_values, now))
+            contact_id = contact_ids.get(key) if contact_ids else None
+            rooms[key] = Room(row, True, _open_participant(deferred, request, room_values, now, contact_id))
         elif key.index_values in winners:  # a concurrent opener won: join its room
             rooms[key] = Room(winners[key.index_values], False, None)
         else:  # ...which closed again in between: let the caller retry
@@ -154,7 +161,9 @@ def _room_values(request: RoomRequest, now: int) -> dict[str, Any]:
     }
 
 
-def _open_participant(deferred: DeferredWrites, request: RoomRequest, room: dict[str, Any], now: int) -> ParticipantRow:
+def _open_participant(
+    deferred: DeferredWrites, request: RoomRequest, room: dict[str, Any], now: int, contact_id: str | None
+) -> ParticipantRow:
     key = request.key
     participant = {
         "id": new_id(),
@@ -167,8 +176,10 @@ def _open_participant(deferred: DeferredWrites, request: RoomRequest, room: dict
         "tm_create": now,
         "tm_update": now,
         "tm_delete": None,
+        "contact_id": contact_id,
     }
     deferred.add(INSERT_PARTICIPANT, participant)
-    peer = Address(key.peer_type, key.peer_target, request.peer_name)
-    deferred.add(INSERT_ADDRESS, address_row(key.customer_id, participant["id"], 0, peer))
+    if contact_id is None:  # without a person, the participant keeps the address itself
+        peer = Address(key.peer_type, key.peer_target, request.peer_name)
+        deferred.add(INSERT_ADDRESS, address_row(key.customer_id, participant["id"], 0, peer))
     return cast("ParticipantRow", RowValues(participant))

@@ -111,6 +111,7 @@ class ParticipantRow(Timestamps, Protocol):
     preferred_channel: str
     last_active_channel: str
     tm_last_active: int | None
+    contact_id: str | None
 
 
 class ParticipantAddressRow(Protocol):

@@ -40,6 +40,8 @@ class Participant(_message.Message):
     TM_CREATE_FIELD_NUMBER: _builtins.int
     TM_UPDATE_FIELD_NUMBER: _builtins.int
     TM_DELETE_FIELD_NUMBER: _builtins.int
+    OPTED_OUT_CHANNELS_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id (UUID)."""
     customer_id: _builtins.str
@@ -52,6 +54,10 @@ class Participant(_message.Message):
     """The channel to use when sending to this participant."""
     last_active_channel: _common_pb2.ConversationType.ValueType
     """The channel this participant last wrote on."""
+    contact_id: _builtins.str
+    """The person (customer-level contact) this participant is: the addresses
+    above are the person's, and an address belongs to at most one person.
+    """
     @_builtins.property
     def addresses(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Address]:
         """The participant's addresses; at least one."""
@@ -72,6 +78,14 @@ class Participant(_message.Message):
     def tm_delete(self) -> _timestamp_pb2.Timestamp:
         """Removal time; unset while the participant is present."""
 
+    @_builtins.property
+    def opted_out_channels(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.ConversationType.ValueType]:
+        """Channels the person asked not to be sent on (an SMS STOP, an email
+        unsubscribe link, or set here). Held by the person, so it applies in
+        every conversation they take part in. Sending on one explicitly fails
+        with FAILED_PRECONDITION; automatic channel choice skips them.
+        """
+
     def __init__(
         self,
         *,
@@ -86,10 +100,12 @@ class Participant(_message.Message):
         tm_create: _timestamp_pb2.Timestamp | None = ...,
         tm_update: _timestamp_pb2.Timestamp | None = ...,
         tm_delete: _timestamp_pb2.Timestamp | None = ...,
+        opted_out_channels: _abc.Iterable[_common_pb2.ConversationType.ValueType] | None = ...,
+        contact_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tm_create", b"tm_create", "tm_delete", b"tm_delete", "tm_last_active", b"tm_last_active", "tm_update", b"tm_update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "conversation_id", b"conversation_id", "customer_id", b"customer_id", "id", b"id", "last_active_channel", b"last_active_channel", "name", b"name", "preferred_channel", b"preferred_channel", "tm_create", b"tm_create", "tm_delete", b"tm_delete", "tm_last_active", b"tm_last_active", "tm_update", b"tm_update"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "contact_id", b"contact_id", "conversation_id", b"conversation_id", "customer_id", b"customer_id", "id", b"id", "last_active_channel", b"last_active_channel", "name", b"name", "opted_out_channels", b"opted_out_channels", "preferred_channel", b"preferred_channel", "tm_create", b"tm_create", "tm_delete", b"tm_delete", "tm_last_active", b"tm_last_active", "tm_update", b"tm_update"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

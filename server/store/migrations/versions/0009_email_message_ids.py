@@ -6,7 +6,7 @@ sender's. A reply may arrive on another account than the one we sent from,
 so the lookup cannot go through uq_messages_provider_id (scoped per account).
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-11-27 02:30:00.000000
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0007"  # the lead rechains at merge
+down_revision: str | None = "0008"  # rechained after people's 0008 (contacts)
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file convhub/v1/participant.proto.
  */
 export const file_convhub_v1_participant: GenFile = /*@__PURE__*/
-  fileDesc("Chxjb252aHViL3YxL3BhcnRpY2lwYW50LnByb3RvEgpjb252aHViLnYxIocECgtQYXJ0aWNpcGFudBIYCgJpZBgBIAEoCUIM4kEBA+KMz9cIAggBEhkKC2N1c3RvbWVyX2lkGAIgASgJQgTiQQEDEiUKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCUIM4kEBA+KMz9cIAggBEhUKBG5hbWUYBCABKAlCB4KAGQMI/wESMgoJYWRkcmVzc2VzGAUgAygLMhMuY29udmh1Yi52MS5BZGRyZXNzQgriQQECgoAZAhAUEjcKEXByZWZlcnJlZF9jaGFubmVsGAYgASgOMhwuY29udmh1Yi52MS5Db252ZXJzYXRpb25UeXBlEj8KE2xhc3RfYWN0aXZlX2NoYW5uZWwYByABKA4yHC5jb252aHViLnYxLkNvbnZlcnNhdGlvblR5cGVCBOJBAQMSOAoOdG1fbGFzdF9hY3RpdmUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjMKCXRtX2NyZWF0ZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSMwoJdG1fdXBkYXRlGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIzCgl0bV9kZWxldGUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDQngKDmRldi5jb252aHViLnYxUAFaNmdpdGh1Yi5jb20vY29udmh1Yi9jb252aHViL2dlbi9nby9jb252aHViL3YxO2NvbnZodWJ2MaICA0NWSKoCCkNvbnZodWIuVjHKAgpDb252aHViXFYx6gILQ29udmh1Yjo6VjFiBnByb3RvMw", [file_convhub_v1_common, file_convhub_v1_field_rules, file_google_api_field_behavior, file_google_api_field_info, file_google_protobuf_timestamp]);
+  fileDesc("Chxjb252aHViL3YxL3BhcnRpY2lwYW50LnByb3RvEgpjb252aHViLnYxIuMECgtQYXJ0aWNpcGFudBIYCgJpZBgBIAEoCUIM4kEBA+KMz9cIAggBEhkKC2N1c3RvbWVyX2lkGAIgASgJQgTiQQEDEiUKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCUIM4kEBA+KMz9cIAggBEhUKBG5hbWUYBCABKAlCB4KAGQMI/wESMgoJYWRkcmVzc2VzGAUgAygLMhMuY29udmh1Yi52MS5BZGRyZXNzQgriQQECgoAZAhAUEjcKEXByZWZlcnJlZF9jaGFubmVsGAYgASgOMhwuY29udmh1Yi52MS5Db252ZXJzYXRpb25UeXBlEj8KE2xhc3RfYWN0aXZlX2NoYW5uZWwYByABKA4yHC5jb252aHViLnYxLkNvbnZlcnNhdGlvblR5cGVCBOJBAQMSOAoOdG1fbGFzdF9hY3RpdmUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjMKCXRtX2NyZWF0ZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSMwoJdG1fdXBkYXRlGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIzCgl0bV9kZWxldGUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEkAKEm9wdGVkX291dF9jaGFubmVscxgMIAMoDjIcLmNvbnZodWIudjEuQ29udmVyc2F0aW9uVHlwZUIGgoAZAhAIEhgKCmNvbnRhY3RfaWQYDSABKAlCBOJBAQNCeAoOZGV2LmNvbnZodWIudjFQAVo2Z2l0aHViLmNvbS9jb252aHViL2NvbnZodWIvZ2VuL2dvL2NvbnZodWIvdjE7Y29udmh1YnYxogIDQ1ZIqgIKQ29udmh1Yi5WMcoCCkNvbnZodWJcVjHqAgtDb252aHViOjpWMWIGcHJvdG8z", [file_convhub_v1_common, file_convhub_v1_field_rules, file_google_api_field_behavior, file_google_api_field_info, file_google_protobuf_timestamp]);
 
 /**
  * Participant is a person (or system) taking part in a conversation. One
@@ -103,6 +103,24 @@ export type Participant = Message<"convhub.v1.Participant"> & {
    * @generated from field: google.protobuf.Timestamp tm_delete = 11;
    */
   tmDelete?: Timestamp | undefined;
+
+  /**
+   * Channels the person asked not to be sent on (an SMS STOP, an email
+   * unsubscribe link, or set here). Held by the person, so it applies in
+   * every conversation they take part in. Sending on one explicitly fails
+   * with FAILED_PRECONDITION; automatic channel choice skips them.
+   *
+   * @generated from field: repeated convhub.v1.ConversationType opted_out_channels = 12;
+   */
+  optedOutChannels: ConversationType[];
+
+  /**
+   * The person (customer-level contact) this participant is: the addresses
+   * above are the person's, and an address belongs to at most one person.
+   *
+   * @generated from field: string contact_id = 13;
+   */
+  contactId: string;
 };
 
 /**
