@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 import pytest
 
-from convhub.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
+from convhub.v1 import common_pb2, event_pb2, event_service_pb2, event_service_pb2_grpc
 from tests.channel_rig import Rig, channel_env, close_hub, start_hub
 from tests.conftest import BACKENDS, Hub, create_database, new_tenant
 from tests.smtp_standin import SmtpStandIn
@@ -204,6 +204,15 @@ def test_order_support_5678_is_one_conversation_across_sms_email_webchat_and_sms
             visitor_id = page.get_attribute("#convhub-webchat", "data-visitor-id")
             assert visitor_id and visitor_id.startswith("v")
             assert page.get_attribute("#convhub-webchat", "data-conversation-id") == ""
+            # The visitor's own token cannot link (or touch) anyone: only support's API token can.
+            visitor_token = page.evaluate(f"localStorage.getItem('convhub.webchat.{webchat['id']}')")
+            claim = rig.anonymous.patch(
+                f"/v1.0/conversations/{conversation_id}/participants/{person['id']}",
+                params={"updateMask": "addresses"},
+                json={"addresses": [{"type": "webchat", "target": visitor_id}]},
+                headers={"authorization": f"Bearer {visitor_token}"},
+            )
+            assert visitor_token and claim.status_code == 401, claim.text
             add_address(rig, person, {"type": "webchat", "target": visitor_id})
             page.fill("#chat-input", FOLLOW_UP)
             page.press("#chat-input", "Enter")
@@ -239,6 +248,12 @@ def test_order_support_5678_is_one_conversation_across_sms_email_webchat_and_sms
             # The same history from SubscribeEvents, replayed from sequence 0.
             events = subscribed_history(story_hub, rig, conversation_id, len(ids))
             assert [e.message.id for e in events] == ids
+            assert [common_pb2.ConversationType.Name(e.message.channel) for e in events] == [
+                "CONVERSATION_TYPE_MESSAGE",
+                "CONVERSATION_TYPE_EMAIL",
+                "CONVERSATION_TYPE_WEBCHAT",
+                "CONVERSATION_TYPE_MESSAGE",
+            ]
             assert [e.sequence for e in events] == sorted(e.sequence for e in events)
 
             # And from the webhook endpoint: every delivery verified with the reference library, in order.
