@@ -258,7 +258,10 @@ def test_order_support_5678_is_one_conversation_across_sms_email_webchat_and_sms
 
             # And from the webhook endpoint: every delivery verified with the reference library, in order.
             def deliveries() -> list[dict[str, Any]]:
-                bodies = [r.verify(endpoint["secret"]) for r in receiver.delivered("/convhub")]
+                """Message webhooks in arrival order, each verified; a redelivery (same webhook-id) counted once."""
+                firsts = {r.webhook_id: r for r in reversed(receiver.delivered("/convhub"))}
+                arrived = sorted(firsts.values(), key=lambda r: r.at)
+                bodies = [r.verify(endpoint["secret"]) for r in arrived]
                 return [b["data"] for b in bodies if b["type"] == "conversation_message_created"]
 
             wait_until(lambda: len(deliveries()) >= len(ids), WAIT, "four message webhooks")
