@@ -13,6 +13,7 @@ history in the same order.
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -273,3 +274,50 @@ def test_order_support_5678_is_one_conversation_across_sms_email_webchat_and_sms
         context.close()
         rig.close()
     assert page_errors == [], page_errors
+
+
+def test_a_site_embedding_the_widget_in_an_iframe_learns_the_visitor_id(
+    story_hub: Hub,
+    twilio: TwilioStandIn,
+    browser: Any,  # noqa: F811
+) -> None:
+    """The site (another origin) gets `convhub.webchat.session` from the widget's frame: what its backend links."""
+    rig = Rig(story_hub, twilio, new_tenant(story_hub))
+    webchat = created(rig, "/v1.0/conversation_accounts", {"type": "webchat", "name": "site chat"})
+    host_page = (
+        "<!doctype html><p id='seen'></p><script>"
+        "addEventListener('message', (e) => { if (e.data && e.data.type === 'convhub.webchat.session')"
+        " document.getElementById('seen').textContent = JSON.stringify({data: e.data, origin: e.origin}); });"
+        f"</script><iframe src='{story_hub.http_base}/webchat/{webchat['id']}'></iframe>"
+    ).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(host_page)))
+            self.end_headers()
+            self.wfile.write(host_page)
+
+    site = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    site.daemon_threads = True
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{site.server_address[1]}/shop")
+        page.wait_for_function("document.getElementById('seen').textContent !== ''", timeout=WAIT_MS)
+        seen = json.loads(page.text_content("#seen") or "{}")
+        frame = page.frame_locator("iframe").locator("#convhub-webchat")
+        visitor_id = frame.get_attribute("data-visitor-id")
+        assert visitor_id and visitor_id.startswith("v") and seen["origin"] == story_hub.http_base
+        # Ids only: the visitor token stays inside the frame.
+        assert seen["data"] == {"type": "convhub.webchat.session", "visitor_id": visitor_id, "conversation_id": ""}
+    finally:
+        context.close()
+        site.shutdown()
+        site.server_close()
+        rig.close()

@@ -48,6 +48,11 @@
     root.dataset.conversationId = conversationId;
     // The visitor's id (their address is webchat:<id>), for the embedding site to tell support who this is.
     root.dataset.visitorId = session.visitor_id;
+    // Embedded in a site's <iframe>: tell the site too (ids only, never the token; they grant nothing alone).
+    if (window.parent !== window) {
+      const note = { type: "convhub.webchat.session", visitor_id: session.visitor_id, conversation_id: conversationId };
+      window.parent.postMessage(note, "*");
+    }
     localStorage.setItem(storageKey, token);
     clearTimeout(refreshTimer);
     refreshTimer = setTimeout(() => openSession().then(connect, retryLater), (session.expires_in * 1000) / 2);
