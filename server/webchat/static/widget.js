@@ -31,7 +31,11 @@
     item.className = "msg " + (message.sender === "visitor" ? "visitor" : "agent");
     item.dataset.messageId = message.id;
     item.textContent = message.text;
-    log.appendChild(item);
+    // In time order: a first message that joins a conversation with history is shown before its replay arrives.
+    const at = Date.parse(message.tm_create) || 0;
+    item.dataset.at = String(at);
+    const later = Array.from(log.children).find((other) => Number(other.dataset.at) > at);
+    log.insertBefore(item, later || null);
     log.scrollTop = log.scrollHeight;
   };
 
@@ -42,6 +46,13 @@
     }
     token = session.visitor_token;
     root.dataset.conversationId = conversationId;
+    // The visitor's id (their address is webchat:<id>), for the embedding site to tell support who this is.
+    root.dataset.visitorId = session.visitor_id;
+    // Embedded in a site's <iframe>: tell the site too (ids only, never the token; they grant nothing alone).
+    if (window.parent !== window) {
+      const note = { type: "convhub.webchat.session", visitor_id: session.visitor_id, conversation_id: conversationId };
+      window.parent.postMessage(note, "*");
+    }
     localStorage.setItem(storageKey, token);
     clearTimeout(refreshTimer);
     refreshTimer = setTimeout(() => openSession().then(connect, retryLater), (session.expires_in * 1000) / 2);
