@@ -479,7 +479,7 @@ def test_a_hanging_endpoint_slows_neither_other_endpoints_nor_the_api(
 
 
 def test_message_received_has_the_voipbin_docs_shape(client: Client, receiver: Receiver) -> None:
-    """Issue 7: `data` = {"conversation_id", "message": {"id", "participant", "channel", "text", "direction", "tm_create"}}."""
+    """Issue 7: data = {conversation_id, message: {id, participant, channel, text, direction, tm_create}}."""
     endpoint = client.create(receiver.base_url + "/in", event_types=["conversation_message_received"])
     sms = client.api.sms(peer="+15550003333", text="Is my order ready?")
     line_peer = "U" + "ab" * 16
