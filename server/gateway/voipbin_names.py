@@ -150,3 +150,41 @@ EXTRA_KEYS: dict[str, dict[str, dict[str, Any]]] = {
 }
 # Media may name a kept media by `id` instead of giving a `url`.
 REQUIRED_ALTERNATIVES: dict[str, dict[str, str]] = {"convhub.v1.Media": {"url": "id"}}
+
+
+# ---------------------------------------------------------------------------
+# VoIPBIN documents a JSON body of filters on `GET /v1.0/conversations`
+# (openapi/paths/conversations/main.yaml). The gateway reads it as the query
+# parameters it stands for, so those filters are honoured, and refuses the ones
+# convhub cannot apply rather than return everything.
+
+
+def conversation_list_body(data: Any) -> list[tuple[str, str]]:
+    """VoIPBIN's list-filter body -> query parameters; InvalidArgument naming a key convhub cannot apply."""
+    if not isinstance(data, dict):
+        raise InvalidArgument("body", "expected a JSON object of filters")
+    query: list[tuple[str, str]] = []
+    for key, value in data.items():
+        if key == "type":
+            if not isinstance(value, str):
+                raise InvalidArgument(key, "expected a string")
+            query.append(("type", value))
+        elif key == "customer_id":  # VoIPBIN's api-manager forces the caller's customer too: the token decides
+            if not isinstance(value, str) or not _UUID_RE.fullmatch(value):
+                raise InvalidArgument(key, "expected a UUID")
+        elif key == "deleted":
+            if not isinstance(value, bool):
+                raise InvalidArgument(key, "expected true or false")
+            if value:
+                raise InvalidArgument(key, "listing deleted conversations is not supported")
+        elif key in ("account_id", "dialog_id"):
+            raise InvalidArgument(key, "this filter is not supported yet (use the query parameters: type, peer.target)")
+        else:
+            raise InvalidArgument(key if key else 'body[""]', "unknown field")
+    return query
+
+
+# request message full name -> reader of the JSON body VoIPBIN sends with that GET
+GET_BODY_READERS: dict[str, Callable[[Any], list[tuple[str, str]]]] = {
+    "convhub.v1.ListConversationsRequest": conversation_list_body,
+}

@@ -121,3 +121,42 @@ def test_opaque_tokens_still_work_and_bad_times_are_400(rest: httpx.Client) -> N
     for bad in ("2024-13-02T03:04:05.000000Z", "2024-02-30 03:04:05.000000", "yesterday"):
         err = check_error(rest.get("/v1.0/conversations", params={"page_token": bad}), 400, "INVALID_ARGUMENT")
         assert violated_field(err) == "page_token", bad
+
+
+def test_voipbins_filter_body_on_the_list_get_is_read_not_ignored(rest: httpx.Client) -> None:
+    """openapi/paths/conversations/main.yaml: GET /v1.0/conversations takes filters in a JSON body."""
+    sms = ingest(rest)["conversation"]["id"]
+    line_body = {
+        "channel": "line",
+        "self": {"type": "line", "target": "U" + uuid.uuid4().hex},
+        "peer": {"type": "line", "target": "U" + uuid.uuid4().hex},
+        "text": "hi",
+    }
+    r = rest.post("/v1.0/conversation_messages:ingest", json=line_body)
+    assert r.status_code == 200, r.text
+    line = r.json()["conversation"]["id"]
+
+    def listed(body: Any) -> httpx.Response:
+        return rest.request("GET", "/v1.0/conversations", json=body)
+
+    assert [c["id"] for c in listed({"type": "line"}).json()["result"]] == [line]
+    example = {"customer_id": "64a3cbd8-e863-11ec-85de-1bcd09d3872e", "deleted": False}  # VoIPBIN's example
+    assert [c["id"] for c in listed(example).json()["result"]] == [sms, line]  # the token's customer decides
+    both = rest.request("GET", "/v1.0/conversations", params={"page_size": 1}, json={"type": "message"})
+    assert [c["id"] for c in both.json()["result"]] == [sms]
+    for body, field in (
+        ({"deleted": True}, "deleted"),
+        ({"account_id": str(uuid.uuid4())}, "account_id"),
+        ({"dialog_id": "chatroom-abc123"}, "dialog_id"),
+        ({"typo": "line"}, "typo"),
+        ({"type": "fax"}, "type"),
+        ([], "body"),
+    ):
+        err = check_error(listed(body), 400, "INVALID_ARGUMENT")
+        assert violated_field(err) == field, (body, err)
+    err = check_error(
+        rest.request("GET", "/v1.0/conversations", params={"type": "line"}, json={"type": "line"}),
+        400,
+        "INVALID_ARGUMENT",
+    )
+    assert violated_field(err) == "type"  # given twice
