@@ -178,7 +178,10 @@ def conversation_list_body(data: Any) -> list[tuple[str, str]]:
             if value:
                 raise InvalidArgument(key, "listing deleted conversations is not supported")
         elif key in ("account_id", "dialog_id"):
-            raise InvalidArgument(key, "this filter is not supported yet (use the query parameters: type, peer.target)")
+            if not isinstance(value, str):
+                raise InvalidArgument(key, "expected a string")
+            # A LINE or WhatsApp conversation's dialog is its peer (conversation_out above).
+            query.append(("account_id" if key == "account_id" else "peer.target", value))
         else:
             raise InvalidArgument(key if key else 'body[""]', "unknown field")
     return query

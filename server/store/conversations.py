@@ -51,6 +51,7 @@ class ConversationFilter:
     peer_type: str | None = None
     peer_target: str = ""
     updated_since_us: int | None = None
+    account_id: str = ""
 
     def is_empty(self) -> bool:
         return self == ConversationFilter()
@@ -90,6 +91,8 @@ def page_filtered(
         conditions.append(c.peer_target == where.peer_target)
     if where.updated_since_us is not None:
         conditions.append(c.tm_update >= where.updated_since_us)
+    if where.account_id:
+        conditions.append(c.account_id == where.account_id)
     order = (c.tm_create, c.id)
     if page.before is not None:
         conditions.append(before_key(conversations, page.before))

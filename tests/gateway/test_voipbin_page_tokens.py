@@ -144,10 +144,15 @@ def test_voipbins_filter_body_on_the_list_get_is_read_not_ignored(rest: httpx.Cl
     assert [c["id"] for c in listed(example).json()["result"]] == [sms, line]  # the token's customer decides
     both = rest.request("GET", "/v1.0/conversations", params={"page_size": 1}, json={"type": "message"})
     assert [c["id"] for c in both.json()["result"]] == [sms]
+    line_peer = line_body["peer"]["target"]  # type: ignore[index]
+    assert [c["id"] for c in listed({"dialog_id": line_peer}).json()["result"]] == [line]
+    assert listed({"dialog_id": "chatroom-abc123"}).json()["result"] == []
+    assert listed({"account_id": str(uuid.uuid4())}).json()["result"] == []
+    assert len(listed({"account_id": "00000000-0000-0000-0000-000000000000"}).json()["result"]) == 2  # "none"
     for body, field in (
         ({"deleted": True}, "deleted"),
-        ({"account_id": str(uuid.uuid4())}, "account_id"),
-        ({"dialog_id": "chatroom-abc123"}, "dialog_id"),
+        ({"account_id": "not-a-uuid"}, "account_id"),
+        ({"dialog_id": 7}, "dialog_id"),
         ({"typo": "line"}, "typo"),
         ({"type": "fax"}, "type"),
         ([], "body"),
@@ -160,3 +165,25 @@ def test_voipbins_filter_body_on_the_list_get_is_read_not_ignored(rest: httpx.Cl
         "INVALID_ARGUMENT",
     )
     assert violated_field(err) == "type"  # given twice
+
+
+def test_account_id_query_parameter_filters(rest: httpx.Client) -> None:
+    r = rest.post("/v1.0/conversation_accounts", json={"type": "sms", "name": "sms"})
+    assert r.status_code == 200, r.text
+    account_id = r.json()["id"]
+    ingest(rest)  # no account
+    peer = "+1555" + str(uuid.uuid4().int)[:7]
+    body = {
+        "account_id": account_id,
+        "self": {"type": "tel", "target": "+15559990000"},
+        "peer": {"type": "tel", "target": peer},
+        "text": "via the account",
+    }
+    r = rest.post("/v1.0/conversation_messages:ingest", json=body)
+    assert r.status_code == 200, r.text
+    mine = r.json()["conversation"]["id"]
+    assert [c["id"] for c in rest.get("/v1.0/conversations", params={"account_id": account_id}).json()["result"]] == [
+        mine
+    ]
+    err = check_error(rest.get("/v1.0/conversations", params={"account_id": "x"}), 400, "INVALID_ARGUMENT")
+    assert violated_field(err) == "account_id"
