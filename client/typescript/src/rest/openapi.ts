@@ -693,6 +693,7 @@ export interface components {
             inactivity_timeout_seconds?: string;
             secret?: string;
             token?: string;
+            readonly widget_key?: string;
             /** @description Keys: 1 to 64 characters, no NUL. */
             provider_data?: {
                 [key: string]: string;
@@ -731,6 +732,7 @@ export interface components {
             inactivity_timeout_seconds?: string;
             secret?: string;
             token?: string;
+            readonly widget_key?: string;
             /** @description Keys: 1 to 64 characters, no NUL. */
             provider_data?: {
                 [key: string]: string;
