@@ -31,6 +31,9 @@ from convhub.v1 import (
     ingest_service_pb2_grpc,
     message_pb2,
     participant_pb2,
+    webhook_pb2,
+    webhook_service_pb2,
+    webhook_service_pb2_grpc,
 )
 from convhub.v1 import conversation_service_pb2 as cs_pb2
 
@@ -96,6 +99,7 @@ class AsyncConvhubClient:
         self._acct = account_service_pb2_grpc.AccountServiceStub(self._channel)
         self._ingest = ingest_service_pb2_grpc.IngestServiceStub(self._channel)
         self._events = event_service_pb2_grpc.EventServiceStub(self._channel)
+        self._webhooks = webhook_service_pb2_grpc.WebhookServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     # -- plumbing ---------------------------------------------------------
@@ -203,6 +207,45 @@ class AsyncConvhubClient:
         request = cs_pb2.DeleteConversationRequest(id=id)
         return await self._call(self._conv.DeleteConversation, request, idempotent=False, timeout=timeout)
 
+    async def close_conversation(self, id: str, *, timeout: float | None = None) -> conversation_pb2.Conversation:
+        """Close it (history kept; the peer's next message opens a new one); closing twice changes nothing."""
+        request = cs_pb2.CloseConversationRequest(id=id)
+        return await self._call(self._conv.CloseConversation, request, idempotent=True, timeout=timeout)
+
+    async def reopen_conversation(self, id: str, *, timeout: float | None = None) -> conversation_pb2.Conversation:
+        """Reopen a closed one; FailedPreconditionError when another open conversation holds its key."""
+        request = cs_pb2.ReopenConversationRequest(id=id)
+        return await self._call(self._conv.ReopenConversation, request, idempotent=True, timeout=timeout)
+
+    async def send_to_address(
+        self,
+        peer: common_pb2.Address,
+        *,
+        account_id: str = "",
+        self_address: common_pb2.Address | None = None,
+        channel: common_pb2.ConversationType.ValueType = common_pb2.CONVERSATION_TYPE_UNSPECIFIED,
+        text: str = "",
+        medias: Iterable[common_pb2.Media] = (),
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> cs_pb2.SendToAddressResponse:
+        """Send to `peer` in its open conversation (or a new one): conversations that start with us.
+
+        `account_id` or `self_address` (the proto's `self`) says which of our
+        addresses sends; `request_id` defaults to a new UUID, so a retry
+        returns the first message.
+        """
+        request = _base.send_to_address_request(
+            peer,
+            account_id=account_id,
+            self_address=self_address,
+            channel=channel,
+            text=text,
+            medias=medias,
+            request_id=request_id,
+        )
+        return await self._call(self._conv.SendToAddress, request, idempotent=bool(request.request_id), timeout=timeout)
+
     # -- messages ---------------------------------------------------------
 
     async def list_messages(
@@ -228,11 +271,17 @@ class AsyncConvhubClient:
         text: str = "",
         medias: Iterable[common_pb2.Media] = (),
         *,
+        channel: common_pb2.ConversationType.ValueType = common_pb2.CONVERSATION_TYPE_UNSPECIFIED,
+        allow_fallback: bool = False,
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> message_pb2.Message:
-        """Send to the conversation's peer; `request_id` defaults to a new UUID."""
-        request = _base.send_message_request(conversation_id, text, medias, request_id)
+        """Send to the conversation's peer; `request_id` defaults to a new UUID.
+
+        `channel` forces a channel (else convhub chooses); `allow_fallback` lets a
+        failing channel move on to the next eligible one.
+        """
+        request = _base.send_message_request(conversation_id, text, medias, request_id, channel, allow_fallback)
         return await self._call(self._conv.SendMessage, request, idempotent=bool(request.request_id), timeout=timeout)
 
     async def delete_message(
@@ -321,6 +370,95 @@ class AsyncConvhubClient:
     async def delete_account(self, id: str, *, timeout: float | None = None) -> account_pb2.Account:
         request = account_service_pb2.DeleteAccountRequest(id=id)
         return await self._call(self._acct.DeleteAccount, request, idempotent=False, timeout=timeout)
+
+    # -- webhook endpoints ------------------------------------------------
+
+    async def create_webhook_endpoint(
+        self,
+        url: str,
+        event_types: Iterable[str] = (),
+        description: str = "",
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> webhook_pb2.WebhookEndpoint:
+        """Register an endpoint (no `event_types`: every type); the answer carries its `secret`, shown only here."""
+        endpoint = webhook_pb2.WebhookEndpoint(url=url, event_types=list(event_types), description=description)
+        request = webhook_service_pb2.CreateWebhookEndpointRequest(
+            webhook_endpoint=endpoint, request_id=_base.request_id_or_new(request_id)
+        )
+        return await self._call(
+            self._webhooks.CreateWebhookEndpoint, request, idempotent=bool(request.request_id), timeout=timeout
+        )
+
+    async def list_webhook_endpoints(
+        self, page_size: int = 0, page_token: str = "", *, timeout: float | None = None
+    ) -> webhook_service_pb2.ListWebhookEndpointsResponse:
+        request = webhook_service_pb2.ListWebhookEndpointsRequest(page_size=page_size, page_token=page_token)
+        return await self._call(self._webhooks.ListWebhookEndpoints, request, idempotent=True, timeout=timeout)
+
+    def iter_webhook_endpoints(
+        self, page_size: int = 100, *, timeout: float | None = None
+    ) -> AsyncIterator[webhook_pb2.WebhookEndpoint]:
+        return self._walk(lambda token: self.list_webhook_endpoints(page_size, token, timeout=timeout))
+
+    async def get_webhook_endpoint(self, id: str, *, timeout: float | None = None) -> webhook_pb2.WebhookEndpoint:
+        request = webhook_service_pb2.GetWebhookEndpointRequest(id=id)
+        return await self._call(self._webhooks.GetWebhookEndpoint, request, idempotent=True, timeout=timeout)
+
+    async def update_webhook_endpoint(
+        self,
+        webhook_endpoint: webhook_pb2.WebhookEndpoint,
+        update_mask: Iterable[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> webhook_pb2.WebhookEndpoint:
+        request = webhook_service_pb2.UpdateWebhookEndpointRequest(
+            webhook_endpoint=webhook_endpoint, update_mask=_base.field_mask(update_mask)
+        )
+        return await self._call(self._webhooks.UpdateWebhookEndpoint, request, idempotent=False, timeout=timeout)
+
+    async def delete_webhook_endpoint(self, id: str, *, timeout: float | None = None) -> webhook_pb2.WebhookEndpoint:
+        request = webhook_service_pb2.DeleteWebhookEndpointRequest(id=id)
+        return await self._call(self._webhooks.DeleteWebhookEndpoint, request, idempotent=False, timeout=timeout)
+
+    async def rotate_webhook_secret(self, id: str, *, timeout: float | None = None) -> webhook_pb2.WebhookEndpoint:
+        """A new `secret` (shown only here); the old one keeps signing too for the rotation grace period."""
+        request = webhook_service_pb2.RotateWebhookSecretRequest(id=id)
+        return await self._call(self._webhooks.RotateWebhookSecret, request, idempotent=False, timeout=timeout)
+
+    async def list_webhook_deliveries(
+        self,
+        webhook_endpoint_id: str,
+        status: webhook_pb2.WebhookDeliveryStatus.ValueType = webhook_pb2.WEBHOOK_DELIVERY_STATUS_UNSPECIFIED,
+        page_size: int = 0,
+        page_token: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> webhook_service_pb2.ListWebhookDeliveriesResponse:
+        request = webhook_service_pb2.ListWebhookDeliveriesRequest(
+            webhook_endpoint_id=webhook_endpoint_id, status=status, page_size=page_size, page_token=page_token
+        )
+        return await self._call(self._webhooks.ListWebhookDeliveries, request, idempotent=True, timeout=timeout)
+
+    def iter_webhook_deliveries(
+        self,
+        webhook_endpoint_id: str,
+        status: webhook_pb2.WebhookDeliveryStatus.ValueType = webhook_pb2.WEBHOOK_DELIVERY_STATUS_UNSPECIFIED,
+        page_size: int = 100,
+        *,
+        timeout: float | None = None,
+    ) -> AsyncIterator[webhook_pb2.WebhookDelivery]:
+        return self._walk(
+            lambda token: self.list_webhook_deliveries(webhook_endpoint_id, status, page_size, token, timeout=timeout)
+        )
+
+    async def retry_webhook_delivery(
+        self, webhook_endpoint_id: str, id: str, *, timeout: float | None = None
+    ) -> webhook_pb2.WebhookDelivery:
+        """Send a delivery again now, with a fresh retry schedule (a failed one stays replayable)."""
+        request = webhook_service_pb2.RetryWebhookDeliveryRequest(webhook_endpoint_id=webhook_endpoint_id, id=id)
+        return await self._call(self._webhooks.RetryWebhookDelivery, request, idempotent=False, timeout=timeout)
 
     # -- ingest -----------------------------------------------------------
 

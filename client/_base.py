@@ -120,10 +120,41 @@ def update_participant_request(
 
 
 def send_message_request(
-    conversation_id: str, text: str, medias: Iterable[common_pb2.Media], request_id: str | None
+    conversation_id: str,
+    text: str,
+    medias: Iterable[common_pb2.Media],
+    request_id: str | None,
+    channel: common_pb2.ConversationType.ValueType = common_pb2.CONVERSATION_TYPE_UNSPECIFIED,
+    allow_fallback: bool = False,
 ) -> cs_pb2.SendMessageRequest:
     return cs_pb2.SendMessageRequest(
-        conversation_id=conversation_id, text=text, medias=list(medias), request_id=request_id_or_new(request_id)
+        conversation_id=conversation_id,
+        text=text,
+        medias=list(medias),
+        request_id=request_id_or_new(request_id),
+        channel=channel,
+        allow_fallback=allow_fallback,
+    )
+
+
+def send_to_address_request(
+    peer: common_pb2.Address,
+    *,
+    account_id: str,
+    self_address: common_pb2.Address | None,
+    channel: common_pb2.ConversationType.ValueType,
+    text: str,
+    medias: Iterable[common_pb2.Media],
+    request_id: str | None,
+) -> cs_pb2.SendToAddressRequest:
+    return cs_pb2.SendToAddressRequest(
+        account_id=account_id,
+        self=self_address,
+        peer=peer,
+        channel=channel,
+        text=text,
+        medias=list(medias),
+        request_id=request_id_or_new(request_id),
     )
 
 

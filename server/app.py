@@ -34,6 +34,7 @@ from convhub.server.api.services import build_dispatcher
 from convhub.server.channels.delivery import DeliveryWorker
 from convhub.server.channels.email import EmailAdapter, OptOut
 from convhub.server.channels.hooks import HookHttp, build_hook_context, hook_routes
+from convhub.server.channels.media_links import MediaLinks
 from convhub.server.channels.registry import build_adapters
 from convhub.server.channels.smtp_receiver import SmtpReceiver
 from convhub.server.config import Settings
@@ -271,7 +272,10 @@ async def serve(settings: Settings) -> None:
     webchat = WebchatRoutes(
         WebchatService(db, settings), use_cases.ingest, EventReader(db, broadcaster), db, settings, executor
     )
-    supervisor.add(DeliveryWorker(use_cases.delivery, adapters, use_cases.delivery_bell, settings, executor))
+    media_links = MediaLinks(db.secrets.derived_key("media-links"), settings.resolved_public_url)
+    supervisor.add(
+        DeliveryWorker(use_cases.delivery, adapters, use_cases.delivery_bell, settings, executor, media_links)
+    )
     supervisor.add(InactivitySweep(use_cases.lifecycle, settings.sweep_interval, executor))
 
     server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=observability.grpc_interceptors())
@@ -311,7 +315,7 @@ async def serve(settings: Settings) -> None:
                 ready=lambda: life.ready,
                 hook_routes=hook_routes(adapters, hooks),
                 extra_routes=observability.http_routes(),
-                mounts=[media_mount(dispatcher.authenticate, media), *webchat.mounts()],
+                mounts=[media_mount(dispatcher.authenticate, media, media_links), *webchat.mounts()],
             )
         )
         limits = ConnectionLimits(

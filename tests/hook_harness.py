@@ -35,7 +35,7 @@ from convhub.server.store.models import Account, Message
 from tests.conftest import BACKENDS, create_database, secret_box_for_tests
 from tests.provider_standins import serve
 
-ACCOUNT_TYPE = {"telnyx": "sms", "line": "line", "smtp": "email"}
+ACCOUNT_TYPE = {"telnyx": "sms", "line": "line", "smtp": "email", "twilio": "sms"}
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

@@ -162,3 +162,18 @@ def test_answer_by_email_needs_only_the_channel_or_the_preference_given_an_email
     assert _choose(preferring, [SMS, EMAIL])[0] == ("email", "preferred_channel")
     with pytest.raises(NoUsableChannel, match="the recipient has no email address"):
         _choose(_recipient(addresses=[PEER]), [SMS, EMAIL], explicit="email")
+
+
+def test_the_rooms_own_account_without_an_address_answers_from_the_rooms_self() -> None:
+    """VoIPBIN's LINE account body names no address; the hook's destination became the room's self."""
+    bot = Address("line", "U" + "0" * 32)
+    no_address = SendingAccount("line-2", "line", "line", None, True)
+    room = _recipient(room_channel="line", room_self=bot, room_peer=LINE_ID, room_account_id="line-2", addresses=[])
+    routes = choose_routes(explicit=None, text="hi", has_media=False, recipient=room, accounts=[no_address])
+    assert [(r.channel, r.account_id, r.sender, r.recipient) for r in routes] == [("line", "line-2", bot, LINE_ID)]
+    elsewhere = _recipient(room_channel="line", room_self=bot, room_peer=LINE_ID, room_account_id="other")
+    with pytest.raises(NoUsableChannel, match="no enabled account with address"):
+        choose_routes(explicit=None, text="hi", has_media=False, recipient=elsewhere, accounts=[no_address])
+    disabled = SendingAccount("line-2", "line", "line", None, False)
+    with pytest.raises(NoUsableChannel):
+        choose_routes(explicit=None, text="hi", has_media=False, recipient=room, accounts=[disabled])

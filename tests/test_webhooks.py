@@ -476,3 +476,43 @@ def test_a_hanging_endpoint_slows_neither_other_endpoints_nor_the_api(
         assert slowest < 3.0, slowest  # typical: ~10 ms
     finally:
         release.set()
+
+
+def test_message_received_has_the_voipbin_docs_shape(client: Client, receiver: Receiver) -> None:
+    """Issue 7: data = {conversation_id, message: {id, participant, channel, text, direction, tm_create}}."""
+    endpoint = client.create(receiver.base_url + "/in", event_types=["conversation_message_received"])
+    sms = client.api.sms(peer="+15550003333", text="Is my order ready?")
+    line_peer = "U" + "ab" * 16
+    r = client.http.post(
+        "/v1.0/conversation_messages:ingest",
+        json={
+            "channel": "line",
+            "self": {"type": "line", "target": "U" + "cd" * 16},
+            "peer": {"type": "line", "target": line_peer},
+            "text": "こんにちは",
+        },
+    )
+    assert r.status_code == 200, r.text
+    receiver.wait_for(lambda: len(receiver.delivered()) >= 2, WAIT, "two received events")
+    got = [received.verify(endpoint.secret) for received in receiver.delivered()]
+    assert [b["type"] for b in got] == ["conversation_message_received"] * 2
+    for body in got:
+        assert set(body) == {"type", "timestamp", "data"}
+        assert set(body["data"]) == {"conversation_id", "message"}
+        assert set(body["data"]["message"]) == {"id", "participant", "channel", "text", "direction", "tm_create"}
+    sms_body, line_body = (b["data"] for b in got)
+    rest = client.http.get(f"/v1.0/conversations/{sms.conversation.id}/messages/{sms.message.id}").json()
+    assert sms_body == {
+        "conversation_id": sms.conversation.id,
+        "message": {
+            "id": sms.message.id,
+            "participant": {"type": "tel", "target": "+15550003333"},
+            "channel": "message",
+            "text": "Is my order ready?",
+            "direction": "inbound",
+            "tm_create": rest["tm_create"],
+        },
+    }
+    assert line_body["conversation_id"] == r.json()["conversation"]["id"]
+    assert line_body["message"]["participant"] == {"type": "line", "target": line_peer}
+    assert (line_body["message"]["channel"], line_body["message"]["text"]) == ("line", "こんにちは")

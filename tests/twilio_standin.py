@@ -9,6 +9,11 @@
   caller never reads the answer.
 - `GET` the same path lists messages, filtered by `To`, `From`, `DateSent>`,
   newest first, in Twilio's page shape.
+- Inbound MMS media (`add_media`): `GET /2010-04-01/Accounts/{sid}/Messages/{MM}/Media/{ME}`
+  needs the same basic auth and answers 307 to the media CDN on another origin
+  (`localhost` rather than `127.0.0.1`), as Twilio does; the CDN refuses a
+  request that still carries `Authorization` (400, as S3 does with a signed
+  link) and answers the bytes with their Content-Type.
 - Behaviours are scripted per recipient number (`script(to, ...)`): answer a
   status with a Twilio error body, answer 429 with Retry-After, or hang.
 """
@@ -31,6 +36,8 @@ from urllib.parse import parse_qs, urlsplit
 
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-f]{32})/Messages\.json$")
+MEDIA_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-f]{32})/Messages/MM[0-9a-f]{32}/Media/(ME[0-9a-f]{32})$")
+CDN_PATH = re.compile(r"^/cdn/(ME[0-9a-f]{32})$")
 
 
 @dataclass
@@ -51,6 +58,8 @@ class TwilioStandIn:
     posts: Counter[str] = field(default_factory=Counter)  # POST attempts per To (accepted or not)
     delay: float = 0.0  # every accepted POST answers this much later
     list_fails: bool = False  # the list endpoint answers 500 (find_sent cannot tell)
+    media: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # ME sid -> (bytes, content type)
+    media_fetches: Counter[str] = field(default_factory=Counter)  # CDN answers with the bytes, per ME sid
     _scripts: dict[str, list[Behaviour]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -93,6 +102,13 @@ class TwilioStandIn:
             self.accounts[sid] = token
         return sid, token
 
+    def add_media(self, sid: str, data: bytes, content_type: str) -> str:
+        """A media item of an inbound MMS on account `sid`; returns its MediaUrl (on the API origin)."""
+        media_sid = "ME" + uuid.uuid4().hex
+        with self._lock:
+            self.media[media_sid] = (data, content_type)
+        return f"{self.url}/2010-04-01/Accounts/{sid}/Messages/MM{uuid.uuid4().hex}/Media/{media_sid}"
+
     def script(self, to: str, *behaviours: Behaviour) -> None:
         with self._lock:
             self._scripts.setdefault(to, []).extend(behaviours)
@@ -120,8 +136,8 @@ class TwilioStandIn:
         body = {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}"}
         self._reply(h, status, {**body, "status": status}, headers)
 
-    def _authorised(self, h: BaseHTTPRequestHandler) -> str | None:
-        match = PATH.match(urlsplit(h.path).path)
+    def _authorised(self, h: BaseHTTPRequestHandler, path: re.Pattern[str] = PATH) -> str | None:
+        match = path.match(urlsplit(h.path).path)
         if match is None:
             self._error(h, 404, 20404, "The requested resource was not found")
             return None
@@ -201,7 +217,49 @@ class TwilioStandIn:
             time.sleep(self.delay)
         self._reply(h, 201, {k: v for k, v in message.items() if not k.startswith("_")}, {})
 
+    def _media(self, h: BaseHTTPRequestHandler) -> None:
+        if self._authorised(h, MEDIA_PATH) is None:
+            return
+        media_sid = MEDIA_PATH.match(urlsplit(h.path).path).group(2)  # type: ignore[union-attr]
+        with self._lock:
+            known = media_sid in self.media
+        if not known:
+            self._error(h, 404, 20404, "The requested resource was not found")
+            return
+        assert self._server is not None
+        location = f"http://localhost:{self._server.server_address[1]}/cdn/{media_sid}?Expires=4102444800"
+        h.send_response(307)
+        h.send_header("Location", location)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    def _cdn(self, h: BaseHTTPRequestHandler) -> None:
+        media_sid = CDN_PATH.match(urlsplit(h.path).path).group(1)  # type: ignore[union-attr]
+        if h.headers.get("Authorization"):
+            self._reply(h, 400, {"error": "Only one auth mechanism allowed"}, {})
+            return
+        with self._lock:
+            found = self.media.get(media_sid)
+            if found is not None:
+                self.media_fetches[media_sid] += 1
+        if found is None:
+            self._reply(h, 404, {"error": "NoSuchKey"}, {})
+            return
+        data, content_type = found
+        h.send_response(200)
+        h.send_header("Content-Type", content_type)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
     def _get(self, h: BaseHTTPRequestHandler) -> None:
+        path = urlsplit(h.path).path
+        if MEDIA_PATH.match(path):
+            self._media(h)
+            return
+        if CDN_PATH.match(path):
+            self._cdn(h)
+            return
         sid = self._authorised(h)
         if sid is None:
             return

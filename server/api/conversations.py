@@ -30,6 +30,7 @@ def _filter(request: pb.ListConversationsRequest) -> ConversationFilter:
         peer_type=peer_type,
         peer_target=request.peer.target.strip(),
         updated_since_us=request.updated_since.ToMicroseconds() if request.HasField("updated_since") else None,
+        account_id=validation.optional_uuid("account_id", request.account_id) or "",
     )
 
 

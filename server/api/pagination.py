@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from convhub.server.api.errors import InvalidArgument
+from convhub.server.domain.page_times import parse_time_token
 from convhub.server.store.pages import Page, decode_page_token, decode_token
 
 DEFAULT_PAGE_SIZE = 100
@@ -14,6 +15,12 @@ def parse(page_size: int, page_token: str, scope: str) -> Page:
     size = size_in_force(page_size)
     if not page_token:
         return Page(size, None, scope)
+    try:
+        before = parse_time_token(page_token)
+    except ValueError:
+        raise InvalidArgument("page_token", "not a real time") from None
+    if before is not None:  # VoIPBIN's hand-built token: items created before that time, newest first
+        return Page(size, None, scope, before)
     try:
         after = decode_page_token(page_token, scope)
     except ValueError:

@@ -35,6 +35,7 @@ import httpx
 
 from convhub.server.channels.adapter import Accepted, CannotTell, ChannelAdapter, Outbound, SendFailed
 from convhub.server.channels.hooks import channel_account
+from convhub.server.channels.media_links import MediaLinks
 from convhub.server.config import Settings
 from convhub.server.domain import delivery as rules
 from convhub.server.domain.addresses import Address
@@ -60,8 +61,10 @@ class DeliveryWorker:
         bell: Doorbell,
         settings: Settings,
         executor: Executor,
+        media_links: MediaLinks | None = None,
     ) -> None:
         self.service = service
+        self.media_links = media_links  # kept media goes out as signed links (media_links.py)
         self.adapters = adapters
         self.bell = bell
         self.settings = settings
@@ -232,7 +235,7 @@ class DeliveryWorker:
             sender=Address(m.source_type, m.source_target, m.source_name),
             recipient=Address(m.destination_type, m.destination_target, m.destination_name),
             text=m.text,
-            medias=list(m.medias),
+            medias=self.media_links.for_provider(m.customer_id, m.medias) if self.media_links else list(m.medias),
             status_callback_url=f"{self.settings.resolved_public_url}/v1.0/hooks/{provider}/{account_id}/status",
             reply_token=work.reply_token,
             provider_message_id=m.transaction_id or "",

@@ -18,8 +18,8 @@ def build_adapters(
 ) -> dict[str, ChannelAdapter]:
     """One adapter per provider, pointed at the provider API base URLs from settings."""
     adapters: list[ChannelAdapter] = [
-        TwilioAdapter(settings.twilio_api_url),
-        TelnyxAdapter(settings.telnyx_api_url),
+        TwilioAdapter(settings.twilio_api_url, media),
+        TelnyxAdapter(settings.telnyx_api_url, media),
         LineAdapter(settings.line_api_url, settings.line_data_api_url, media),
         EmailAdapter(
             media,

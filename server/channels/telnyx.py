@@ -46,9 +46,11 @@ from convhub.server.channels.adapter import (
     Receipt,
     SendFailed,
 )
+from convhub.server.channels.media_fetch import MediaFetcher, ingest_keeping_media
 from convhub.server.domain.addresses import Address
 from convhub.server.domain.messages import Media, media_kind
 from convhub.server.services.ingest import InboundMessage
+from convhub.server.store.media_files import MediaFiles
 
 PROVIDER = "telnyx"
 SIGNATURE_HEADER = "telnyx-signature-ed25519"
@@ -89,8 +91,10 @@ class TelnyxAdapter:
     provider = PROVIDER
     channel = "message"
 
-    def __init__(self, api_url: str) -> None:
+    def __init__(self, api_url: str, media: MediaFiles | None = None) -> None:
         self.api_url = api_url.rstrip("/")
+        # MMS media (`media[].url`, signed links that expire) is fetched into `media`; None keeps the links.
+        self.fetcher = MediaFetcher(media, provider="Telnyx") if media is not None else None
 
     # --- outbound ---------------------------------------------------------
 
@@ -155,8 +159,9 @@ class TelnyxAdapter:
             except hook_rules.HookRejected as rejected:
                 return rejected.response
             try:
-                if isinstance(event, InboundMessage):
-                    await hooks.ingest.ingest(event)  # a redelivered message id answers the first message
+                if isinstance(event, InboundMessage):  # a redelivered message id answers the first message
+                    names = [f"data.payload.media[{i}].url" for i in range(len(event.medias))]
+                    await ingest_keeping_media(hooks, self.fetcher, account, event, names)
                 elif isinstance(event, Receipt):
                     await hooks.receipt(event)
             except ApiError as exc:

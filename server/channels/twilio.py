@@ -41,9 +41,11 @@ from convhub.server.channels.adapter import (
     Receipt,
     SendFailed,
 )
+from convhub.server.channels.media_fetch import MediaFetcher, ingest_keeping_media
 from convhub.server.domain.addresses import Address
 from convhub.server.domain.messages import Media
 from convhub.server.services.ingest import InboundMessage
+from convhub.server.store.media_files import MediaFiles
 
 SIGNATURE_HEADER = "x-twilio-signature"
 FORM = "application/x-www-form-urlencoded"
@@ -108,8 +110,10 @@ class TwilioAdapter:
     provider = "twilio"
     channel = "message"
 
-    def __init__(self, api_url: str) -> None:
+    def __init__(self, api_url: str, media: MediaFiles | None = None) -> None:
         self.api_url = api_url.rstrip("/")
+        # MMS media (MediaUrlN) is fetched into `media` with the account's credentials; None keeps the links.
+        self.fetcher = MediaFetcher(media, provider="Twilio", auth_origin=self.api_url) if media is not None else None
 
     # --- outbound ---------------------------------------------------------
 
@@ -188,8 +192,10 @@ class TwilioAdapter:
                 message = parse_inbound(account, params)
             except hook_rules.HookRejected as rejected:
                 return rejected.response
+            names = [f"MediaUrl{i}" for i in range(len(message.medias))]
+            auth = (account.credentials.get("account_sid", ""), account.credentials.get("auth_token", ""))
             try:
-                await hooks.ingest.ingest(message)
+                await ingest_keeping_media(hooks, self.fetcher, account, message, names, auth)
             except ApiError as exc:
                 return hook_rules.api_error_response(exc)
             return Response(TWIML_EMPTY, media_type="text/xml")

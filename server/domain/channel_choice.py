@@ -99,14 +99,23 @@ def content_refusal(channel: str, text: str, has_media: bool) -> str | None:
 
 def _route(channel: str, recipient: Recipient, accounts: Sequence[SendingAccount]) -> Route | str:
     """The route on `channel`, or why there is none."""
-    candidates = [a for a in accounts if a.channel == channel and a.enabled and a.provider and a.address]
+    usable = [a for a in accounts if a.channel == channel and a.enabled and a.provider]
+    candidates = [a for a in usable if a.address]
     if channel == recipient.room_channel:
         to = recipient.room_peer
-        own = [a for a in candidates if a.address is not None and a.address.target == recipient.room_self.target]
+        # The account whose address is the room's self; or the room's own account when it has no address
+        # (VoIPBIN's LINE account body names none: the hook's `destination` became the room's self).
+        own = [
+            a
+            for a in usable
+            if (a.address is not None and a.address.target == recipient.room_self.target)
+            or (a.address is None and a.id == recipient.room_account_id)
+        ]
         own.sort(key=lambda a: a.id != recipient.room_account_id)  # the conversation's account first
         if not own:
             return f"no enabled account with address {recipient.room_self.target}"
         account = own[0]
+        return Route(channel, account.id, account.address or recipient.room_self, to, "")
     else:
         address_type = CHANNEL_ADDRESS_TYPE[channel]
         theirs = [a for a in recipient.addresses if a.type == address_type]

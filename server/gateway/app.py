@@ -39,7 +39,7 @@ from google.rpc import code_pb2, status_pb2
 from convhub.server.api.credentials import single_token
 from convhub.server.api.dispatch import Dispatcher, Method
 from convhub.server.api.errors import InvalidArgument
-from convhub.server.gateway import codec
+from convhub.server.gateway import codec, voipbin_names
 from convhub.server.gateway.cookies import credential_cookies
 from convhub.server.gateway.errors import (
     dumps,
@@ -107,6 +107,8 @@ class RoutePlan:
             self.path_setters.append((var.field_path[:-1], setter, ".".join(var.field_path)))
         self.body = binding.body
         self.body_decoder: codec.JsonDecoder | None = None
+        # VoIPBIN's filter body on a GET (voipbin_names.GET_BODY_READERS), read as query parameters.
+        self.get_body_reader = voipbin_names.GET_BODY_READERS.get(req.full_name) if not self.body else None
         self.query: codec.QueryMapper | None = None
         excluded = [v.field_path for v in binding.template.variables]
         if self.body == "*":
@@ -160,6 +162,8 @@ class RoutePlan:
                 self.body_decoder(req, data, "")
             elif data is not None:
                 self.body_decoder(req, data, self.body)
+        if self.get_body_reader is not None and body:
+            query = [*query, *self.get_body_reader(parse_json(body))]
         if self.query is not None and query:
             self.query.apply(req, query)
         elif query:  # body "*": every field comes from the path or the body
@@ -290,7 +294,7 @@ class Gateway:
         try:
             token = single_token(credentials)
             body: bytes | None = None
-            if plan.body_decoder is not None:
+            if plan.body_decoder is not None or plan.get_body_reader is not None:
                 if content_length is not None and content_length > self.max_body_bytes:
                     raise _BodyTooLarge
                 body = await _read_body(receive, self.max_body_bytes)

@@ -40,11 +40,13 @@ from convhub.server.api.errors import InvalidArgument
 from convhub.server.api.request_rules import MAX_DEPTH, check_number, check_text, text_problem
 from convhub.server.gateway.voipbin_names import (
     INPUT_ALIASES,
+    INPUT_FIXUPS,
     NIL_UUID,
     NIL_UUID_WHEN_EMPTY,
     NULL_WHEN_UNSET,
     OUTPUT_ALIASES,
     OUTPUT_CONSTANTS,
+    OUTPUT_FIXUPS,
 )
 
 FD = FieldDescriptor
@@ -275,6 +277,7 @@ def message_encoder(desc: Descriptor) -> Encoder:
     nulls: list[str] = []  # unset fields written as null rather than left out (VoIPBIN's tm_delete)
     aliases = OUTPUT_ALIASES.get(desc.full_name, ())
     constants = dict(OUTPUT_CONSTANTS.get(desc.full_name, ()))
+    fixup = OUTPUT_FIXUPS.get(desc.full_name)
 
     def encode(msg: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -288,6 +291,8 @@ def message_encoder(desc: Descriptor) -> Encoder:
         for alias, source in aliases:
             out[alias] = out.get(source)
         out.update(constants)
+        if fixup is not None:
+            fixup(msg, out)
         return out
 
     _ENCODERS[desc.full_name] = encode  # before compiling fields: a field may refer back to this type
@@ -580,10 +585,13 @@ def message_decoder(desc: Descriptor) -> JsonDecoder:
         _DECODERS[desc.full_name] = wkt
         return wkt
     table: dict[str, tuple[str, JsonDecoder, str | None, bool]] = {}
+    fixup = INPUT_FIXUPS.get(desc.full_name)
 
     def decode(msg: Any, data: Any, path: str) -> None:
         if not isinstance(data, dict):
             raise InvalidArgument(path or "body", "expected a JSON object")
+        if fixup is not None:
+            data = fixup(data, path)
         msg.SetInParent()
         seen: set[str] = set()
         oneofs: dict[str, str] = {}

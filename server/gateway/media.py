@@ -20,6 +20,7 @@ from starlette.routing import Mount, Route
 from convhub.server.api.credentials import single_token
 from convhub.server.api.dispatch import Caller
 from convhub.server.api.errors import ApiError
+from convhub.server.channels.media_links import MediaLinks
 from convhub.server.gateway.errors import dumps, error_payload, http_status, simple_status
 from convhub.server.store.media_files import MediaFiles
 
@@ -43,16 +44,31 @@ def _token(request: Request) -> str | None:
 MEDIA_PREFIX = "/v1.0/media"
 
 
-def media_mount(authenticate: Callable[[str | None], Caller], files: MediaFiles) -> Mount:
-    """The media download route under MEDIA_PREFIX; `authenticate` is the dispatcher's (ApiError for a bad token)."""
+def media_mount(
+    authenticate: Callable[[str | None], Caller], files: MediaFiles, links: MediaLinks | None = None
+) -> Mount:
+    """The media download route under MEDIA_PREFIX; `authenticate` is the dispatcher's (ApiError for a bad token).
+
+    With `links`, a request carrying a signed link's `signature` (channels/media_links.py: a provider
+    fetching an outgoing message's media) is served without a token while the link is valid.
+    """
 
     async def get_media(request: Request) -> Response:
-        try:
-            caller = authenticate(_token(request))  # ambiguous credentials are 400 before any lookup
-        except ApiError as exc:
-            status = exc.to_status()
-            return _error(status.code, status.message)
-        found = await asyncio.to_thread(files.find, caller.customer_id, request.path_params["media_id"])
+        query = request.query_params
+        if links is not None and "signature" in query:
+            customer_id = query.get("customer", "")
+            if not links.verify(
+                customer_id, request.path_params["media_id"], query.get("expires", ""), query["signature"]
+            ):
+                return _error(code_pb2.UNAUTHENTICATED, "invalid or expired media link")
+        else:
+            try:
+                caller = authenticate(_token(request))  # ambiguous credentials are 400 before any lookup
+            except ApiError as exc:
+                status = exc.to_status()
+                return _error(status.code, status.message)
+            customer_id = caller.customer_id
+        found = await asyncio.to_thread(files.find, customer_id, request.path_params["media_id"])
         if found is None:
             return _error(code_pb2.NOT_FOUND, "no such media")
         inline = found.mime_type.startswith(INLINE_KINDS)

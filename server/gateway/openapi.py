@@ -147,8 +147,13 @@ class SchemaBuilder:
                     required.append(f.name)
             self._voipbin_keys(desc.full_name, props)
             schema: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+            alternatives = voipbin_names.REQUIRED_ALTERNATIVES.get(desc.full_name, {})
+            either = [[k, alternatives[k]] for k in required if k in alternatives]
+            required = [k for k in required if k not in alternatives]
             if required:
                 schema["required"] = required
+            if either:  # VoIPBIN's media names a kept media by `id` instead of a `url`
+                schema["anyOf"] = [{"required": [k]} for pair in either for k in pair]
             groups = [
                 [f.name for f in o.fields if f.name in props]
                 for o in desc.oneofs
@@ -172,6 +177,10 @@ class SchemaBuilder:
                 props[alias] = props[source]
         for key, value in voipbin_names.OUTPUT_CONSTANTS.get(full_name, ()):
             props[key] = {"type": "string", "enum": [value], "readOnly": True}
+        for key, schema in voipbin_names.EXTRA_KEYS.get(full_name, {}).items():
+            props[key] = dict(schema)
+        if full_name == "convhub.v1.Media" and "type" in props:
+            props["type"] = {"type": "string", "enum": ["", *voipbin_names.VOIPBIN_MEDIA_TYPES]}
 
     def enum(self, f: FieldDescriptor) -> dict[str, Any]:
         key = schema_name(codec.enum_type(f).full_name)

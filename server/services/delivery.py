@@ -55,6 +55,16 @@ REPLY_TOKEN_CHANNELS = frozenset({"line"})
 REPLY_TOKEN_WINDOW_US = 50_000_000
 
 
+def _fresh_reply_token(conn: Connection, message: MessageRow) -> str | None:
+    """LINE: the recipient's newest reply token in this conversation, if it came within the window."""
+    if message.channel not in REPLY_TOKEN_CHANNELS:
+        return None
+    now = now_us()
+    return messages.reply_token(
+        conn, message.conversation_id, message.destination_target, now - REPLY_TOKEN_WINDOW_US, now
+    )
+
+
 class DeliveryService:
     def __init__(self, db: Database, settings: Settings, bell: Doorbell) -> None:
         self.db = db
@@ -71,7 +81,11 @@ class DeliveryService:
                 return []
             rows = messages.by_ids(conn, {c.job.message_id for c in claimed})
             found = {a.id: a for a in accounts.by_ids(conn, {c.job.account_id for c in claimed})}
-        return [Work(c, rows[c.job.message_id], self._opened(found.get(c.job.account_id))) for c in claimed]
+            tokens = {c.job.id: _fresh_reply_token(conn, rows[c.job.message_id]) for c in claimed}
+        return [
+            Work(c, rows[c.job.message_id], self._opened(found.get(c.job.account_id)), tokens[c.job.id])
+            for c in claimed
+        ]
 
     def _opened(self, row: AccountRow | None) -> OpenedAccount | None:
         return opened(row, self.db.secrets) if row is not None and row.tm_delete is None else None

@@ -82,6 +82,9 @@ class InboundMessage:
     reply_token: str = ""  # the provider's token for answering this message (LINE), kept for the delivery worker
     # The conversation a provider's threading headers point at (email In-Reply-To/References): room rule (a).
     thread_conversation_id: str | None = None
+    # Why part of it could not be kept (`media_not_fetched`: channels/media_fetch.py); "" when all is well.
+    error_code: str = ""
+    error_message: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +313,8 @@ def _apply(item: _Prepared, rooms: dict[int, _Routed], batch: _Batch) -> Ingeste
         "tm_delete": None,
         "reply_token": inbound_message.reply_token or None,
         **INBOUND_DELIVERY,
+        "error_code": inbound_message.error_code,
+        "error_message": inbound_message.error_message,
         "account_id": inbound_message.account_id,
     }
     batch.rows.add(messages.INSERT_MESSAGE, message)

@@ -15,7 +15,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from convhub.server.store.live_rows import LiveRows
 from convhub.server.store.models import Conversation
-from convhub.server.store.pages import Page, after_key, page_of
+from convhub.server.store.pages import Page, after_key, before_key, page_of
 from convhub.server.store.rows import ConversationRow, plain_rows
 
 conversations = Conversation.__table__
@@ -51,6 +51,7 @@ class ConversationFilter:
     peer_type: str | None = None
     peer_target: str = ""
     updated_since_us: int | None = None
+    account_id: str = ""
 
     def is_empty(self) -> bool:
         return self == ConversationFilter()
@@ -90,8 +91,14 @@ def page_filtered(
         conditions.append(c.peer_target == where.peer_target)
     if where.updated_since_us is not None:
         conditions.append(c.tm_update >= where.updated_since_us)
-    if page.after is not None:
+    if where.account_id:
+        conditions.append(c.account_id == where.account_id)
+    order = (c.tm_create, c.id)
+    if page.before is not None:
+        conditions.append(before_key(conversations, page.before))
+        order = (c.tm_create.desc(), c.id.desc())
+    elif page.after is not None:
         conditions.append(after_key(conversations, page.after))
-    query = select(conversations).where(*conditions).order_by(c.tm_create, c.id).limit(page.size + 1)
+    query = select(conversations).where(*conditions).order_by(*order).limit(page.size + 1)
     rows, token = page_of(plain_rows(conversations, conn.execute(query).all()), page)
     return cast("list[ConversationRow]", rows), token

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, and_, bindparam, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from convhub.server.domain.page_times import time_token
 from convhub.server.store.rows import plain_rows
 
 
@@ -25,6 +26,8 @@ class Page:
     size: int
     after: tuple[int, str] | None
     scope: str  # which list: e.g. `messages:<conversation id>`
+    # VoIPBIN's timestamp token: items created before this time (µs), newest first (domain/page_times.py).
+    before: int | None = None
 
 
 def encode_token(scope: str, *key: int | str) -> str:
@@ -78,11 +81,16 @@ class Lister:
         order = (table.c.tm_create, table.c.id)
         self._first = base.order_by(*order).limit(bindparam("limit"))
         self._next = base.where(after).order_by(*order).limit(bindparam("limit"))
+        newest_first = (table.c.tm_create.desc(), table.c.id.desc())
+        self._before = base.where(table.c.tm_create < bindparam("before")).order_by(*newest_first)
+        self._before = self._before.limit(bindparam("limit"))
 
     def fetch(self, conn: Connection, page: Page, customer_id: str, **filters: str) -> tuple[list[Any], str]:
         """This page's rows and the next page token ('' on the last page)."""
         params: dict[str, Any] = {"customer_id": customer_id, "limit": page.size + 1, **filters}
-        if page.after is None:
+        if page.before is not None:
+            rows = conn.execute(self._before, {**params, "before": page.before}).all()
+        elif page.after is None:
             rows = conn.execute(self._first, params).all()
         else:
             params["after_tm"], params["after_id"] = page.after
@@ -102,4 +110,11 @@ def page_of(rows: Sequence[Any], page: Page) -> tuple[list[Any], str]:
         return list(rows), ""
     kept = list(rows[: page.size])
     last = kept[-1]
+    if page.before is not None:  # a VoIPBIN client continues with a token of its own kind
+        return kept, time_token(last.tm_create)
     return kept, encode_page_token(page.scope, last.tm_create, last.id)
+
+
+def before_key(table: Table, before: int) -> ColumnElement[bool]:
+    """Rows created before `before` (µs): a VoIPBIN timestamp page."""
+    return table.c.tm_create < before

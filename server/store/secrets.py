@@ -14,6 +14,8 @@ there the setting is required.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 from collections.abc import Sequence
@@ -43,6 +45,11 @@ class SecretBox:
         if not keys:
             raise SecretKeyError(f"{SETTING}: no key given")
         self._fernet = MultiFernet([Fernet(key) for key in keys])
+        self._first = keys[0].encode() if isinstance(keys[0], str) else keys[0]
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A key for `purpose` (e.g. signing media links) derived from the sealing key, so replicas share it."""
+        return hmac.new(self._first, b"convhub:" + purpose.encode(), hashlib.sha256).digest()
 
     def seal(self, value: SecretValue) -> str:
         """Fernet text for `value`; sealing the same value twice gives different text."""

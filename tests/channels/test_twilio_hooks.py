@@ -44,25 +44,94 @@ def test_a_redelivered_hook_answers_200_and_stores_nothing_new(rig: Rig) -> None
     assert len(rig.events()) == events
 
 
-def test_inbound_media_is_kept_on_the_message(rig: Rig) -> None:
+def test_inbound_media_is_fetched_with_the_accounts_credentials_into_the_media_store(rig: Rig) -> None:
+    """MediaUrlN needs basic auth and redirects to a CDN that refuses credentials (twilio_standin.py)."""
     account = rig.twilio_account()
+    photo, pdf = b"\x89PNG fake picture", b"%PDF-1.7 fake"
+    urls = [rig.standin.add_media(account["sid"], photo, "image/png")]
+    urls.append(rig.standin.add_media(account["sid"], pdf, "application/pdf"))
     r = rig.inbound(
         account,
         new_number(),
         "look",
         NumMedia="2",
-        MediaUrl0="https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1",
-        MediaContentType0="image/jpeg",
-        MediaUrl1="https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME2",
+        MediaUrl0=urls[0],
+        MediaContentType0="image/png",
+        MediaUrl1=urls[1],
         MediaContentType1="application/pdf",
     )
     assert r.status_code == 200, r.text
     [room] = rig.conversations()
     [message] = rig.messages(room["id"])
-    assert [(m["type"], m["mime_type"], m["url"][-3:]) for m in message["medias"]] == [
-        ("image", "image/jpeg", "ME1"),
-        ("file", "application/pdf", "ME2"),
+    assert message["error_code"] == "" and message["error_message"] == ""
+    assert [rig.standin.media_fetches[url.rsplit("/", 1)[1]] for url in urls] == [1, 1]
+    assert [(m["type"], m["mime_type"], m["size"]) for m in message["medias"]] == [
+        ("image", "image/png", str(len(photo))),
+        ("file", "application/pdf", str(len(pdf))),  # int64: a JSON string
     ]
+    for media, data in zip(message["medias"], (photo, pdf), strict=True):
+        assert media["url"].startswith(PUBLIC_URL + "/v1.0/media/")
+        path = media["url"].removeprefix(PUBLIC_URL)
+        assert media["id"] == path.rsplit("/", 1)[1]  # VoIPBIN's media id is the kept media's
+        got = rig.rest.get(path)
+        assert got.status_code == 200 and got.content == data and got.headers["content-type"] == media["mime_type"]
+        assert rig.anonymous.get(path).status_code == 401
+
+
+def test_credentials_go_only_to_twilios_api_origin(rig: Rig) -> None:
+    """A MediaUrl on another host (here the CDN itself, which refuses `Authorization`) is fetched without them."""
+    account = rig.twilio_account()
+    api_url = rig.standin.add_media(account["sid"], b"elsewhere", "image/png")
+    direct = api_url.replace("127.0.0.1", "localhost").split("/2010-04-01/")[0] + "/cdn/" + api_url.rsplit("/", 1)[1]
+    r = rig.inbound(account, new_number(), "cdn", NumMedia="1", MediaUrl0=direct, MediaContentType0="image/png")
+    assert r.status_code == 200, r.text
+    [room] = rig.conversations()
+    [message] = rig.messages(room["id"])
+    assert message["error_code"] == "", message["error_message"]
+    assert rig.rest.get(message["medias"][0]["url"].removeprefix(PUBLIC_URL)).content == b"elsewhere"
+
+
+def test_a_media_that_cannot_be_fetched_keeps_the_message_with_its_url_and_the_error(rig: Rig) -> None:
+    account = rig.twilio_account()
+    good = rig.standin.add_media(account["sid"], b"GIF89a", "image/gif")
+    gone = good.rsplit("/", 1)[0] + "/ME" + "0" * 32  # Twilio answers 404
+    other_account = rig.standin.new_account()[0]
+    foreign = rig.standin.add_media(other_account, b"not yours", "image/gif")  # 401 with this account's token
+    r = rig.inbound(
+        account,
+        new_number(),
+        "three pictures",
+        NumMedia="3",
+        MediaUrl0=good,
+        MediaContentType0="image/gif",
+        MediaUrl1=gone,
+        MediaContentType1="image/jpeg",
+        MediaUrl2=foreign,
+        MediaContentType2="image/gif",
+    )
+    assert r.status_code == 200, r.text
+    [room] = rig.conversations()
+    [message] = rig.messages(room["id"])
+    assert message["text"] == "three pictures"
+    kept, lost, refused = message["medias"]
+    assert kept["url"].startswith(PUBLIC_URL + "/v1.0/media/") and kept["size"] == "6"
+    assert (lost["url"], lost["mime_type"], lost["type"]) == (gone, "image/jpeg", "image")
+    assert refused["url"] == foreign
+    assert message["error_code"] == "media_not_fetched"
+    assert "MediaUrl1: Twilio answered 404" in message["error_message"]
+    assert "MediaUrl2: Twilio answered 401" in message["error_message"]
+
+
+def test_a_redelivered_mms_stores_nothing_new(rig: Rig) -> None:
+    account = rig.twilio_account()
+    url = rig.standin.add_media(account["sid"], b"picture", "image/png")
+    sid = "SM" + "d" * 32
+    for _ in range(2):
+        r = rig.inbound(account, "+15550007777", "pic", sid=sid, NumMedia="1", MediaUrl0=url)
+        assert r.status_code == 200, r.text
+    [room] = rig.conversations()
+    [message] = rig.messages(room["id"])
+    assert rig.rest.get(message["medias"][0]["url"].removeprefix(PUBLIC_URL)).content == b"picture"
 
 
 def test_forged_missing_and_stale_signatures_answer_401_and_store_nothing(rig: Rig) -> None:

@@ -38,6 +38,7 @@ class ListConversationsRequest(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     PEER_FIELD_NUMBER: _builtins.int
     UPDATED_SINCE_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many results (default 100, max 100)."""
     page_token: _builtins.str
@@ -50,6 +51,8 @@ class ListConversationsRequest(_message.Message):
     """Only conversations in this state."""
     type: _common_pb2.ConversationType.ValueType
     """Only conversations of this channel family."""
+    account_id: _builtins.str
+    """Only conversations of this channel account (UUID)."""
     @_builtins.property
     def peer(self) -> _common_pb2.Address:
         """Only conversations with this peer: `target` matches the stored (normalised)
@@ -71,10 +74,11 @@ class ListConversationsRequest(_message.Message):
         type: _common_pb2.ConversationType.ValueType = ...,
         peer: _common_pb2.Address | None = ...,
         updated_since: _timestamp_pb2.Timestamp | None = ...,
+        account_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["peer", b"peer", "updated_since", b"updated_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner_id", b"owner_id", "page_size", b"page_size", "page_token", b"page_token", "peer", b"peer", "state", b"state", "tag", b"tag", "type", b"type", "updated_since", b"updated_since"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "owner_id", b"owner_id", "page_size", b"page_size", "page_token", b"page_token", "peer", b"peer", "state", b"state", "tag", b"tag", "type", b"type", "updated_since", b"updated_since"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,5 +1,9 @@
 """The webhook body: `{"type", "timestamp", "data"}`, with `data` exactly as the REST API shows the resource.
 
+One exception, from the VoIPBIN docs: `conversation_message_received` carries
+`{"conversation_id", "message": {"id", "participant", "channel", "text",
+"direction": "inbound", "tm_create"}}` (`received_data`).
+
 `data` goes through the REST shim's own encoder (snake_case, VoIPBIN enum
 names, RFC 3339 times, INPUT_ONLY fields such as credentials left out), so a
 receiver parses webhooks and API responses with the same code.
@@ -8,11 +12,12 @@ receiver parses webhooks and API responses with the same code.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from convhub.server.events.outbox import EVENT_TYPE_NAMES
 from convhub.server.gateway.codec import encode_message
 from convhub.server.gateway.errors import dumps
-from convhub.v1 import event_pb2
+from convhub.v1 import event_pb2, message_pb2
 
 
 @dataclass(frozen=True)
@@ -34,11 +39,35 @@ def ordering_key(event: event_pb2.Event) -> str:
     return f"{kind}:{getattr(resource, 'id', '')}"
 
 
+def received_data(message: message_pb2.Message) -> dict[str, Any]:
+    """`conversation_message_received` in the VoIPBIN docs' shape (issue 7), not the whole message.
+
+    `participant` is who wrote it (the message's source); `channel` is the REST
+    name of the channel (`message`, `line`, ...); `direction` is the docs'
+    `inbound`.
+    """
+    encoded = encode_message(message)
+    return {
+        "conversation_id": message.conversation_id,
+        "message": {
+            "id": message.id,
+            "participant": {"type": encoded["source"]["type"], "target": message.source.target},
+            "channel": encoded["channel"],
+            "text": message.text,
+            "direction": "inbound",
+            "tm_create": encoded["tm_create"],
+        },
+    }
+
+
 def render_event(payload: bytes) -> RenderedEvent:
     """The body for a stored event (its serialized `convhub.v1.Event`)."""
     event = event_pb2.Event.FromString(payload)
     kind = event.WhichOneof("resource")
-    data = encode_message(getattr(event, kind)) if kind else {}
+    if event.type == event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_RECEIVED and kind == "message":
+        data = received_data(event.message)
+    else:
+        data = encode_message(getattr(event, kind)) if kind else {}
     type_name = EVENT_TYPE_NAMES.get(event.type, "unspecified")
     body = {"type": type_name, "timestamp": event.tm_create.ToJsonString(), "data": data}
     return RenderedEvent(event.id, type_name, dumps(body).decode("utf-8"), ordering_key(event))

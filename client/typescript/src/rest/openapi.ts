@@ -478,11 +478,17 @@ export interface components {
             readonly tm_update?: string;
             /** Format: date-time */
             readonly tm_delete?: string | null;
+            /** @description LINE: the group, room or user id of the chat; WhatsApp: the wa_id; else empty. */
+            readonly dialog_id?: string;
         };
         "convhub.v1.Address": {
             type: components["schemas"]["convhub.v1.AddressType"];
             target: string;
             target_name?: string;
+            /** @description VoIPBIN's name: fills `target_name`. */
+            name?: string;
+            /** @description VoIPBIN's detail: accepted, not stored. */
+            detail?: string;
         };
         "convhub.v1.Conversation.Update": {
             /** Format: uuid */
@@ -508,6 +514,8 @@ export interface components {
             readonly tm_update?: string;
             /** Format: date-time */
             readonly tm_delete?: string | null;
+            /** @description LINE: the group, room or user id of the chat; WhatsApp: the wa_id; else empty. */
+            readonly dialog_id?: string;
         };
         "convhub.v1.UnassignConversationRequest.Body": Record<string, never>;
         "convhub.v1.CloseConversationRequest.Body": Record<string, never>;
@@ -521,15 +529,42 @@ export interface components {
             text?: string;
             medias?: components["schemas"]["convhub.v1.Media"][];
             request_id?: string;
+            subject?: string;
         };
         "convhub.v1.Media": {
-            type?: string;
-            url: string;
+            /** @enum {string} */
+            type?: "" | "image" | "video" | "audio" | "file" | "location" | "sticker" | "template" | "imagemap" | "flex";
+            url?: string;
             mime_type?: string;
             filename?: string;
             /** Format: int64 */
             size?: string;
-        };
+            /**
+             * Format: uuid
+             * @description VoIPBIN's media id: a media convhub keeps (`/v1.0/media/{id}`).
+             */
+            id?: string;
+            /**
+             * Format: uuid
+             * @description Always the nil UUID (the message names its customer).
+             */
+            customer_id?: string;
+            /**
+             * Format: date-time
+             * @description VoIPBIN's media time: null.
+             */
+            tm_create?: string | null;
+            /**
+             * Format: date-time
+             * @description VoIPBIN's media time: null.
+             */
+            tm_update?: string | null;
+            /**
+             * Format: date-time
+             * @description VoIPBIN's media time: null.
+             */
+            tm_delete?: string | null;
+        } | unknown | unknown;
         "convhub.v1.SendToAddressResponse": {
             conversation?: components["schemas"]["convhub.v1.Conversation"];
             message?: components["schemas"]["convhub.v1.Message"];
@@ -588,6 +623,7 @@ export interface components {
             request_id?: string;
             channel?: components["schemas"]["convhub.v1.ConversationType"];
             allow_fallback?: boolean;
+            subject?: string;
         };
         "convhub.v1.ListParticipantsResponse": {
             result?: components["schemas"]["convhub.v1.Participant"][];
@@ -657,6 +693,7 @@ export interface components {
             inactivity_timeout_seconds?: string;
             secret?: string;
             token?: string;
+            readonly widget_key?: string;
             /** @description Keys: 1 to 64 characters, no NUL. */
             provider_data?: {
                 [key: string]: string;
@@ -695,6 +732,7 @@ export interface components {
             inactivity_timeout_seconds?: string;
             secret?: string;
             token?: string;
+            readonly widget_key?: string;
             /** @description Keys: 1 to 64 characters, no NUL. */
             provider_data?: {
                 [key: string]: string;
@@ -857,6 +895,7 @@ export interface operations {
                 "peer.target"?: string;
                 "peer.target_name"?: string;
                 updated_since?: string;
+                account_id?: string;
             };
             header?: never;
             path?: never;
