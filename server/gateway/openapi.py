@@ -254,7 +254,10 @@ class SchemaBuilder:
                     f"Keys: {rules.min_key_length} to {rules.max_key_length or 'any number of'} characters, no NUL."
                 )
         elif f.is_repeated:
-            schema = {"type": "array", "items": self.single(f)}
+            items = self.single(f)
+            if f.cpp_type == FD.CPPTYPE_ENUM:
+                items = self._required_value(f, items)  # a list element names a value: never `unspecified`
+            schema = {"type": "array", "items": items}
             if field_behavior_pb2.REQUIRED in codec.field_behaviors(f):
                 schema["minItems"] = 1  # AIP-203: a required list is a non-empty one
             if rules is not None and rules.max_items:
