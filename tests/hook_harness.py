@@ -20,10 +20,10 @@ from sqlalchemy import select, text
 from starlette.routing import Mount
 
 from convhub.server.api.dispatch import Caller
-from convhub.server.api.errors import Unauthenticated
 from convhub.server.channels.adapter import ChannelAccount, ChannelAdapter, HookContext, Receipt
 from convhub.server.config import Settings
 from convhub.server.domain.addresses import Address
+from convhub.server.errors import Unauthenticated
 from convhub.server.gateway.media import media_mount
 from convhub.server.http_app import HOOKS_PREFIX
 from convhub.server.services.accounts import AccountService, NewAccount

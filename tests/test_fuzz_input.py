@@ -37,8 +37,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from convhub.server.api.dispatch import message_class
-from convhub.server.api.errors import InvalidArgument
 from convhub.server.api.request_rules import check_request, is_uuid
+from convhub.server.errors import InvalidArgument
 from convhub.server.gateway import codec
 from convhub.server.gateway.json_body import parse_json
 from convhub.v1 import account_service_pb2, common_pb2, conversation_service_pb2, event_service_pb2, ingest_service_pb2

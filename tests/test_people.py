@@ -11,9 +11,9 @@ import pytest
 from google.protobuf import field_mask_pb2
 from sqlalchemy import select
 
-from convhub.server.api.errors import InvalidArgument
 from convhub.server.app import email_opt_out
 from convhub.server.domain.addresses import Address, AddressError, normalize_target
+from convhub.server.errors import InvalidArgument
 from convhub.server.events.outbox import EVENT_TYPE_NAMES
 from convhub.server.services.opt_outs import set_opt_out
 from convhub.server.store import contacts

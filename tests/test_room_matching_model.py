@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import update
 
-from convhub.server.api.errors import AlreadyExists
 from convhub.server.config import Settings
 from convhub.server.domain.addresses import Address
+from convhub.server.errors import AlreadyExists
 from convhub.server.services.ingest import InboundMessage, IngestService
 from convhub.server.services.participants import NewParticipant, ParticipantPatch, ParticipantService
 from convhub.server.store.customers import create_customer

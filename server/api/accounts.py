@@ -6,9 +6,9 @@ from collections.abc import Mapping
 
 from convhub.server.api import pagination, validation
 from convhub.server.api.dispatch import Caller, may_run_on_loop
-from convhub.server.api.errors import InvalidArgument
 from convhub.server.domain.addresses import Address
 from convhub.server.domain.updates import ACCOUNT_UPDATABLE
+from convhub.server.errors import InvalidArgument
 from convhub.server.services import resources
 from convhub.server.services.accounts import AccountPatch, AccountService, NewAccount
 from convhub.v1 import account_pb2

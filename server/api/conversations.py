@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from convhub.server.api import convert, pagination, validation
 from convhub.server.api.dispatch import Caller, may_run_on_loop
-from convhub.server.api.errors import InvalidArgument
 from convhub.server.domain.updates import CONVERSATION_UPDATABLE
+from convhub.server.errors import InvalidArgument
 from convhub.server.services import resources
 from convhub.server.services.conversations import ConversationPatch, ConversationService
 from convhub.server.services.lifecycle import LifecycleService

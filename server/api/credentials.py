@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from convhub.server.api.errors import InvalidArgument
+from convhub.server.errors import InvalidArgument
 
 
 def bearer(value: str) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from convhub.server.api import validation
 from convhub.server.api.dispatch import Caller, may_run_on_loop
-from convhub.server.api.errors import InvalidArgument
+from convhub.server.errors import InvalidArgument
 from convhub.server.services.customers import CustomerService
 from convhub.v1 import customer_pb2
 from convhub.v1 import customer_service_pb2 as pb

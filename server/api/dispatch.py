@@ -35,8 +35,8 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
-from convhub.server.api.errors import DeadlineExceeded, Unauthenticated, Unavailable
 from convhub.server.api.request_rules import check_request
+from convhub.server.errors import DeadlineExceeded, Unauthenticated, Unavailable
 from convhub.server.observability.calls import note_customer
 from convhub.server.store.commit_gate import CallDeadline, enter_call_deadline, leave_call_deadline
 from convhub.server.store.faults import DeadlinePassed, WriteWouldWait, classify

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterable
 
 from convhub.server.api import pagination, validation
 from convhub.server.api.dispatch import Caller, may_run_on_loop
-from convhub.server.api.errors import InvalidArgument, OutOfRange, ResourceExhausted, Unavailable
+from convhub.server.errors import InvalidArgument, OutOfRange, ResourceExhausted, Unavailable
 from convhub.server.events.broadcaster import EventFilter, SubscriptionEnded
 from convhub.server.events.outbox import EVENT_TYPE_NAMES
 from convhub.server.events.stream import EventReader, EventsPruned, SequenceAhead

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError, Message
 
 from convhub.server.api.credentials import single_token
 from convhub.server.api.dispatch import Dispatcher, Method
-from convhub.server.api.errors import ApiError, InvalidArgument, internal_status
+from convhub.server.errors import ApiError, InvalidArgument, internal_status
 from convhub.server.observability.error_log import log_unexpected
 
 log = logging.getLogger("convhub.grpc")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from convhub.server.api import validation
 from convhub.server.api.dispatch import Caller
-from convhub.server.api.errors import InvalidArgument
+from convhub.server.errors import InvalidArgument
 from convhub.server.services import resources
 from convhub.server.services.ingest import InboundMessage, IngestService
 from convhub.v1 import ingest_service_pb2 as pb

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from convhub.server.api.errors import InvalidArgument
 from convhub.server.domain.page_times import parse_time_token
+from convhub.server.errors import InvalidArgument
 from convhub.server.store.pages import Page, decode_page_token, decode_token
 
 DEFAULT_PAGE_SIZE = 100

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from convhub.server.api import pagination, validation
 from convhub.server.api.dispatch import Caller, may_run_on_loop
-from convhub.server.api.errors import InvalidArgument
 from convhub.server.domain.addresses import Address
 from convhub.server.domain.updates import PARTICIPANT_UPDATABLE
+from convhub.server.errors import InvalidArgument
 from convhub.server.services import resources
 from convhub.server.services.participants import NewParticipant, ParticipantPatch, ParticipantService
 from convhub.v1 import common_pb2, participant_pb2

@@ -28,7 +28,7 @@ from google.api import field_info_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from convhub.server.api.errors import InvalidArgument
+from convhub.server.errors import InvalidArgument
 from convhub.v1 import field_rules_pb2
 
 FD = FieldDescriptor

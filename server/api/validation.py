@@ -9,10 +9,10 @@ from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 
 from convhub.server.api import convert
-from convhub.server.api.errors import InvalidArgument
 from convhub.server.domain.addresses import Address
 from convhub.server.domain.messages import Media
 from convhub.server.domain.updates import MaskError, resolve_mask
+from convhub.server.errors import InvalidArgument
 from convhub.server.services import resources
 from convhub.server.services.resources import StoredEnum
 from convhub.v1 import common_pb2

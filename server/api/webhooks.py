@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from convhub.server.api import pagination, validation
 from convhub.server.api.dispatch import Caller, may_run_on_loop
-from convhub.server.api.errors import InvalidArgument
+from convhub.server.errors import InvalidArgument
 from convhub.server.events.outbox import EVENT_TYPE_NAMES
 from convhub.server.services.webhooks import DELIVERY_STATUS, EndpointPatch, NewEndpoint, WebhookService
 from convhub.v1 import webhook_pb2

@@ -21,9 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from convhub.server.api.errors import ApiError, InvalidArgument
 from convhub.server.channels.adapter import ChannelAccount, ChannelAdapter, HookContext, Receipt
 from convhub.server.config import Settings
+from convhub.server.errors import ApiError, InvalidArgument
 from convhub.server.gateway.errors import dumps, error_payload, http_status, simple_status
 from convhub.server.services.channel_accounts import OpenedAccount
 from convhub.server.services.use_cases import UseCases

@@ -45,7 +45,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from convhub.server.api.errors import ApiError
 from convhub.server.channels import hook_payloads as fields
 from convhub.server.channels import hooks as hook_rules
 from convhub.server.channels import line_events, provider_http
@@ -59,6 +58,7 @@ from convhub.server.channels.adapter import (
 )
 from convhub.server.domain.addresses import Address
 from convhub.server.domain.messages import Media
+from convhub.server.errors import ApiError
 from convhub.server.services.ingest import InboundMessage, Ingested
 from convhub.server.store.media_files import MediaFiles, MediaRefused
 

@@ -24,11 +24,11 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from convhub.server.api.errors import ApiError
 from convhub.server.channels.adapter import ChannelAccount, HookContext
 from convhub.server.channels.email import EmailAdapter, TooLarge, Unreadable
 from convhub.server.channels.email_mime import split_plus_address
 from convhub.server.channels.hooks import channel_account
+from convhub.server.errors import ApiError
 from convhub.server.services.email_threads import EmailThreads
 
 log = logging.getLogger("convhub.smtp")

@@ -29,7 +29,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from convhub.server.api.errors import ApiError
 from convhub.server.channels import hooks as hook_rules
 from convhub.server.channels import provider_http
 from convhub.server.channels.adapter import (
@@ -44,6 +43,7 @@ from convhub.server.channels.adapter import (
 from convhub.server.channels.media_fetch import MediaFetcher, ingest_keeping_media
 from convhub.server.domain.addresses import Address
 from convhub.server.domain.messages import Media
+from convhub.server.errors import ApiError
 from convhub.server.services.ingest import InboundMessage
 from convhub.server.store.media_files import MediaFiles
 

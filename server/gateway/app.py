@@ -38,7 +38,7 @@ from google.rpc import code_pb2, status_pb2
 
 from convhub.server.api.credentials import single_token
 from convhub.server.api.dispatch import Dispatcher, Method
-from convhub.server.api.errors import InvalidArgument
+from convhub.server.errors import InvalidArgument
 from convhub.server.gateway import codec, voipbin_names
 from convhub.server.gateway.cookies import credential_cookies
 from convhub.server.gateway.errors import (

@@ -36,8 +36,8 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from google.protobuf.internal import type_checkers
 from google.protobuf.message import Message
 
-from convhub.server.api.errors import InvalidArgument
 from convhub.server.api.request_rules import MAX_DEPTH, check_number, check_text, text_problem
+from convhub.server.errors import InvalidArgument
 from convhub.server.gateway.voipbin_names import (
     INPUT_ALIASES,
     INPUT_FIXUPS,

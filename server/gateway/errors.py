@@ -21,7 +21,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from convhub.server.api.errors import ApiError, internal_status
+from convhub.server.errors import ApiError, internal_status
 from convhub.server.observability.error_log import log_unexpected
 
 log = logging.getLogger(__name__)

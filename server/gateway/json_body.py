@@ -15,8 +15,8 @@ import re
 from itertools import accumulate, count
 from typing import Any
 
-from convhub.server.api.errors import InvalidArgument
 from convhub.server.api.request_rules import MAX_DEPTH
+from convhub.server.errors import InvalidArgument
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")

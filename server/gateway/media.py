@@ -19,8 +19,8 @@ from starlette.routing import Mount, Route
 
 from convhub.server.api.credentials import single_token
 from convhub.server.api.dispatch import Caller
-from convhub.server.api.errors import ApiError
 from convhub.server.channels.media_links import MediaLinks
+from convhub.server.errors import ApiError
 from convhub.server.gateway.errors import dumps, error_payload, http_status, simple_status
 from convhub.server.store.media_files import MediaFiles
 

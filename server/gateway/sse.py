@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from convhub.server.api.errors import InvalidArgument
+from convhub.server.errors import InvalidArgument
 from convhub.server.gateway import codec
 
 KEEPALIVE = b": keepalive\n\n"

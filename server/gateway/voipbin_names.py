@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from convhub.server.api.errors import InvalidArgument
+from convhub.server.errors import InvalidArgument
 
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
 

@@ -4,6 +4,6 @@ Transports (gRPC/REST handlers in api/, and provider hooks) translate their
 input into a command dataclass and call a service here; services apply the
 pure rules of domain/ and the queries of store/, and return the contract's
 resource messages (convhub.v1 Conversation, Message, Participant, Account).
-Errors are the api/errors.py family (values naming a gRPC code); a domain
+Errors are the server/errors.py family (values naming a gRPC code); a domain
 RuleViolation becomes INVALID_ARGUMENT naming the same field.
 """

@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from convhub.server.api.errors import InvalidArgument
 from convhub.server.config import Settings
 from convhub.server.domain.addresses import Address, normalize_address
 from convhub.server.domain.channels import account_provider, address_type_for_account, voipbin_credentials
 from convhub.server.domain.violations import RuleViolation
+from convhub.server.errors import InvalidArgument
 from convhub.server.events.outbox import append_events
 from convhub.server.services import resources
 from convhub.server.services.errors import found, invalid_argument

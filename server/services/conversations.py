@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from convhub.server.api.errors import AlreadyExists
 from convhub.server.config import Settings
 from convhub.server.domain import rooms
 from convhub.server.domain.addresses import AddressError, normalize_target
 from convhub.server.domain.violations import RuleViolation
+from convhub.server.errors import AlreadyExists
 from convhub.server.events.outbox import append_events
 from convhub.server.services import resources
 from convhub.server.services.errors import found, invalid_argument

@@ -19,11 +19,11 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from convhub.server.api.errors import FailedPrecondition
 from convhub.server.config import Settings
 from convhub.server.domain import delivery
 from convhub.server.domain import messages as message_rules
 from convhub.server.domain.channel_choice import FALLBACK
+from convhub.server.errors import FailedPrecondition
 from convhub.server.events.outbox import append_events
 from convhub.server.services import resources
 from convhub.server.services.channel_accounts import OpenedAccount, opened

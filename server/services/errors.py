@@ -1,4 +1,4 @@
-"""How use cases report failure: the api/errors.py family (values naming a gRPC code), built in one place.
+"""How use cases report failure: the server/errors.py family (values naming a gRPC code), built in one place.
 
 A domain RuleViolation becomes INVALID_ARGUMENT naming the same field
 (DESIGN.md invariant 6); a row that is not the customer's, or not live, is
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from convhub.server.api.errors import InvalidArgument, NotFound
 from convhub.server.domain.violations import RuleViolation
+from convhub.server.errors import InvalidArgument, NotFound
 
 R = TypeVar("R")
 

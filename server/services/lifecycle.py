@@ -19,9 +19,9 @@ from typing import cast
 
 from sqlalchemy import and_, func, or_, select, update
 
-from convhub.server.api.errors import FailedPrecondition
 from convhub.server.domain import rooms
 from convhub.server.domain.channels import ACCOUNT_CHANNEL
+from convhub.server.errors import FailedPrecondition
 from convhub.server.events.outbox import append_events
 from convhub.server.services import resources
 from convhub.server.services.errors import found

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from convhub.server.api.errors import NotFound
 from convhub.server.config import Settings
+from convhub.server.errors import NotFound
 from convhub.server.events.outbox import append_events
 from convhub.server.services import resources
 from convhub.server.services.errors import found

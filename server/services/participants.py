@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from convhub.server.api.errors import AlreadyExists
 from convhub.server.config import Settings
 from convhub.server.domain.addresses import Address
 from convhub.server.domain.participants import participant_addresses
 from convhub.server.domain.violations import RuleViolation
+from convhub.server.errors import AlreadyExists
 from convhub.server.events.outbox import append_events
 from convhub.server.services.errors import found, invalid_argument
 from convhub.server.services.people import load_participant

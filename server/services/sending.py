@@ -21,7 +21,6 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from convhub.server.api.errors import FailedPrecondition, InvalidArgument
 from convhub.server.config import Settings
 from convhub.server.domain import inbound, rooms
 from convhub.server.domain.addresses import Address
@@ -37,6 +36,7 @@ from convhub.server.domain.channels import ACCOUNT_CHANNEL
 from convhub.server.domain.delivery import QUEUED
 from convhub.server.domain.messages import OUTGOING, Media, has_content, initial_status
 from convhub.server.domain.violations import RuleViolation
+from convhub.server.errors import FailedPrecondition, InvalidArgument
 from convhub.server.events.outbox import append_events
 from convhub.server.services import resources
 from convhub.server.services.errors import found, invalid_argument

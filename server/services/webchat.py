@@ -17,10 +17,10 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from convhub.server.api.errors import NotFound, Unauthenticated
 from convhub.server.config import Settings
 from convhub.server.domain import rooms
 from convhub.server.domain.addresses import Address
+from convhub.server.errors import NotFound, Unauthenticated
 from convhub.server.services.channel_accounts import OpenedAccount, opened
 from convhub.server.store import accounts, conversations
 from convhub.server.store.db import Database

@@ -18,8 +18,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from convhub.server.api.errors import InvalidArgument
 from convhub.server.config import Settings
+from convhub.server.errors import InvalidArgument
 from convhub.server.events.webhooks.policy import WebhookPolicy
 from convhub.server.events.webhooks.signing import new_secret
 from convhub.server.events.webhooks.targets import TargetError, parse_url, resolve

@@ -34,8 +34,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, Route
 
-from convhub.server.api.errors import ApiError, InvalidArgument, ResourceExhausted
 from convhub.server.config import Settings
+from convhub.server.errors import ApiError, InvalidArgument, ResourceExhausted
 from convhub.server.events.broadcaster import EventFilter, SubscriptionEnded
 from convhub.server.events.stream import EventReader, EventsPruned, SequenceAhead
 from convhub.server.gateway.errors import dumps, error_payload, http_status, simple_status

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent / "protos"))
 from gwtest.v1 import echo_pb2
 
 from convhub.server.api.dispatch import Caller
-from convhub.server.api.errors import ApiError, InvalidArgument, NotFound, Unauthenticated
+from convhub.server.errors import ApiError, InvalidArgument, NotFound, Unauthenticated
 
 GOOD = "good"
 

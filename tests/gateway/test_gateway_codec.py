@@ -12,7 +12,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from gwsupport import echo_pb2
 
-from convhub.server.api.errors import InvalidArgument
+from convhub.server.errors import InvalidArgument
 from convhub.server.gateway import codec
 from convhub.server.gateway.routes import RouteTable, TemplateError, parse_template
 

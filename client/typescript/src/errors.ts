@@ -2,7 +2,7 @@
  * convhub's rich errors: the server sends a google.rpc.Status in the
  * `grpc-status-details-bin` trailer with an ErrorInfo (a machine-readable
  * `reason`, e.g. CONVERSATION_NOT_FOUND) and, for bad input, a BadRequest
- * naming each offending field (server/api/errors.py). Connect parses the
+ * naming each offending field (server/errors.py). Connect parses the
  * trailer; this decodes the two details once so callers branch on fields,
  * not on message text.
  */
