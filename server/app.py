@@ -243,7 +243,7 @@ async def serve(settings: Settings) -> None:
         db, settings, broadcaster, EventPruner(db, executor, retention=settings.event_retention)
     )
     media = MediaFiles(
-        settings.data_dir / "media",
+        settings.media_dir or settings.data_dir / "media",
         max_total_bytes=settings.media_max_bytes,
         max_item_bytes=settings.media_max_item_bytes,
     )

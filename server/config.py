@@ -174,8 +174,10 @@ class Settings(BaseSettings):
     webhook_rotation_grace: Annotated[float, Field(ge=0, le=30 * 86400, allow_inf_nan=False)] = 86400.0
     # CIDRs webhook URLs may point into although they are not public (e.g. `10.0.0.0/8`), comma-separated.
     webhook_allowed_networks: Annotated[str, AfterValidator(_networks)] = ""
-    # Media bytes fetched from providers (LINE content) are kept under data_dir/media (store/media_files.py):
-    # at most this many bytes in all, and per item. Past either bound the message keeps the item without bytes.
+    # Where media bytes (provider content, email attachments) are kept (store/media_files.py); empty:
+    # data_dir/media. Replicas must share it (a volume every replica mounts) to serve each other's media.
+    media_dir: Path | None = None
+    # At most this many bytes in all, and per item. Past either bound the message keeps the item without bytes.
     media_max_bytes: Annotated[int, Field(ge=0)] = 1 << 30
     media_max_item_bytes: Annotated[int, Field(ge=0)] = 25 << 20
     # Database timeouts, seconds (README: "When the database is slow, locked or down").

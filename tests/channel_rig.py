@@ -60,7 +60,7 @@ def channel_env(standin: TwilioStandIn, **overrides: str) -> dict[str, str]:
 
 def start_hub(backend: str, url: str, data_dir: Path, env: dict[str, str]) -> Hub:
     proc, grpc_target, http_base, lines = start_server(url, data_dir=data_dir, env=env)
-    return Hub(backend, url, grpc_target, http_base, proc, lines, create_db_engine(url, pool_size=2))
+    return Hub(backend, url, grpc_target, http_base, proc, lines, create_db_engine(url, pool_size=2), data_dir=data_dir)
 
 
 def close_hub(hub: Hub) -> None:

@@ -55,6 +55,7 @@ def mail_hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
                 "CONVHUB_DELIVERY_POLL_INTERVAL": "0.1",
                 "CONVHUB_PROVIDER_TIMEOUT": "5",
                 "CONVHUB_DELIVERY_LEASE": "20",
+                "CONVHUB_MEDIA_DIR": str(tmp_dir / "shared-media"),  # a volume replicas would share
             }
             hub = start_hub(request.param, url, tmp_dir, env)
             try:
@@ -118,6 +119,10 @@ def test_email_round_trip_through_serve(mail_hub: tuple[Hub, int], smtp: SmtpSta
         assert pdf_url.startswith(f"{PUBLIC_URL}/v1.0/media/")
         served = rest.get(pdf_url.removeprefix(PUBLIC_URL))
         assert served.status_code == 200 and served.content == PDF
+        # The bytes live under CONVHUB_MEDIA_DIR, not the data dir's default media folder.
+        kept = [f for f in (hub.data_dir / "shared-media").rglob("*") if f.is_file()]
+        assert any(f.read_bytes() == PDF for f in kept), kept
+        assert not (hub.data_dir / "media").exists()
 
         # 2. Support answers over REST, attaching the PDF; it reaches the SMTP stand-in, threaded.
         before = len(smtp.received)
