@@ -288,7 +288,8 @@ async def test_retries_stop_at_the_overall_deadline(make_client: Callable[..., C
     id = key()
     script.fail[id] = 10_000
     started = time.monotonic()
-    with pytest.raises(UnavailableError):
+    # The last attempt's own error, or the deadline itself when it ran out during that attempt (under load).
+    with pytest.raises((UnavailableError, DeadlineExceededError)):
         await call(client, "get_conversation", id, timeout=1.0)
     assert time.monotonic() - started < 10  # generous on a loaded machine, and far below 50 s
     # Each retry waits its full 0.05 s backoff and none starts past the deadline: at most 1 + 1.0 / 0.05.

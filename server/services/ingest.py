@@ -38,7 +38,7 @@ from convhub.server.services.opt_outs import set_contact_opt_out
 from convhub.server.store import accounts, contacts, conversations, idempotency, messages
 from convhub.server.store.db import Database, RowValues, new_id, now_us, retry_on_conflict
 from convhub.server.store.deferred import DeferredWrites
-from convhub.server.store.faults import classify
+from convhub.server.store.faults import classify, is_deadlock
 from convhub.server.store.group_commit import GroupCommit
 from convhub.server.store.participants import MARK_PEER_ACTIVE
 from convhub.server.store.rooms import PARTICIPANT_INSERTS, Room, match_rooms
@@ -172,7 +172,9 @@ class IngestService:
             try:
                 return list(self._write(items))
             except Exception as exc:  # retried one by one below, where each error is reported
-                if classify(exc) is not None:  # the database's doing, not an item's: each would fail alike
+                # The database's doing, not an item's: each would fail alike. A deadlock is the exception:
+                # another replica's batch met ours crosswise, and each item alone goes through.
+                if classify(exc) is not None and not is_deadlock(exc):
                     return [exc] * len(items)
         outcomes: list[Ingested | BaseException] = []
         for item in items:

@@ -16,12 +16,13 @@ from typing import Any, TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from convhub.server.store.breaker import DatabaseBreaker
 from convhub.server.store.commit_gate import CommitGate
 from convhub.server.store.doorbell import Doorbell
+from convhub.server.store.faults import is_deadlock
 from convhub.server.store.pg_connection import ANSWER_SLACK, bound_connections, probe_database
 from convhub.server.store.pg_connection import connect_args as pg_connect_args
 from convhub.server.store.secrets import SecretBox
@@ -272,7 +273,7 @@ class WriteConflict(Exception):
 
 
 def retry_on_conflict(fn: F) -> F:
-    """Run a write once more if it lost a uniqueness race (request id, provider id, room key).
+    """Run a write once more if it lost a uniqueness race (request id, provider id, room key) or a deadlock.
 
     The loser's transaction rolled back whole; on the second run its lookups
     find the winner's rows and return them, so concurrent duplicates get the
@@ -284,6 +285,10 @@ def retry_on_conflict(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except (IntegrityError, WriteConflict):
+            return fn(*args, **kwargs)
+        except DBAPIError as exc:
+            if not is_deadlock(exc):
+                raise
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -61,6 +61,15 @@ def is_sqlite_busy(exc: BaseException) -> bool:
     return code is not None and code & 0xFF in _SQLITE_BUSY
 
 
+def is_deadlock(exc: BaseException) -> bool:
+    """PostgreSQL aborted this transaction to break a lock cycle with another one: running it again is the remedy.
+
+    Two replicas ingesting the same new people can meet crosswise (one holds
+    an address claim and waits for a room, the other the reverse).
+    """
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == "40P01"
+
+
 def classify(exc: BaseException) -> DatabaseFault | DeadlinePassed | None:
     """The fault `exc` amounts to, or None when it is not the database's doing."""
     if isinstance(exc, DatabaseFault | DeadlinePassed):
