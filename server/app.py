@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ from convhub.server.services.email_threads import EmailThreads
 from convhub.server.services.inactivity_sweep import InactivitySweep
 from convhub.server.services.use_cases import UseCases
 from convhub.server.services.webchat import WebchatService
+from convhub.server.sockets import bind_tcp
 from convhub.server.store.customers import ensure_default_customer
 from convhub.server.store.db import Database, DatabaseTimeouts, database_backend, migrate, open_database
 from convhub.server.store.media_files import MediaFiles
@@ -149,19 +149,6 @@ def prepare_database(settings: Settings) -> Database:
 class _Lifecycle:
     ready: bool = False
     stop: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def _bind(address: str) -> socket.socket:
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]") or "0.0.0.0"
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets it recognises
-    # as TCP, and without it every response waits ~40 ms for a delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, int(port)))
-    sock.set_inheritable(True)
-    return sock
 
 
 def build_supervisor(db: Database, settings: Settings, *workers: Worker) -> Supervisor:
@@ -293,7 +280,7 @@ async def serve(settings: Settings) -> None:
     http_sock = None
     if settings.http_address:
         try:
-            http_sock = _bind(settings.http_address)
+            http_sock = bind_tcp(settings.http_address)
         except (OSError, ValueError) as exc:
             raise StartupError(f"http address {settings.http_address}: {exc}") from None
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -30,6 +29,7 @@ from convhub.server.channels.email_mime import split_plus_address
 from convhub.server.channels.hooks import channel_account
 from convhub.server.errors import ApiError
 from convhub.server.services.email_threads import EmailThreads
+from convhub.server.sockets import bind_tcp
 
 log = logging.getLogger("convhub.smtp")
 
@@ -100,7 +100,7 @@ class SmtpReceiver:
             self._sessions.add(session)
             return session
 
-        self._server = await loop.create_server(protocol, sock=_bind(self.address))
+        self._server = await loop.create_server(protocol, sock=bind_tcp(self.address))
         sockname = self._server.sockets[0].getsockname()
         self.bound = (sockname[0], sockname[1])
 
@@ -149,14 +149,3 @@ class SmtpReceiver:
             log.exception("smtp: receiving a message failed")
             return "451 4.3.0 temporary failure, try again later"
         return "250 2.0.0 OK"
-
-
-def _bind(address: str) -> socket.socket:
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]") or "0.0.0.0"
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, int(port)))
-    sock.setblocking(False)
-    return sock
