@@ -20,6 +20,7 @@ import email.policy
 import hashlib
 import html
 import re
+import uuid
 from dataclasses import dataclass, field
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage, Message
@@ -62,9 +63,7 @@ def split_plus_address(address: str) -> tuple[str, str]:
     found = _PLUS_CONVERSATION.match(address.strip())
     if found is None:
         return address.strip(), ""
-    hex_id = found.group("id").lower()
-    conversation = f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}-{hex_id[20:]}"
-    return f"{found.group('local')}@{found.group('domain')}", conversation
+    return f"{found.group('local')}@{found.group('domain')}", str(uuid.UUID(hex=found.group("id")))
 
 
 @dataclass(frozen=True, slots=True)
