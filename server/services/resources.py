@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 from google.protobuf.descriptor import EnumDescriptor
 
 from convhub.server.domain.addresses import Address
@@ -76,12 +76,6 @@ def timestamp(us: int | None) -> timestamp_pb2.Timestamp | None:
 
 def address(type_: str, target: str, name: str) -> common_pb2.Address:
     return common_pb2.Address(type=ADDRESS_TYPE.number(type_), target=target, target_name=name)
-
-
-def to_struct(data: dict[str, Any]) -> struct_pb2.Struct:
-    s = struct_pb2.Struct()
-    s.update(data)
-    return s
 
 
 def set_address(field: common_pb2.Address, type_: str, target: str, name: str) -> None:
