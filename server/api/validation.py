@@ -19,7 +19,6 @@ from convhub.v1 import common_pb2
 
 MAX_NAME = 255
 MAX_DETAIL = 4096
-MAX_TEXT = 16384
 MAX_SUBJECT = 998
 MAX_MEDIAS = 20
 MAX_URL = 2048

@@ -47,7 +47,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from convhub.server.api.validation import MAX_TEXT
 from convhub.server.channels import email_mime
 from convhub.server.channels import hooks as hook_rules
 from convhub.server.channels.adapter import (
@@ -60,7 +59,7 @@ from convhub.server.channels.adapter import (
     SendFailed,
 )
 from convhub.server.domain.addresses import Address
-from convhub.server.domain.messages import Media, media_kind
+from convhub.server.domain.messages import MAX_TEXT, Media, media_kind
 from convhub.server.errors import ApiError
 from convhub.server.services.email_threads import EmailThreads
 from convhub.server.services.ingest import InboundMessage

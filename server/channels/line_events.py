@@ -22,11 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from convhub.server.api.validation import MAX_TEXT
 from convhub.server.channels import hook_payloads as fields
 from convhub.server.channels.hooks import malformed
 from convhub.server.domain.addresses import AddressError, normalize_target
-from convhub.server.domain.messages import Media
+from convhub.server.domain.messages import MAX_TEXT, Media
 
 CONTENT_TYPES = frozenset({"image", "video", "audio", "file"})
 MESSAGE_TYPES = CONTENT_TYPES | {"text", "sticker", "location"}

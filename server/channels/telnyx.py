@@ -32,7 +32,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from convhub.server.api.validation import MAX_TEXT
 from convhub.server.channels import hook_payloads as fields
 from convhub.server.channels import hooks as hook_rules
 from convhub.server.channels import provider_http
@@ -47,7 +46,7 @@ from convhub.server.channels.adapter import (
 )
 from convhub.server.channels.media_fetch import MediaFetcher, ingest_keeping_media
 from convhub.server.domain.addresses import Address
-from convhub.server.domain.messages import Media, media_kind
+from convhub.server.domain.messages import MAX_TEXT, Media, media_kind
 from convhub.server.errors import ApiError
 from convhub.server.services.ingest import InboundMessage
 from convhub.server.store.media_files import MediaFiles

@@ -17,6 +17,9 @@ PROGRESSING = "progressing"
 DONE = "done"
 FAILED = "failed"
 
+# The longest text a message may carry, whichever way it came in (API, provider hook, email body).
+MAX_TEXT = 16384
+
 # Allowed moves; a status absent from the keys is final.
 TRANSITIONS: dict[str, frozenset[str]] = {PROGRESSING: frozenset({DONE, FAILED})}
 
