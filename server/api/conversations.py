@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from convhub.server.api import convert, pagination, validation
 from convhub.server.api.dispatch import Caller, may_run_on_loop
+from convhub.server.domain.messages import MAX_TEXT
 from convhub.server.domain.updates import CONVERSATION_UPDATABLE
 from convhub.server.errors import InvalidArgument
 from convhub.server.services import resources
@@ -106,7 +107,7 @@ class ConversationMethods:
                 account_id=validation.optional_uuid("account_id", request.account_id),
                 self_address=validation.address("self", request.self) if request.HasField("self") else None,
                 channel=validation.enum_name("channel", resources.CONVERSATION_TYPE, request.channel, required=False),
-                text=validation.max_length("text", request.text, validation.MAX_TEXT),
+                text=validation.max_length("text", request.text, MAX_TEXT),
                 medias=validation.medias("medias", request.medias),
                 request_id=validation.request_id(request.request_id),
                 subject=validation.max_length("subject", request.subject, validation.MAX_SUBJECT),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from convhub.server.api import validation
 from convhub.server.api.dispatch import Caller
+from convhub.server.domain.messages import MAX_TEXT
 from convhub.server.errors import InvalidArgument
 from convhub.server.services import resources
 from convhub.server.services.ingest import InboundMessage, IngestService
@@ -20,7 +21,7 @@ class IngestMethods:
         channel = validation.enum_name("channel", resources.CONVERSATION_TYPE, request.channel, required=False)
         if not request.HasField("peer"):
             raise InvalidArgument("peer", "is required")
-        text = validation.max_length("text", request.text, validation.MAX_TEXT)
+        text = validation.max_length("text", request.text, MAX_TEXT)
         subject = validation.max_length("subject", request.subject, validation.MAX_SUBJECT)
         medias = validation.medias("medias", request.medias)
         transaction_id = validation.max_length("transaction_id", request.transaction_id, validation.MAX_TRANSACTION_ID)

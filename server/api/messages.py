@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from convhub.server.api import pagination, validation
 from convhub.server.api.dispatch import Caller, may_run_on_loop
+from convhub.server.domain.messages import MAX_TEXT
 from convhub.server.services import resources
 from convhub.server.services.messages import MessageService
 from convhub.server.services.sending import OutboundMessage, SendingService
@@ -33,7 +34,7 @@ class MessageMethods:
             OutboundMessage(
                 customer_id=caller.customer_id,
                 conversation_id=validation.require_uuid("conversation_id", request.conversation_id),
-                text=validation.max_length("text", request.text, validation.MAX_TEXT),
+                text=validation.max_length("text", request.text, MAX_TEXT),
                 medias=validation.medias("medias", request.medias),
                 request_id=validation.request_id(request.request_id),
                 channel=validation.enum_name("channel", resources.CONVERSATION_TYPE, request.channel, required=False),
