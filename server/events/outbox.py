@@ -10,18 +10,19 @@ UPDATE runs last in the transaction to keep that lock short.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeAlias
 
 from google.protobuf.message import Message
 from sqlalchemy import Connection, bindparam, insert, update
 
 from convhub.server.store.db import new_id, now_us
 from convhub.server.store.doorbell import mark_events_written
-from convhub.server.store.models import Customer, Event
+from convhub.server.store.models import Customer, Event, table
 from convhub.server.store.pg_doorbell import notify_events_written
 from convhub.v1 import event_pb2
 
-_customers = Customer.__table__
-_events = Event.__table__
+_customers = table(Customer)
+_events = table(Event)
 
 _allocate = (
     update(_customers)
@@ -30,6 +31,9 @@ _allocate = (
     .returning(_customers.c.event_seq)
 )
 _insert = insert(_events)
+
+# One change to record: its event type and the resource as it now is.
+Change: TypeAlias = tuple[event_pb2.EventType.ValueType, Message]
 
 _RESOURCE_FIELD = {
     "Conversation": "conversation",
@@ -54,18 +58,18 @@ def conversation_of(event: event_pb2.Event) -> str | None:
     return getattr(getattr(event, field), _CONVERSATION_FIELD[field]) or None
 
 
-def append_events(conn: Connection, customer_id: str, changes: Sequence[tuple[int, Message]]) -> list[int]:
+def append_events(conn: Connection, customer_id: str, changes: Sequence[Change]) -> list[int]:
     """Append one event per (EventType, resource) and return their sequence numbers."""
     return append_event_groups(conn, [(customer_id, changes)])
 
 
-def append_event_groups(conn: Connection, groups: Sequence[tuple[str, Sequence[tuple[int, Message]]]]) -> list[int]:
+def append_event_groups(conn: Connection, groups: Sequence[tuple[str, Sequence[Change]]]) -> list[int]:
     """Append the events of several writes (possibly of several customers) in one go.
 
     Each customer's counter is bumped once, customers in id order so that two
     batches never wait on each other's counters in opposite orders (no deadlock).
     """
-    per_customer: dict[str, list[tuple[int, Message]]] = {}
+    per_customer: dict[str, list[Change]] = {}
     for customer_id, changes in groups:
         per_customer.setdefault(customer_id, []).extend(changes)
     rows = []

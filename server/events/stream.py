@@ -15,7 +15,7 @@ each read so a prune racing the read is caught too.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from sqlalchemy import Connection
@@ -67,7 +67,7 @@ class EventReader:
 
     async def subscribe(
         self, customer_id: str, after: int | None, event_filter: EventFilter
-    ) -> AsyncIterator[list[event_pb2.Event]]:
+    ) -> AsyncGenerator[list[event_pb2.Event], None]:
         """Events after `after` (None: from now on), replayed from the table and then live, each once, in order.
 
         Yields them in batches of at most MAX_BATCH: what was ready together.

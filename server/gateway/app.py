@@ -30,9 +30,10 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 
@@ -97,9 +98,11 @@ class RoutePlan:
         req = method.descriptor.input_type
         self.path_setters: list[tuple[tuple[str, ...], codec.Setter, str]] = []
         for var in binding.template.variables:
-            d = req
+            d: Descriptor | None = req
             for part in var.field_path[:-1]:
+                assert d is not None
                 d = d.fields_by_name[part].message_type
+            assert d is not None  # checked when the routes were built (routes.py)
             leaf = d.fields_by_name[var.field_path[-1]]
             setter = codec.string_setter(leaf)
             if setter is None:
@@ -176,8 +179,9 @@ class RoutePlan:
         if self.derive_mask and isinstance(data, dict) and not req.HasField("update_mask"):
             assert self.mask_body_desc is not None
             paths = [p for p in codec.body_field_mask(self.mask_body_desc, data) if p not in self.mask_exclude]
-            req.update_mask.SetInParent()
-            req.update_mask.paths.extend(paths)
+            mask = cast(Any, req).update_mask  # derive_mask: the request has an `update_mask` field
+            mask.SetInParent()
+            mask.paths.extend(paths)
         return req
 
 

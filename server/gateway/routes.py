@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from google.api import annotations_pb2, http_pb2
+from google.protobuf.descriptor import Descriptor
 
 from convhub.server.api.dispatch import Method
 
@@ -167,7 +168,7 @@ def bindings_for(method: Method) -> list[Binding]:
         template = parse_template(path)
         req = method.descriptor.input_type
         for var in template.variables:
-            d = req
+            d: Descriptor | None = req
             for n, part in enumerate(var.field_path):
                 f = d.fields_by_name.get(part) if d is not None else None
                 if f is None or f.is_repeated:

@@ -46,7 +46,8 @@ class SseFraming:
         out = item.fields_by_name
         self._id_field = _singular(out, "sequence", _INTEGERS)
         type_field = _singular(out, "type", {FieldDescriptor.CPPTYPE_ENUM})
-        self._event_names = codec.enum_names(out["type"].enum_type).out if type_field else None
+        enum_type = out["type"].enum_type if type_field else None
+        self._event_names = codec.enum_names(enum_type).out if enum_type is not None else None
         self._resume_field = _singular(request.fields_by_name, "after_sequence", _INTEGERS)
 
     def frame(self, item: Message, data: bytes) -> bytes:

@@ -15,10 +15,10 @@ from convhub.server.services.resources import timestamp
 from convhub.server.services.webhooks import WebhookTransactions
 from convhub.server.store import webhooks as store
 from convhub.server.store.db import retry_on_conflict
-from convhub.server.store.models import Customer
+from convhub.server.store.models import Customer, table
 from convhub.v1 import customer_pb2
 
-_customers = Customer.__table__
+_customers = table(Customer)
 
 
 class CustomerService(WebhookTransactions):

@@ -13,7 +13,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import cast
 
-from google.protobuf.message import Message as ProtoMessage
 from sqlalchemy import Connection
 
 from convhub.server.config import Settings
@@ -31,7 +30,7 @@ from convhub.server.domain.rooms import (
     room_request,
 )
 from convhub.server.domain.violations import RuleViolation
-from convhub.server.events.outbox import append_event_groups
+from convhub.server.events.outbox import Change, append_event_groups
 from convhub.server.services import resources
 from convhub.server.services.errors import found, invalid_argument
 from convhub.server.services.opt_outs import set_contact_opt_out
@@ -107,7 +106,6 @@ class _Prepared:
 
 
 DedupeKey = tuple[str, ...]
-Change = tuple[int, ProtoMessage]
 
 
 class IngestService:
@@ -333,7 +331,7 @@ def _apply(item: _Prepared, rooms: dict[int, _Routed], batch: _Batch) -> Ingeste
     if inbound_message.request_id:
         batch.rows.add(
             idempotency.RECORD,
-            idempotency.key_row(customer_id, IDEMPOTENCY_METHOD, inbound_message.request_id, message["id"]),
+            idempotency.key_row(customer_id, IDEMPOTENCY_METHOD, inbound_message.request_id, str(message["id"])),
         )
     result = Ingested(
         message=resources.message(cast("MessageRow", RowValues(message))),

@@ -27,14 +27,14 @@ from convhub.server.services import resources
 from convhub.server.services.errors import found
 from convhub.server.store import accounts, conversations
 from convhub.server.store.db import Database, now_us
-from convhub.server.store.models import Message
+from convhub.server.store.models import Message, table
 from convhub.server.store.rows import ConversationRow
 from convhub.v1 import conversation_pb2, event_pb2
 
 # A timeout longer than this is "never" (and its cutoff would not fit a BIGINT of microseconds).
 NEVER_SECONDS = 100 * 366 * 86400
 _rooms = conversations.conversations
-_messages = Message.__table__
+_messages = table(Message)
 
 
 class LifecycleService:

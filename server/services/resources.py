@@ -11,7 +11,7 @@ Credentials never leave through here (invariant 5).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.descriptor import EnumDescriptor
@@ -27,8 +27,10 @@ from convhub.server.store.rows import (
 )
 from convhub.v1 import account_pb2, common_pb2, conversation_pb2, message_pb2, participant_pb2
 
+V = TypeVar("V", bound=int)
 
-class StoredEnum:
+
+class StoredEnum(Generic[V]):
     """Two-way map between an enum's numbers and the short names stored in the database.
 
     The short name is the value name minus the enum's prefix, lower-cased;
@@ -44,8 +46,8 @@ class StoredEnum:
     def name(self, number: int) -> str:
         return self.by_number[number]
 
-    def number(self, name: str) -> int:
-        return self.by_name.get(name, 0)
+    def number(self, name: str) -> V:
+        return cast(V, self.by_name.get(name, 0))
 
 
 def _enum_prefix(enum_name: str) -> str:
@@ -57,13 +59,19 @@ def _enum_prefix(enum_name: str) -> str:
     return "".join(out).upper() + "_"
 
 
-ADDRESS_TYPE = StoredEnum(common_pb2.AddressType.DESCRIPTOR)
-CONVERSATION_TYPE = StoredEnum(common_pb2.ConversationType.DESCRIPTOR)
-CONVERSATION_STATE = StoredEnum(conversation_pb2.ConversationState.DESCRIPTOR)
-ACCOUNT_TYPE = StoredEnum(account_pb2.AccountType.DESCRIPTOR)
-MESSAGE_DIRECTION = StoredEnum(message_pb2.MessageDirection.DESCRIPTOR)
-MESSAGE_STATUS = StoredEnum(message_pb2.MessageStatus.DESCRIPTOR)
-DELIVERY_STATUS = StoredEnum(message_pb2.DeliveryStatus.DESCRIPTOR)
+ADDRESS_TYPE: StoredEnum[common_pb2.AddressType.ValueType] = StoredEnum(common_pb2.AddressType.DESCRIPTOR)
+CONVERSATION_TYPE: StoredEnum[common_pb2.ConversationType.ValueType] = StoredEnum(
+    common_pb2.ConversationType.DESCRIPTOR
+)
+CONVERSATION_STATE: StoredEnum[conversation_pb2.ConversationState.ValueType] = StoredEnum(
+    conversation_pb2.ConversationState.DESCRIPTOR
+)
+ACCOUNT_TYPE: StoredEnum[account_pb2.AccountType.ValueType] = StoredEnum(account_pb2.AccountType.DESCRIPTOR)
+MESSAGE_DIRECTION: StoredEnum[message_pb2.MessageDirection.ValueType] = StoredEnum(
+    message_pb2.MessageDirection.DESCRIPTOR
+)
+MESSAGE_STATUS: StoredEnum[message_pb2.MessageStatus.ValueType] = StoredEnum(message_pb2.MessageStatus.DESCRIPTOR)
+DELIVERY_STATUS: StoredEnum[message_pb2.DeliveryStatus.ValueType] = StoredEnum(message_pb2.DeliveryStatus.DESCRIPTOR)
 
 
 def timestamp(us: int | None) -> timestamp_pb2.Timestamp | None:

@@ -37,7 +37,7 @@ from convhub.server.domain.delivery import QUEUED
 from convhub.server.domain.messages import OUTGOING, Media, has_content, initial_status
 from convhub.server.domain.violations import RuleViolation
 from convhub.server.errors import FailedPrecondition, InvalidArgument
-from convhub.server.events.outbox import append_events
+from convhub.server.events.outbox import Change, append_events
 from convhub.server.services import resources
 from convhub.server.services.errors import found, invalid_argument
 from convhub.server.store import accounts, contacts, conversations, delivery_jobs, idempotency, messages, participants
@@ -243,7 +243,7 @@ class SendingService:
             if out.request_id:
                 idempotency.record(conn, out.customer_id, SEND_TO_ADDRESS_METHOD, out.request_id, message.id)
             conversation = resources.conversation(room.row)
-            changes: list[tuple[int, Any]] = []
+            changes: list[Change] = []
             if room.created:
                 assert room.peer_participant is not None  # inserted rooms come with their peer
                 changes.append((event_pb2.EVENT_TYPE_CONVERSATION_CREATED, conversation))

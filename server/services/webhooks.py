@@ -35,7 +35,9 @@ from convhub.v1 import webhook_pb2
 T = TypeVar("T")
 
 IDEMPOTENCY_METHOD = "CreateWebhookEndpoint"  # the request-id namespace (stored: do not rename)
-DELIVERY_STATUS = StoredEnum(webhook_pb2.WebhookDeliveryStatus.DESCRIPTOR)
+DELIVERY_STATUS: StoredEnum[webhook_pb2.WebhookDeliveryStatus.ValueType] = StoredEnum(
+    webhook_pb2.WebhookDeliveryStatus.DESCRIPTOR
+)
 
 
 def webhook_endpoint(row: Any, secret: str | None = None) -> webhook_pb2.WebhookEndpoint:

@@ -8,10 +8,10 @@ from typing import Any, cast
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from convhub.server.store.live_rows import LiveRows
-from convhub.server.store.models import Account
+from convhub.server.store.models import Account, table
 from convhub.server.store.rows import AccountRow
 
-accounts = Account.__table__
+accounts = table(Account)
 live: LiveRows[AccountRow] = LiveRows(accounts)
 _insert = insert(accounts)
 _live_by_id = select(accounts).where(accounts.c.id == bindparam("id"), accounts.c.tm_delete.is_(None))

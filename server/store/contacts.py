@@ -39,14 +39,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from convhub.server.domain.addresses import Address
 from convhub.server.store.db import new_id, now_us
 from convhub.server.store.keysets import KeyLookup
-from convhub.server.store.models import Contact, ContactAddress, Conversation, Message, Participant
+from convhub.server.store.models import Contact, ContactAddress, Conversation, Message, Participant, table
 from convhub.server.store.rows import ConversationRow
 
-contacts = Contact.__table__
-contact_addresses = ContactAddress.__table__
-_conversations = Conversation.__table__
-_participants = Participant.__table__
-_messages = Message.__table__
+contacts = table(Contact)
+contact_addresses = table(ContactAddress)
+_conversations = table(Conversation)
+_participants = table(Participant)
+_messages = table(Message)
 
 AddressKey = tuple[str, str, str]  # (customer_id, type, target)
 ADDRESS_KEY_COLUMNS = ["customer_id", "type", "target"]
@@ -100,7 +100,7 @@ def ensure_contacts(
     ]
     conn.execute(insert(contacts), new_contacts)
     rows = [
-        _address_row(contact["id"], customer_id, 0, address)
+        _address_row(str(contact["id"]), customer_id, 0, address)
         for contact, (_, (customer_id, address)) in zip(new_contacts, missing, strict=True)
     ]
     claimed = _insert_addresses_claiming(conn, rows)

@@ -14,11 +14,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from convhub.server.store.live_rows import LiveRows
-from convhub.server.store.models import Conversation
+from convhub.server.store.models import Conversation, table
 from convhub.server.store.pages import Page, after_key, before_key, page_of
 from convhub.server.store.rows import ConversationRow, plain_rows
 
-conversations = Conversation.__table__
+conversations = table(Conversation)
 live: LiveRows[ConversationRow] = LiveRows(conversations)
 _by_ids = select(conversations).where(conversations.c.id.in_(bindparam("ids", expanding=True)))
 
@@ -93,7 +93,7 @@ def page_filtered(
         conditions.append(c.tm_update >= where.updated_since_us)
     if where.account_id:
         conditions.append(c.account_id == where.account_id)
-    order = (c.tm_create, c.id)
+    order: tuple[Any, Any] = (c.tm_create, c.id)
     if page.before is not None:
         conditions.append(before_key(conversations, page.before))
         order = (c.tm_create.desc(), c.id.desc())

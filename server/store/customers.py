@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select
 
 from convhub.server.store.db import new_id, now_us
-from convhub.server.store.models import ApiToken, Customer
+from convhub.server.store.models import ApiToken, Customer, table
 
 TOKEN_PREFIX = "chk_"
-_customers = Customer.__table__
-_tokens = ApiToken.__table__
+_customers = table(Customer)
+_tokens = table(ApiToken)
 
 
 def hash_token(token: str) -> str:

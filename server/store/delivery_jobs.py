@@ -18,9 +18,9 @@ from typing import Any, Protocol, cast
 
 from sqlalchemy import Connection, and_, bindparam, case, insert, or_, select, update
 
-from convhub.server.store.models import DeliveryJob
+from convhub.server.store.models import DeliveryJob, table
 
-jobs = DeliveryJob.__table__
+jobs = table(DeliveryJob)
 INSERT_JOB = insert(jobs)
 
 QUEUED = "queued"

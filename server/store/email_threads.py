@@ -13,11 +13,11 @@ from typing import cast
 
 from sqlalchemy import Connection, bindparam, func, select
 
-from convhub.server.store.models import Account, Message
+from convhub.server.store.models import Account, Message, table
 from convhub.server.store.rows import AccountRow
 
-messages = Message.__table__
-accounts = Account.__table__
+messages = table(Message)
+accounts = table(Account)
 EMAIL = "email"
 REFERENCES_KEPT = 10  # the newest Message-IDs of the conversation sent along in References
 

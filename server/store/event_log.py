@@ -34,10 +34,10 @@ from sqlalchemy import (
     true,
 )
 
-from convhub.server.store.models import Customer, Event
+from convhub.server.store.models import Customer, Event, table
 
-_events = Event.__table__
-_customers = Customer.__table__
+_events = table(Event)
+_customers = table(Customer)
 
 # What readers need of a row: the broadcaster filters on type and conversation before decoding the payload.
 _COLUMNS = (_events.c.customer_id, _events.c.sequence, _events.c.type, _events.c.conversation_id, _events.c.payload)

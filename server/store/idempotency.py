@@ -14,9 +14,9 @@ from sqlalchemy import Connection, bindparam, insert, select
 
 from convhub.server.store.db import now_us
 from convhub.server.store.keysets import KeyLookup
-from convhub.server.store.models import IdempotencyKey
+from convhub.server.store.models import IdempotencyKey, table
 
-_keys = IdempotencyKey.__table__
+_keys = table(IdempotencyKey)
 
 
 _lookup = select(_keys.c.resource_id).where(

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import ARRAY, Connection, Select, String, Table, and_, bindparam, cast, func, or_, select, true
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 
 class KeyLookup:
@@ -30,7 +30,7 @@ class KeyLookup:
     passed to fetch().
     """
 
-    def __init__(self, table: Table, columns: Sequence[str], *where: ColumnElement[bool]) -> None:
+    def __init__(self, table: Table, columns: Sequence[str], *where: ColumnElement[bool] | TextClause) -> None:
         self.columns = tuple(columns)
         self._table = table
         self._where = where

@@ -13,10 +13,10 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 
 from convhub.server.store.keysets import KeyLookup
 from convhub.server.store.live_rows import LiveRows
-from convhub.server.store.models import Message
+from convhub.server.store.models import Message, table
 from convhub.server.store.rows import MessageRow
 
-messages = Message.__table__
+messages = table(Message)
 live: LiveRows[MessageRow] = LiveRows(messages, parent="conversation_id")
 INSERT_MESSAGE = insert(messages)
 _by_ids = select(messages).where(messages.c.id.in_(bindparam("ids", expanding=True)))

@@ -10,12 +10,12 @@ from sqlalchemy import Connection, bindparam, delete, insert, or_, select, updat
 from convhub.server.domain.addresses import Address
 from convhub.server.store.db import new_id
 from convhub.server.store.live_rows import LiveRows
-from convhub.server.store.models import ContactAddress, Participant, ParticipantAddress
+from convhub.server.store.models import ContactAddress, Participant, ParticipantAddress, table
 from convhub.server.store.rows import ParticipantAddressRow, ParticipantRow
 
-participants = Participant.__table__
-participant_addresses = ParticipantAddress.__table__
-contact_addresses = ContactAddress.__table__
+participants = table(Participant)
+participant_addresses = table(ParticipantAddress)
+contact_addresses = table(ContactAddress)
 live: LiveRows[ParticipantRow] = LiveRows(participants, parent="conversation_id")
 
 INSERT_PARTICIPANT = insert(participants)

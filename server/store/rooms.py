@@ -25,11 +25,11 @@ from convhub.server.domain.rooms import RoomKey, RoomRequest
 from convhub.server.store.db import RowValues, WriteConflict, new_id, now_us
 from convhub.server.store.deferred import DeferredWrites
 from convhub.server.store.keysets import KeyLookup
-from convhub.server.store.models import Conversation
+from convhub.server.store.models import Conversation, table
 from convhub.server.store.participants import INSERT_ADDRESS, INSERT_PARTICIPANT, address_row
 from convhub.server.store.rows import ConversationRow, ParticipantRow
 
-conversations = Conversation.__table__
+conversations = table(Conversation)
 
 
 class RoomRaceLost(WriteConflict):

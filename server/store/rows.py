@@ -56,6 +56,7 @@ class AccountRow(Timestamps, Protocol):
     enabled: bool
     inactivity_timeout_s: int
     widget_key: str | None
+    credentials: str  # sealed (store/secrets.py): opened only by services/channel_accounts.py
 
 
 class ConversationRow(Timestamps, Protocol):

@@ -13,11 +13,11 @@ import json
 
 from sqlalchemy import Column, Engine, select, update
 
-from convhub.server.store.models import Account, WebhookEndpoint
+from convhub.server.store.models import Account, WebhookEndpoint, table
 from convhub.server.store.secrets import SecretBox
 
-accounts = Account.__table__
-webhook_endpoints = WebhookEndpoint.__table__
+accounts = table(Account)
+webhook_endpoints = table(WebhookEndpoint)
 
 SEALED_COLUMNS: list[Column[str]] = [
     accounts.c.credentials,

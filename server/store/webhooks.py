@@ -28,13 +28,13 @@ from sqlalchemy import ColumnElement, Connection, and_, bindparam, insert, liter
 
 from convhub.server.store.db import new_id, now_us
 from convhub.server.store.live_rows import LiveRows
-from convhub.server.store.models import Customer, Event, WebhookDelivery, WebhookEndpoint
+from convhub.server.store.models import Customer, Event, WebhookDelivery, WebhookEndpoint, table
 from convhub.server.store.pages import Lister, Page
 
-endpoints = WebhookEndpoint.__table__
-deliveries = WebhookDelivery.__table__
-_customers = Customer.__table__
-_events = Event.__table__
+endpoints = table(WebhookEndpoint)
+deliveries = table(WebhookDelivery)
+_customers = table(Customer)
+_events = table(Event)
 
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 # Spelled literally in the queue queries: a partial index (`WHERE status = 'pending' [AND head]`)

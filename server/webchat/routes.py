@@ -258,7 +258,7 @@ class WebchatRoutes:
         ends_at = time.monotonic() + (visitor.claims.expires_at - time.time())
         yield b"retry: 2000\n\n"
         while True:
-            source = self.reader.subscribe(customer_id, after, event_filter).__aiter__()
+            source = self.reader.subscribe(customer_id, after, event_filter)
             pending: asyncio.Future[list[event_pb2.Event]] | None = None
             try:
                 while True:
