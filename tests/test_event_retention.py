@@ -40,6 +40,7 @@ async def out_of_range(call: object) -> dict[str, str]:
     except grpc.RpcError as err:
         rich = rich_error(err)
         assert (rich.code, rich.reason) == (grpc.StatusCode.OUT_OF_RANGE, "EVENTS_PRUNED"), rich
+        assert rich.fields == ["after_sequence"], rich
         return rich.metadata
     raise AssertionError("expected OUT_OF_RANGE")
 

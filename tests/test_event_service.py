@@ -118,7 +118,7 @@ async def test_resuming_after_a_sequence_not_yet_written_is_out_of_range(api: Ev
     await api.sms()
     err = await expect_status(api.list(after_sequence=99), grpc.StatusCode.OUT_OF_RANGE)
     rich = rich_error(err)
-    assert (rich.reason, rich.metadata) == ("SEQUENCE_AHEAD", {"newest_sequence": "4"})
+    assert (rich.reason, rich.metadata, rich.fields) == ("SEQUENCE_AHEAD", {"newest_sequence": "4"}, ["after_sequence"])
     sub = await api.subscribe(after=99)
     await wait_until(lambda: sub.error is not None, 10, "the stream to fail")
     assert sub.error is not None and sub.error.code() == grpc.StatusCode.OUT_OF_RANGE

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterable
 
 from convhub.server.api import pagination, validation
 from convhub.server.api.dispatch import Caller, may_run_on_loop
-from convhub.server.errors import InvalidArgument, OutOfRange, ResourceExhausted, Unavailable
+from convhub.server.errors import FieldViolation, InvalidArgument, OutOfRange, ResourceExhausted, Unavailable
 from convhub.server.events.broadcaster import EventFilter, SubscriptionEnded
 from convhub.server.events.outbox import EVENT_TYPE_NAMES
 from convhub.server.events.stream import EventReader, EventsPruned, SequenceAhead
@@ -91,6 +91,12 @@ class EventMethods:
 
 
 def _out_of_range(exc: EventsPruned | SequenceAhead) -> OutOfRange:
+    """`after_sequence` outside the kept log, named as the offending field (with the bound to resume from)."""
+    violations = [FieldViolation("after_sequence", str(exc))]
     if isinstance(exc, EventsPruned):
-        return OutOfRange(str(exc), reason="EVENTS_PRUNED", metadata={"oldest_sequence": str(exc.oldest)})
-    return OutOfRange(str(exc), reason="SEQUENCE_AHEAD", metadata={"newest_sequence": str(exc.newest)})
+        return OutOfRange(
+            str(exc), reason="EVENTS_PRUNED", metadata={"oldest_sequence": str(exc.oldest)}, violations=violations
+        )
+    return OutOfRange(
+        str(exc), reason="SEQUENCE_AHEAD", metadata={"newest_sequence": str(exc.newest)}, violations=violations
+    )
