@@ -154,6 +154,8 @@ class Report:
     delivery_events: int
     ingest_none: grpc_bench.Result
     ingest_with: grpc_bench.Result
+    pending_after: int
+    drain_seconds: float
 
 
 def _webhooks_stub(grpc_target: str, token: str) -> tuple[Any, Any]:
@@ -250,6 +252,41 @@ def attach_endpoint(server: grpc_bench.Server, seeded: grpc_bench.Seeded, url: s
         )
 
 
+def pending_deliveries(database_url: str, customer_id: str) -> int:
+    """Deliveries not yet sent for the customer's endpoints: pending rows plus events not fanned out yet."""
+    from sqlalchemy import func, select
+
+    from convhub.server.store.db import create_db_engine
+    from convhub.server.store.models import Customer, WebhookDelivery, WebhookEndpoint
+
+    deliveries, endpoints, customers = WebhookDelivery.__table__, WebhookEndpoint.__table__, Customer.__table__
+    engine = create_db_engine(database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            rows = select(func.count()).where(deliveries.c.customer_id == customer_id, deliveries.c.status == "pending")
+            behind = (
+                select(func.coalesce(func.sum(customers.c.event_seq - endpoints.c.cursor), 0))
+                .join(customers, customers.c.id == endpoints.c.customer_id)
+                .where(endpoints.c.customer_id == customer_id, endpoints.c.tm_delete.is_(None))
+            )
+            return int(conn.execute(rows).scalar_one()) + int(conn.execute(behind).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def drain_after_load(database_url: str, customer_id: str, timeout: float = 120.0) -> tuple[int, float]:
+    """(deliveries still pending when the ingest load ended, seconds until none were): the webhooks' lag.
+
+    A short settle first, so events fanned out just after the load are counted as pending.
+    """
+    time.sleep(0.3)
+    start = time.perf_counter()
+    left = pending_deliveries(database_url, customer_id)
+    while pending_deliveries(database_url, customer_id) and time.perf_counter() - start < timeout:
+        time.sleep(0.05)
+    return left, time.perf_counter() - start
+
+
 def ingest_load(
     pool: ProcessPoolExecutor, server: grpc_bench.Server, seeded: grpc_bench.Seeded, args: argparse.Namespace, tag: str
 ) -> grpc_bench.Result:
@@ -296,7 +333,9 @@ def bench_backend(backend: str, args: argparse.Namespace, pool: ProcessPoolExecu
                 with sampling(server.proc.pid, profile, "ingest_with"):
                     ingest_with = ingest_load(pool, server, attached, args, "ingest, one endpoint")
                 print(f"  (c) ingest, one endpoint attached: {ingest_with.rate:,.0f}/s", flush=True)
-                return Report(backend, plain, rate, args.events, ingest_none, ingest_with)
+                left, drained = drain_after_load(database_url, attached.customer_id)
+                print(f"      pending when the load ended: {left}, all sent {drained:.1f} s later", flush=True)
+                return Report(backend, plain, rate, args.events, ingest_none, ingest_with, left, drained)
         finally:
             grpc_bench.stop(server)
 
@@ -323,6 +362,10 @@ def print_table(r: Report) -> None:
         f" | >= {INGEST_TARGET:.2f} | {verdict} |"
     )
     print(f"\nIngest p99: {r.ingest_none.p99_ms:.1f} ms without, {r.ingest_with.p99_ms:.1f} ms with an endpoint.")
+    print(
+        f"Webhook lag after (c): {r.pending_after} deliveries pending when the load ended,"
+        f" all sent {r.drain_seconds:.1f} s later."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,8 +9,8 @@ on it.
   (`store.webhooks.fan_out`).
 * delivery: each cycle is one transaction that records the outcomes of the
   attempts that finished and leases due deliveries: at most `PER_ENDPOINT`
-  attempts in flight per endpoint plus `PER_ENDPOINT_QUEUED` leased ahead, and
-  `MAX_LEASED` in all. An attempt that finishes starts the endpoint's next
+  attempts in flight per endpoint plus some leased ahead (as many as it
+  finished lately, bounded), and `MAX_LEASED` in all. An attempt that finishes starts the endpoint's next
   leased delivery at once, so the slots stay busy while the next cycle's
   transaction runs; a hanging endpoint ties up its own few slots for 5 s
   each, never the others'. A lease outlives the 5 s attempt with a margin
@@ -51,20 +51,26 @@ log = logging.getLogger("convhub.webhooks")
 T = TypeVar("T")
 
 POLL_INTERVAL = 1.0
-MAX_LEASED = 256  # in flight or queued, over all endpoints
+MAX_LEASED = 512  # in flight or queued, over all endpoints
 PER_ENDPOINT = 16
 # Leased ahead per endpoint beyond the attempts in flight: a finished attempt's slot is refilled
-# at once from these, instead of idling while the next cycle's transaction runs.
-PER_ENDPOINT_QUEUED = 16
+# at once from these, instead of idling while the next cycle's transaction runs. As many as the
+# endpoint finished since the previous cycle, twice over, within these bounds: a fast endpoint
+# gets enough to stay busy through a cycle, a hanging one no more than it can start in time
+# (and while the API is busy, the minimum: see BUSY_WINDOW).
+MIN_QUEUED = 16
+MAX_QUEUED = 112
 LEASE_US = int((ATTEMPT_TIMEOUT + 10) * 1_000_000)
 # A queued delivery starts only while its lease still covers a whole attempt with this to spare;
 # past that it is left for its lease to run out (and sent from a fresh claim).
 START_MARGIN = 2.0
-# Coalescing (the SQLite writer is one lock shared with the API's group commit): under a steady
-# stream of rings or outcomes, at most one fan-out per FAN_OUT_INTERVAL and one delivery cycle
-# per CYCLE_INTERVAL; after a quiet spell the first one runs at once.
-FAN_OUT_INTERVAL = 0.05
-CYCLE_INTERVAL = 0.02
+# Coalescing while the API writes events (a doorbell rang within BUSY_WINDOW of the previous
+# pass): at most one fan-out per FAN_OUT_INTERVAL and one delivery cycle per CYCLE_INTERVAL, so
+# ingest does not share its write lock (one, on SQLite) and its CPU with a stream of tiny
+# transactions. Otherwise both run back to back, and a quiet spell's first ring is served at once.
+BUSY_WINDOW = 0.5
+FAN_OUT_INTERVAL = 0.2
+CYCLE_INTERVAL = 0.05
 SECRET_CACHE = 1024
 
 
@@ -88,10 +94,12 @@ class WebhookEmitter:
         self._in_flight: dict[asyncio.Task[None], str] = {}
         self._per_endpoint: Counter[str] = Counter()  # attempts in flight
         self._queued: dict[str, deque[tuple[float, store.ClaimedDelivery]]] = {}  # leased, not started yet
+        self._finished: Counter[str] = Counter()  # attempts finished per endpoint since the last cycle
         self._outcomes: list[store.Outcome] = []
         self._opened: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._stopping = False
+        self._busy_until = 0.0  # loop time until which the API counts as busy writing events
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(2, thread_name_prefix="convhub-webhooks")
@@ -138,6 +146,9 @@ class WebhookEmitter:
         with self._db.writer.begin() as conn:
             return store.fan_out(conn, _render, int(first * 1_000_000))
 
+    def _busy(self) -> bool:
+        return asyncio.get_running_loop().time() < self._busy_until
+
     async def _fan_out_loop(self, listener: Any) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping:
@@ -149,23 +160,38 @@ class WebhookEmitter:
                 made, more = 0, False
             if made:
                 self._wake.set()
-            if not more:
-                await listener.wait(POLL_INTERVAL)
-            # Rings arriving meanwhile are merged into the next pass (the listener stays set).
-            await asyncio.sleep(max(0.0, started + FAN_OUT_INTERVAL - loop.time()))
+            if not more and await listener.wait(POLL_INTERVAL):
+                rung = loop.time()
+                if rung < self._busy_until or rung - started < BUSY_WINDOW:
+                    self._busy_until = rung + BUSY_WINDOW  # rings keep coming: the API is writing
+            if self._busy():
+                # Rings arriving meanwhile are merged into the next pass (the listener stays set).
+                await asyncio.sleep(max(0.0, started + FAN_OUT_INTERVAL - loop.time()))
 
     # -- delivery -------------------------------------------------------------
 
-    def _cycle(self, outcomes: list[store.Outcome], free: int, busy: dict[str, int]) -> list[store.ClaimedDelivery]:
+    def _cycle(self, outcomes: list[store.Outcome], free: int, room: dict[str, int]) -> list[store.ClaimedDelivery]:
+        """Record `outcomes`; lease up to `free` due deliveries, at most `room` more per endpoint (see `_room`)."""
         with self._db.writer.begin() as conn:
             store.record_outcomes(conn, self.worker_id, outcomes)
             if free <= 0:
                 return []
-            room = PER_ENDPOINT + PER_ENDPOINT_QUEUED
-            full = [e for e, n in busy.items() if n >= room]
+            full = [e for e, n in room.items() if n <= 0]
+            default = PER_ENDPOINT + MIN_QUEUED
             return store.claim_due(
-                conn, self.worker_id, free, LEASE_US, lambda e: room - busy.get(e, 0), self._open_secret, full
+                conn, self.worker_id, free, LEASE_US, lambda e: room.get(e, default), self._open_secret, full
             )
+
+    def _room(self) -> dict[str, int]:
+        """How many more deliveries each endpoint with leases or recent attempts may be given this cycle."""
+        finished, self._finished = self._finished, Counter()
+        held = self._leased()
+        if self._busy():  # the API comes first: no more than the minimum ahead
+            return {e: PER_ENDPOINT + MIN_QUEUED - n for e, n in held.items()}
+        return {
+            e: PER_ENDPOINT + min(MAX_QUEUED, max(MIN_QUEUED, 2 * finished[e])) - held[e]
+            for e in set(held) | set(finished)
+        }
 
     def _leased(self) -> Counter[str]:
         """Deliveries this worker holds leases on, per endpoint: in flight plus queued."""
@@ -194,14 +220,13 @@ class WebhookEmitter:
         last_cycle = -CYCLE_INTERVAL
         while True:
             self._wake.clear()
-            held = self._leased()
-            free = 0 if self._stopping else MAX_LEASED - sum(held.values())
+            free = 0 if self._stopping else MAX_LEASED - sum(self._leased().values())
             outcomes, self._outcomes = self._outcomes, []
             claimed: list[store.ClaimedDelivery] = []
             if outcomes or free > 0:
                 last_cycle = loop.time()
                 try:
-                    claimed = await self._in_thread(self._cycle, outcomes, free, dict(held))
+                    claimed = await self._in_thread(self._cycle, outcomes, free, self._room())
                 except Exception as exc:
                     log_unexpected(log, "a webhook delivery cycle (retrying)", exc)
                     self._outcomes[:0] = outcomes
@@ -223,7 +248,8 @@ class WebhookEmitter:
             if not (claimed and len(claimed) == free):  # a full claim: more may be due right now
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
-            await asyncio.sleep(max(0.0, last_cycle + CYCLE_INTERVAL - loop.time()))
+            if self._busy():
+                await asyncio.sleep(max(0.0, last_cycle + CYCLE_INTERVAL - loop.time()))
 
     async def _wait_in_flight(self) -> None:
         """On stop: attempts finish within their 5 s; anything past a margin is cancelled (its lease expires)."""
@@ -252,5 +278,6 @@ class WebhookEmitter:
             if task is not None:
                 self._in_flight.pop(task, None)
             self._per_endpoint[d.endpoint_id] -= 1
+            self._finished[d.endpoint_id] += 1
             self._start_queued(d.endpoint_id)
             self._wake.set()
