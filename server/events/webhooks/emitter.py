@@ -223,6 +223,7 @@ class WebhookEmitter:
             free = 0 if self._stopping else MAX_LEASED - sum(self._leased().values())
             outcomes, self._outcomes = self._outcomes, []
             claimed: list[store.ClaimedDelivery] = []
+            leased_at = time.monotonic()  # no later than the leases' start: their age is never underestimated
             if outcomes or free > 0:
                 last_cycle = loop.time()
                 try:
@@ -232,7 +233,6 @@ class WebhookEmitter:
                     self._outcomes[:0] = outcomes
                     await asyncio.sleep(POLL_INTERVAL)
                     continue
-            leased_at = time.monotonic()
             for d in claimed:
                 self._queued.setdefault(d.endpoint_id, deque()).append((leased_at, d))
             for endpoint_id in {d.endpoint_id for d in claimed}:
