@@ -27,6 +27,9 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -151,6 +154,8 @@ class Report:
     delivery_events: int
     ingest_none: grpc_bench.Result
     ingest_with: grpc_bench.Result
+    pending_after: int
+    drain_seconds: float
 
 
 def _webhooks_stub(grpc_target: str, token: str) -> tuple[Any, Any]:
@@ -162,7 +167,40 @@ def _webhooks_stub(grpc_target: str, token: str) -> tuple[Any, Any]:
     return channel, webhook_service_pb2_grpc.WebhookServiceStub(channel)
 
 
-def measure_deliveries(server: grpc_bench.Server, seeded: grpc_bench.Seeded, url: str, events: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def sampling(pid: int, out_dir: Path | None, name: str) -> Iterator[None]:
+    """Optionally sample the server with py-spy (every thread, raw collapsed stacks) until the block ends."""
+    if out_dir is None or shutil.which("py-spy") is None:
+        yield
+        return
+    out = out_dir / f"{name}.txt"
+    # --gil: only the thread holding the GIL, i.e. where the (GIL-bound) server spends its CPU.
+    cmd = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--nonblocking", "--gil", "--rate", "200"]
+    cmd += ["-o", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if out.exists():
+            print(f"    profile: {out}")
+            grpc_bench.summarize_profile(out)
+
+
+def measure_deliveries(
+    server: grpc_bench.Server, seeded: grpc_bench.Seeded, url: str, events: int, profile: Path | None = None
+) -> float:
     """Deliveries/s draining a backlog of `events` message events (built while the endpoint was disabled)."""
     from convhub.v1 import webhook_pb2, webhook_service_pb2
     from tests.support import Api
@@ -181,19 +219,24 @@ def measure_deliveries(server: grpc_bench.Server, seeded: grpc_bench.Seeded, url
             peer = f"+1555{grpc_bench.ROOM_PEER_BASE + i % grpc_bench.SEEDED_ROOMS:07d}"
             api.sms(peer=peer, self_=grpc_bench.SELF_NUMBER, text=f"backlog {i}")
         before = received(url)
-        start = time.perf_counter()
-        stub.UpdateWebhookEndpoint(
-            webhook_service_pb2.UpdateWebhookEndpointRequest(
-                webhook_endpoint=webhook_pb2.WebhookEndpoint(id=endpoint.id, disabled=False),
-                update_mask={"paths": ["disabled"]},
-            ),
-            metadata=md,
-        )
-        deadline = start + max(120.0, events / 20)
-        while received(url) - before < events and time.perf_counter() < deadline:
-            time.sleep(0.02)
-        got = received(url) - before
-        return got / (time.perf_counter() - start)
+        cpu_before = cpu_seconds(server.proc.pid)
+        with sampling(server.proc.pid, profile, "deliveries"):
+            start = time.perf_counter()
+            stub.UpdateWebhookEndpoint(
+                webhook_service_pb2.UpdateWebhookEndpointRequest(
+                    webhook_endpoint=webhook_pb2.WebhookEndpoint(id=endpoint.id, disabled=False),
+                    update_mask={"paths": ["disabled"]},
+                ),
+                metadata=md,
+            )
+            deadline = start + max(120.0, events / 20)
+            while received(url) - before < events and time.perf_counter() < deadline:
+                time.sleep(0.02)
+            got = received(url) - before
+            elapsed = time.perf_counter() - start
+        cpu = cpu_seconds(server.proc.pid) - cpu_before
+        print(f"    server CPU while draining: {cpu:.1f} s in {elapsed:.1f} s", flush=True)
+        return got / elapsed
 
 
 def attach_endpoint(server: grpc_bench.Server, seeded: grpc_bench.Seeded, url: str) -> None:
@@ -207,6 +250,41 @@ def attach_endpoint(server: grpc_bench.Server, seeded: grpc_bench.Seeded, url: s
             ),
             metadata=(("authorization", f"Bearer {seeded.token}"),),
         )
+
+
+def pending_deliveries(database_url: str, customer_id: str) -> int:
+    """Deliveries not yet sent for the customer's endpoints: pending rows plus events not fanned out yet."""
+    from sqlalchemy import func, select
+
+    from convhub.server.store.db import create_db_engine
+    from convhub.server.store.models import Customer, WebhookDelivery, WebhookEndpoint
+
+    deliveries, endpoints, customers = WebhookDelivery.__table__, WebhookEndpoint.__table__, Customer.__table__
+    engine = create_db_engine(database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            rows = select(func.count()).where(deliveries.c.customer_id == customer_id, deliveries.c.status == "pending")
+            behind = (
+                select(func.coalesce(func.sum(customers.c.event_seq - endpoints.c.cursor), 0))
+                .join(customers, customers.c.id == endpoints.c.customer_id)
+                .where(endpoints.c.customer_id == customer_id, endpoints.c.tm_delete.is_(None))
+            )
+            return int(conn.execute(rows).scalar_one()) + int(conn.execute(behind).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def drain_after_load(database_url: str, customer_id: str, timeout: float = 120.0) -> tuple[int, float]:
+    """(deliveries still pending when the ingest load ended, seconds until none were): the webhooks' lag.
+
+    A short settle first, so events fanned out just after the load are counted as pending.
+    """
+    time.sleep(0.3)
+    start = time.perf_counter()
+    left = pending_deliveries(database_url, customer_id)
+    while pending_deliveries(database_url, customer_id) and time.perf_counter() - start < timeout:
+        time.sleep(0.05)
+    return left, time.perf_counter() - start
 
 
 def ingest_load(
@@ -241,16 +319,23 @@ def bench_backend(backend: str, args: argparse.Namespace, pool: ProcessPoolExecu
                 plain = pool.submit(plain_posts, url, args.seconds, PER_ENDPOINT_IN_FLIGHT).result()
                 print(f"  plain httpx POSTs, {PER_ENDPOINT_IN_FLIGHT} in flight: {plain:,.0f}/s", flush=True)
                 backlog = grpc_bench.seed(database_url, server.grpc_target)
-                rate = measure_deliveries(server, backlog, url, args.events)
+                profile = Path(args.profile) / backend if args.profile else None
+                if profile is not None:
+                    profile.mkdir(parents=True, exist_ok=True)
+                rate = measure_deliveries(server, backlog, url, args.events, profile)
                 print(f"  (b) webhook deliveries: {rate:,.0f}/s", flush=True)
                 none = grpc_bench.seed(database_url, server.grpc_target)
-                ingest_none = ingest_load(pool, server, none, args, "ingest, no endpoint")
+                with sampling(server.proc.pid, profile, "ingest_none"):
+                    ingest_none = ingest_load(pool, server, none, args, "ingest, no endpoint")
                 print(f"  ingest, no endpoint: {ingest_none.rate:,.0f}/s", flush=True)
                 attached = grpc_bench.seed(database_url, server.grpc_target)
                 attach_endpoint(server, attached, url)
-                ingest_with = ingest_load(pool, server, attached, args, "ingest, one endpoint")
+                with sampling(server.proc.pid, profile, "ingest_with"):
+                    ingest_with = ingest_load(pool, server, attached, args, "ingest, one endpoint")
                 print(f"  (c) ingest, one endpoint attached: {ingest_with.rate:,.0f}/s", flush=True)
-                return Report(backend, plain, rate, args.events, ingest_none, ingest_with)
+                left, drained = drain_after_load(database_url, attached.customer_id)
+                print(f"      pending when the load ended: {left}, all sent {drained:.1f} s later", flush=True)
+                return Report(backend, plain, rate, args.events, ingest_none, ingest_with, left, drained)
         finally:
             grpc_bench.stop(server)
 
@@ -277,6 +362,10 @@ def print_table(r: Report) -> None:
         f" | >= {INGEST_TARGET:.2f} | {verdict} |"
     )
     print(f"\nIngest p99: {r.ingest_none.p99_ms:.1f} ms without, {r.ingest_with.p99_ms:.1f} ms with an endpoint.")
+    print(
+        f"Webhook lag after (c): {r.pending_after} deliveries pending when the load ended,"
+        f" all sent {r.drain_seconds:.1f} s later."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=3000, help="backlog size for (b) (default 3000)")
     parser.add_argument("--concurrency", type=int, default=32, help="ingest calls in flight (default 32)")
     parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite,postgresql")
+    parser.add_argument("--profile", metavar="DIR", help="sample the server with py-spy per phase into DIR")
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     # The server reads these from its environment (start_server passes ours on).

@@ -516,3 +516,47 @@ def test_message_received_has_the_voipbin_docs_shape(client: Client, receiver: R
     assert line_body["conversation_id"] == r.json()["conversation"]["id"]
     assert line_body["message"]["participant"] == {"type": "line", "target": line_peer}
     assert (line_body["message"]["channel"], line_body["message"]["text"]) == ("line", "こんにちは")
+
+
+def test_at_most_sixteen_attempts_in_flight_per_endpoint_while_more_are_leased(
+    wh: WebhookHub, client: Client, receiver: Receiver
+) -> None:
+    # 40 conversations, so 40 chain heads are due at once: more than the 16 attempts an endpoint
+    # may have in flight (server/events/webhooks/emitter.py PER_ENDPOINT), which the emitter
+    # leases ahead of time but must not send until a slot frees.
+    release = threading.Event()
+    in_flight = 0
+    most = 0
+    lock = threading.Lock()
+
+    def respond(r: Received) -> tuple[int, dict[str, str]]:
+        nonlocal in_flight, most
+        with lock:
+            in_flight += 1
+            most = max(most, in_flight)
+        release.wait(4)  # within the 5 s attempt timeout
+        with lock:
+            in_flight -= 1
+        return 200, {}
+
+    receiver.respond = respond
+    client.create(receiver.base_url + "/bounded")
+    try:
+        for i in range(40):
+            client.api.sms(peer=f"+1555002{i:04d}", text=f"m{i}")
+        receiver.wait_for(lambda: len(receiver.received()) >= 16, WAIT, "the first 16 attempts")
+        time.sleep(1.0)  # room for a 17th to arrive if the bound were broken
+        assert len(receiver.received()) == 16 and most == 16
+    finally:
+        release.set()
+    log = event_log(wh, client.tenant.customer_id)
+    receiver.wait_for(lambda: len(receiver.delivered()) == len(log), WAIT, "every event")
+    ids = [r.webhook_id for r in receiver.delivered()]
+    assert sorted(ids) == sorted(e.id for e in log)  # each once
+    assert most <= 16
+    by_room: dict[str, list[str]] = {}
+    for r in receiver.delivered():
+        data = r.json["data"]
+        by_room.setdefault(data.get("conversation_id") or data["id"], []).append(r.webhook_id)
+    order = {e.id: i for i, e in enumerate(log)}
+    assert all(ids_ == sorted(ids_, key=order.__getitem__) for ids_ in by_room.values())

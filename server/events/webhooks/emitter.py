@@ -8,12 +8,19 @@ on it.
   latency, never an event), turns new events into delivery rows
   (`store.webhooks.fan_out`).
 * delivery: each cycle is one transaction that records the outcomes of the
-  attempts that finished and leases as many due deliveries as there are free
-  slots, at most `PER_ENDPOINT` in flight per endpoint and `MAX_IN_FLIGHT` in
-  all: a hanging endpoint ties up its own few slots for 5 s each, never the
-  others'. A lease outlives the 5 s attempt with a margin; after `kill -9` it
-  expires and any replica sends the delivery again, with the same
-  `webhook-id` (at least once).
+  attempts that finished and leases due deliveries: at most `PER_ENDPOINT`
+  attempts in flight per endpoint plus some leased ahead (as many as it
+  finished lately, bounded), and `MAX_LEASED` in all. An attempt that finishes starts the endpoint's next
+  leased delivery at once, so the slots stay busy while the next cycle's
+  transaction runs; a hanging endpoint ties up its own few slots for 5 s
+  each, never the others'. A lease outlives the 5 s attempt with a margin
+  (a queued delivery whose lease no longer covers a whole attempt is not
+  started); after `kill -9` it expires and any replica sends the delivery
+  again, with the same `webhook-id` (at least once).
+* both loops coalesce: while rings or outcomes keep coming they run at most
+  every `FAN_OUT_INTERVAL` / `CYCLE_INTERVAL`, so a busy API is not answered
+  with a stream of tiny write transactions competing for its (on SQLite,
+  single) write lock; the first ring after a quiet spell is served at once.
 
 `stop()` stops claiming, lets attempts in flight finish, records them and
 gives back every lease this worker still holds.
@@ -26,7 +33,8 @@ import contextlib
 import logging
 import os
 import socket
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -43,9 +51,27 @@ log = logging.getLogger("convhub.webhooks")
 T = TypeVar("T")
 
 POLL_INTERVAL = 1.0
-MAX_IN_FLIGHT = 256
+MAX_LEASED = 512  # in flight or queued, over all endpoints
 PER_ENDPOINT = 16
+# Leased ahead per endpoint beyond the attempts in flight: a finished attempt's slot is refilled
+# at once from these, instead of idling while the next cycle's transaction runs. As many as the
+# endpoint finished since the previous cycle, twice over, within these bounds: a fast endpoint
+# gets enough to stay busy through a cycle, a hanging one no more than it can start in time
+# (and while the API is busy, the minimum: see BUSY_WINDOW).
+MIN_QUEUED = 16
+MAX_QUEUED = 112
 LEASE_US = int((ATTEMPT_TIMEOUT + 10) * 1_000_000)
+# A queued delivery starts only while its lease still covers a whole attempt with this to spare;
+# past that it is left for its lease to run out (and sent from a fresh claim).
+START_MARGIN = 2.0
+# Coalescing while the API writes events (a doorbell rang within BUSY_WINDOW of the previous
+# pass): at most one fan-out per FAN_OUT_INTERVAL and one delivery cycle per CYCLE_INTERVAL, so
+# ingest does not share its write lock (one, on SQLite) and its CPU with a stream of tiny
+# transactions. Otherwise both run back to back, and a quiet spell's first ring is served at once.
+BUSY_WINDOW = 0.5
+FAN_OUT_INTERVAL = 0.2
+CYCLE_INTERVAL = 0.05
+SECRET_CACHE = 1024
 
 
 def _render(payload: bytes) -> store.RenderedBody:
@@ -66,10 +92,14 @@ class WebhookEmitter:
         self._sender: WebhookSender | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight: dict[asyncio.Task[None], str] = {}
-        self._per_endpoint: Counter[str] = Counter()
+        self._per_endpoint: Counter[str] = Counter()  # attempts in flight
+        self._queued: dict[str, deque[tuple[float, store.ClaimedDelivery]]] = {}  # leased, not started yet
+        self._finished: Counter[str] = Counter()  # attempts finished per endpoint since the last cycle
         self._outcomes: list[store.Outcome] = []
+        self._opened: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._stopping = False
+        self._busy_until = 0.0  # loop time until which the API counts as busy writing events
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(2, thread_name_prefix="convhub-webhooks")
@@ -94,7 +124,13 @@ class WebhookEmitter:
             self._executor.shutdown(wait=True)
 
     def _open_secret(self, sealed: str) -> str:
-        return str(self._db.secrets.open(sealed))
+        """Opened once per sealed text (a Fernet decrypt per claimed row showed in profiles); rotation seals anew."""
+        opened = self._opened.get(sealed)
+        if opened is None:
+            if len(self._opened) >= SECRET_CACHE:
+                self._opened.clear()
+            opened = self._opened[sealed] = str(self._db.secrets.open(sealed))
+        return opened
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -110,8 +146,13 @@ class WebhookEmitter:
         with self._db.writer.begin() as conn:
             return store.fan_out(conn, _render, int(first * 1_000_000))
 
+    def _busy(self) -> bool:
+        return asyncio.get_running_loop().time() < self._busy_until
+
     async def _fan_out_loop(self, listener: Any) -> None:
+        loop = asyncio.get_running_loop()
         while not self._stopping:
+            started = loop.time()
             try:
                 made, more = await self._in_thread(self._fan_out_once)
             except Exception as exc:
@@ -119,54 +160,96 @@ class WebhookEmitter:
                 made, more = 0, False
             if made:
                 self._wake.set()
-            if not more:
-                await listener.wait(POLL_INTERVAL)
+            if not more and await listener.wait(POLL_INTERVAL):
+                rung = loop.time()
+                if rung < self._busy_until or rung - started < BUSY_WINDOW:
+                    self._busy_until = rung + BUSY_WINDOW  # rings keep coming: the API is writing
+            if self._busy():
+                # Rings arriving meanwhile are merged into the next pass (the listener stays set).
+                await asyncio.sleep(max(0.0, started + FAN_OUT_INTERVAL - loop.time()))
 
     # -- delivery -------------------------------------------------------------
 
-    def _cycle(self, outcomes: list[store.Outcome], free: int, busy: dict[str, int]) -> list[store.ClaimedDelivery]:
+    def _cycle(self, outcomes: list[store.Outcome], free: int, room: dict[str, int]) -> list[store.ClaimedDelivery]:
+        """Record `outcomes`; lease up to `free` due deliveries, at most `room` more per endpoint (see `_room`)."""
         with self._db.writer.begin() as conn:
             store.record_outcomes(conn, self.worker_id, outcomes)
             if free <= 0:
                 return []
-            full = [e for e, n in busy.items() if n >= PER_ENDPOINT]
+            full = [e for e, n in room.items() if n <= 0]
+            default = PER_ENDPOINT + MIN_QUEUED
             return store.claim_due(
-                conn, self.worker_id, free, LEASE_US, lambda e: PER_ENDPOINT - busy.get(e, 0), self._open_secret, full
+                conn, self.worker_id, free, LEASE_US, lambda e: room.get(e, default), self._open_secret, full
             )
 
+    def _room(self) -> dict[str, int]:
+        """How many more deliveries each endpoint with leases or recent attempts may be given this cycle."""
+        finished, self._finished = self._finished, Counter()
+        held = self._leased()
+        if self._busy():  # the API comes first: no more than the minimum ahead
+            return {e: PER_ENDPOINT + MIN_QUEUED - n for e, n in held.items()}
+        return {
+            e: PER_ENDPOINT + min(MAX_QUEUED, max(MIN_QUEUED, 2 * finished[e])) - held[e]
+            for e in set(held) | set(finished)
+        }
+
+    def _leased(self) -> Counter[str]:
+        """Deliveries this worker holds leases on, per endpoint: in flight plus queued."""
+        held = Counter(self._per_endpoint)
+        for endpoint_id, queue in self._queued.items():
+            held[endpoint_id] += len(queue)
+        return held
+
+    def _start_queued(self, endpoint_id: str) -> None:
+        """Fill the endpoint's free attempt slots from what it has leased."""
+        queue = self._queued.get(endpoint_id)
+        now = time.monotonic()
+        while queue and not self._stopping and self._per_endpoint[endpoint_id] < PER_ENDPOINT:
+            leased_at, d = queue.popleft()
+            if now - leased_at <= LEASE_US / 1_000_000 - ATTEMPT_TIMEOUT - START_MARGIN:
+                self._per_endpoint[endpoint_id] += 1
+                task = asyncio.create_task(self._attempt(d))
+                self._in_flight[task] = endpoint_id
+        if not queue:
+            self._queued.pop(endpoint_id, None)
+        if not self._per_endpoint[endpoint_id]:
+            del self._per_endpoint[endpoint_id]
+
     async def _delivery_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_cycle = -CYCLE_INTERVAL
         while True:
             self._wake.clear()
-            free = 0 if self._stopping else MAX_IN_FLIGHT - len(self._in_flight)
+            free = 0 if self._stopping else MAX_LEASED - sum(self._leased().values())
             outcomes, self._outcomes = self._outcomes, []
             claimed: list[store.ClaimedDelivery] = []
+            leased_at = time.monotonic()  # no later than the leases' start: their age is never underestimated
             if outcomes or free > 0:
+                last_cycle = loop.time()
                 try:
-                    claimed = await self._in_thread(self._cycle, outcomes, free, dict(self._per_endpoint))
+                    claimed = await self._in_thread(self._cycle, outcomes, free, self._room())
                 except Exception as exc:
                     log_unexpected(log, "a webhook delivery cycle (retrying)", exc)
                     self._outcomes[:0] = outcomes
                     await asyncio.sleep(POLL_INTERVAL)
                     continue
             for d in claimed:
-                self._per_endpoint[d.endpoint_id] += 1
-                task = asyncio.create_task(self._attempt(d))
-                self._in_flight[task] = d.endpoint_id
+                self._queued.setdefault(d.endpoint_id, deque()).append((leased_at, d))
+            for endpoint_id in {d.endpoint_id for d in claimed}:
+                self._start_queued(endpoint_id)
             if self._stopping:
+                self._queued.clear()  # never started: `_release` gives their leases back
                 if not self._in_flight:
                     if self._outcomes:
                         continue
                     break
                 await self._wait_in_flight()
                 continue
-            if claimed and len(claimed) == free:
-                continue  # more may be due right now
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
-        try:
-            await self._in_thread(self._release)
-        except Exception as exc:
-            log_unexpected(log, "releasing webhook leases (they expire on their own)", exc)
+            if not (claimed and len(claimed) == free):  # a full claim: more may be due right now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+            if self._busy():
+                await asyncio.sleep(max(0.0, last_cycle + CYCLE_INTERVAL - loop.time()))
 
     async def _wait_in_flight(self) -> None:
         """On stop: attempts finish within their 5 s; anything past a margin is cancelled (its lease expires)."""
@@ -195,6 +278,6 @@ class WebhookEmitter:
             if task is not None:
                 self._in_flight.pop(task, None)
             self._per_endpoint[d.endpoint_id] -= 1
-            if self._per_endpoint[d.endpoint_id] <= 0:
-                del self._per_endpoint[d.endpoint_id]
+            self._finished[d.endpoint_id] += 1
+            self._start_queued(d.endpoint_id)
             self._wake.set()

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import lru_cache
 
-import httpx
+import httptools
 
+from convhub.server.events.webhooks.http import WebhookHttp
 from convhub.server.events.webhooks.policy import WebhookPolicy
 from convhub.server.events.webhooks.schedule import retry_after_seconds
 from convhub.server.events.webhooks.signing import signed_headers
@@ -22,39 +24,25 @@ from convhub.server.events.webhooks.targets import TargetError, parse_url, resol
 from convhub.server.store.webhooks import FAILED, PENDING, SUCCEEDED, ClaimedDelivery, Outcome
 
 ATTEMPT_TIMEOUT = 5.0
-MAX_RESPONSE_BYTES = 4096
 USER_AGENT = "convhub-webhooks/1"
-# httpx's pool slows with many concurrent requests per client (DESIGN.md): attempts take turns
-# over several clients, each holding a few connections per endpoint.
-CLIENTS = 8
-CONNECTIONS_PER_CLIENT = 32
+
+# Parsed once per URL (a TargetError is raised again, not cached); the address check stays per attempt.
+_parse_url = lru_cache(maxsize=1024)(parse_url)
 
 
 class WebhookSender:
     def __init__(self, policy: WebhookPolicy) -> None:
         self._policy = policy
-        limits = httpx.Limits(max_connections=CONNECTIONS_PER_CLIENT, max_keepalive_connections=CONNECTIONS_PER_CLIENT)
-        self._clients = [
-            httpx.AsyncClient(
-                timeout=httpx.Timeout(ATTEMPT_TIMEOUT), limits=limits, follow_redirects=False, trust_env=False
-            )
-            for _ in range(CLIENTS)
-        ]
-        self._turn = 0
+        self._http = WebhookHttp()
 
     async def aclose(self) -> None:
-        for client in self._clients:
-            await client.aclose()
-
-    def _client(self) -> httpx.AsyncClient:
-        self._turn = (self._turn + 1) % len(self._clients)
-        return self._clients[self._turn]
+        await self._http.aclose()
 
     async def attempt(self, d: ClaimedDelivery) -> Outcome:
         attempts = d.attempts + 1
         started = time.time()
         try:
-            target = parse_url(d.url)
+            target = _parse_url(d.url)
             addresses = await resolve(target, self._policy.allowed_networks)
         except TargetError as exc:
             return self._retry(d, attempts, 0, f"refused: url {exc}", None, started)
@@ -62,26 +50,16 @@ class WebhookSender:
         headers = {
             "content-type": "application/json",
             "user-agent": USER_AGENT,
-            "host": target.host_header,
             **signed_headers(d.event_id, int(started), body, d.secrets),
         }
-        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         try:
             async with asyncio.timeout(ATTEMPT_TIMEOUT):
-                async with self._client().stream(
-                    "POST", target.url_for(addresses[0]), content=body, headers=headers, extensions=extensions
-                ) as response:
-                    read = 0
-                    async for chunk in response.aiter_raw():
-                        read += len(chunk)
-                        if read >= MAX_RESPONSE_BYTES:
-                            break
-                    code = response.status_code
-                    retry_after = response.headers.get("retry-after")
+                answer = await self._http.post(target, addresses[0], headers, body)
         except TimeoutError:
             return self._retry(d, attempts, 0, f"no answer within {ATTEMPT_TIMEOUT:g} s", None, started)
-        except httpx.HTTPError as exc:
+        except (OSError, httptools.HttpParserError) as exc:
             return self._retry(d, attempts, 0, f"{type(exc).__name__}: {exc}"[:300], None, started)
+        code, retry_after = answer.status, answer.retry_after
         now_us = int(time.time() * 1_000_000)
         if 200 <= code < 300:
             return Outcome(d.id, d.endpoint_id, d.ordering_key, SUCCEEDED, attempts, now_us, code, "")

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Sequence
+from functools import lru_cache
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
@@ -24,6 +25,7 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(os.urandom(SECRET_BYTES)).decode("ascii")
 
 
+@lru_cache(maxsize=1024)  # decoded once per secret, not on every attempt
 def secret_key(secret: str) -> bytes:
     """The HMAC key: the base64-decoded part after the `whsec_` prefix."""
     return base64.b64decode(secret.removeprefix(SECRET_PREFIX))

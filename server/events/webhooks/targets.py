@@ -34,11 +34,6 @@ class WebhookUrl:
     port: int
     parts: SplitResult
 
-    def url_for(self, address: IPAddress) -> str:
-        """The URL with its host replaced by `address` (the one that was checked)."""
-        host = f"[{address}]" if address.version == 6 else str(address)
-        return self.parts._replace(netloc=f"{host}:{self.port}", fragment="").geturl()
-
     @property
     def host_header(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
