@@ -284,14 +284,22 @@ def measure(
     peers, rooms = watched_rooms(server.grpc_target, seeded.token, most)
     print(f"\n## {backend}: server pid {pid}, gRPC {server.grpc_target}", flush=True)
     hold = args.warmup + args.seconds + 3
+    profile_dir: Path | None = None
+    if args.profile:
+        profile_dir = Path(args.profile) / backend
+        profile_dir.mkdir(parents=True, exist_ok=True)
 
     # (a) latency at a steady rate
     for n in args.subscribers:
         spec = Subscribers(server.grpc_target, seeded.token, rooms[:n], received_only=True, hold_seconds=hold)
         load = SteadyLoad(server.grpc_target, seeded.token, peers[:n], args.rate, args.seconds)
-        subs, sent = with_subscribers(
-            pool, manager, spec, lambda load=load: pool.submit(run_steady_load, load).result(timeout=args.seconds + 120)
-        )
+        with grpc_bench.profiler(pid, profile_dir, f"latency-{n}", args.seconds, 0.0):
+            subs, sent = with_subscribers(
+                pool,
+                manager,
+                spec,
+                lambda load=load: pool.submit(run_steady_load, load).result(timeout=args.seconds + 120),
+            )
         lat = sorted(subs.latencies_ms)
         row = LatencyRow(
             n,
@@ -308,6 +316,9 @@ def measure(
             f" {row.delivered}/{row.sent} delivered, ingest p99 {row.ingest_p99_ms:.1f} ms",
             flush=True,
         )
+
+    if args.latency_only:
+        return report
 
     # (c) ingest throughput with and without subscribers, alternating so drift hits both
     ingest = grpc_bench.scenario("(c) IngestMessage", "ingest_existing", server.grpc_target, seeded, args)
@@ -345,21 +356,22 @@ def print_report(report: EventsReport) -> None:
             f"| {row.subscribers} | {row.p50_ms:.1f} | {row.p99_ms:.1f} | {target or '-'} |"
             f" {row.delivered} / {row.sent} | {row.ingest_p99_ms:.1f} | {ok} |"
         )
-    base = [r.rate for k, r in report.ingest.items() if k.startswith("none")]
-    ceiling = sum(base) / len(base) if base else float("nan")
-    print("\n| (c) ingest with subscribers | calls/s | ratio to none | target | pass |")
-    print("|---|---:|---:|---:|:-:|")
-    for label, result in report.ingest.items():
-        ratio = result.rate / ceiling if ceiling else float("nan")
-        attached = not label.startswith("none")
-        verdict = ("yes" if ratio >= INGEST_RATIO_TARGET else "NO") if attached else "-"
-        target = f">= {INGEST_RATIO_TARGET}" if attached else "-"
-        print(f"| {label} | {result.rate:,.0f} | {ratio:.2f} | {target} | {verdict} |")
-    ok = "yes" if report.subscribed_rss_mb < RSS_TARGET_MB else "NO"
-    print(
-        f"\n(d) server RSS with {report.rss_subscriptions} idle subscriptions: {report.subscribed_rss_mb:.0f} MB"
-        f" (idle at start {report.idle_rss_mb:.0f} MB; target < {RSS_TARGET_MB:.0f} MB: {ok})"
-    )
+    if report.ingest:  # not with --latency-only
+        base = [r.rate for k, r in report.ingest.items() if k.startswith("none")]
+        ceiling = sum(base) / len(base) if base else float("nan")
+        print("\n| (c) ingest with subscribers | calls/s | ratio to none | target | pass |")
+        print("|---|---:|---:|---:|:-:|")
+        for label, result in report.ingest.items():
+            ratio = result.rate / ceiling if ceiling else float("nan")
+            attached = not label.startswith("none")
+            verdict = ("yes" if ratio >= INGEST_RATIO_TARGET else "NO") if attached else "-"
+            target = f">= {INGEST_RATIO_TARGET}" if attached else "-"
+            print(f"| {label} | {result.rate:,.0f} | {ratio:.2f} | {target} | {verdict} |")
+        ok = "yes" if report.subscribed_rss_mb < RSS_TARGET_MB else "NO"
+        print(
+            f"\n(d) server RSS with {report.rss_subscriptions} idle subscriptions: {report.subscribed_rss_mb:.0f} MB"
+            f" (idle at start {report.idle_rss_mb:.0f} MB; target < {RSS_TARGET_MB:.0f} MB: {ok})"
+        )
     errors = [e for row in report.latency for e in row.errors] + [
         s for r in report.ingest.values() for s in r.error_samples
     ]
@@ -378,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite,postgresql")
     parser.add_argument("--concurrency", type=int, default=32, help="(c): ingest calls in flight (default 32)")
     parser.add_argument("--channels", type=int, default=2, help="(c): gRPC channels of the load process")
+    parser.add_argument("--latency-only", action="store_true", help="run (a) only, skipping (c) and (d)")
+    parser.add_argument("--profile", metavar="DIR", help="sample the server with py-spy during each (a) run into DIR")
     args = parser.parse_args(argv)
     args.subscribers = [int(n) for n in args.subscribers.split(",") if n.strip()]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
