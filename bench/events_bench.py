@@ -71,6 +71,7 @@ class SubscriberReport:
     events: int
     latencies_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    cpu_share: float = 0.0  # this process's CPU time / wall time while the load ran: is the measuring side busy?
 
 
 def run_subscribers(spec: Subscribers, ready: Any) -> SubscriberReport:
@@ -119,7 +120,9 @@ async def _subscribers(spec: Subscribers, ready: Any) -> SubscriberReport:
     report.opened = len(calls)
     await asyncio.sleep(spec.settle)  # every stream registered with the server's broadcaster by then
     ready.set()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     await asyncio.sleep(spec.hold_seconds)
+    report.cpu_share = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
     for call in calls:
         call.cancel()
     await asyncio.gather(*readers, return_exceptions=True)
@@ -212,6 +215,7 @@ class LatencyRow:
     sent: int
     ingest_p99_ms: float
     errors: list[str]
+    subscriber_cpu: float  # the subscriber process's CPU share (1.0 = one core) while it held the streams
 
 
 @dataclass
@@ -309,11 +313,13 @@ def measure(
             sent.calls,
             sent.p99_ms,
             [*subs.errors, *sent.error_samples],
+            subs.cpu_share,
         )
         report.latency.append(row)
         print(
             f"  (a) {n} subscribers: p50 {row.p50_ms:.1f} ms p99 {row.p99_ms:.1f} ms,"
-            f" {row.delivered}/{row.sent} delivered, ingest p99 {row.ingest_p99_ms:.1f} ms",
+            f" {row.delivered}/{row.sent} delivered, ingest p99 {row.ingest_p99_ms:.1f} ms,"
+            f" subscriber process CPU {row.subscriber_cpu:.0%} of a core",
             flush=True,
         )
 
@@ -347,14 +353,16 @@ def measure(
 
 def print_report(report: EventsReport) -> None:
     print(f"\n### {report.backend}\n")
-    print("| (a) subscribers | p50 ms | p99 ms | target p99 | delivered / sent | ingest p99 ms | pass |")
-    print("|---:|---:|---:|---:|---:|---:|:-:|")
+    print(
+        "| (a) subscribers | p50 ms | p99 ms | target p99 | delivered / sent | ingest p99 ms | subscriber CPU | pass |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|:-:|")
     for row in report.latency:
         target = LATENCY_TARGETS_MS.get(row.subscribers)
         ok = "-" if target is None else ("yes" if row.p99_ms < target and row.delivered == row.sent else "NO")
         print(
             f"| {row.subscribers} | {row.p50_ms:.1f} | {row.p99_ms:.1f} | {target or '-'} |"
-            f" {row.delivered} / {row.sent} | {row.ingest_p99_ms:.1f} | {ok} |"
+            f" {row.delivered} / {row.sent} | {row.ingest_p99_ms:.1f} | {row.subscriber_cpu:.0%} | {ok} |"
         )
     if report.ingest:  # not with --latency-only
         base = [r.rate for k, r in report.ingest.items() if k.startswith("none")]
