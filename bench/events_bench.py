@@ -70,6 +70,7 @@ class SubscriberReport:
     opened: int
     events: int
     latencies_ms: list[float] = field(default_factory=list)
+    received: dict[str, float] = field(default_factory=dict)  # message text (its send time) -> time.time() seen
     errors: list[str] = field(default_factory=list)
     cpu_share: float = 0.0  # this process's CPU time / wall time while the load ran: is the measuring side busy?
 
@@ -108,6 +109,7 @@ async def _subscribers(spec: Subscribers, ready: Any) -> SubscriberReport:
                     if event.type == RECEIVED:
                         with contextlib.suppress(ValueError):
                             report.latencies_ms.append((now - float(event.message.text)) * 1000)
+                            report.received[event.message.text] = now
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.CANCELLED:
                 errors[f"{err.code().name}: {err.details()}"] += 1
@@ -146,18 +148,22 @@ class SteadyLoad:
     seconds: float
 
 
-def run_steady_load(load: SteadyLoad) -> Result:
-    """Entry point in the load process: `rate` ingests/s on a fixed schedule (open loop) for `seconds`."""
+def run_steady_load(load: SteadyLoad) -> tuple[Result, dict[str, float]]:
+    """Entry point in the load process: `rate` ingests/s on a fixed schedule (open loop) for `seconds`.
+
+    Also returns when each call was answered, by message text (time.time()).
+    """
     return asyncio.run(_steady_load(load))
 
 
-async def _steady_load(load: SteadyLoad) -> Result:
+async def _steady_load(load: SteadyLoad) -> tuple[Result, dict[str, float]]:
     import grpc
 
     from convhub.v1 import common_pb2, ingest_service_pb2, ingest_service_pb2_grpc
 
     metadata = (("authorization", f"Bearer {load.token}"),)
     latencies: list[float] = []
+    answered: dict[str, float] = {}
     errors: Counter[str] = Counter()
     async with grpc.aio.insecure_channel(load.target) as ch:
         stub = ingest_service_pb2_grpc.IngestServiceStub(ch)
@@ -177,6 +183,7 @@ async def _steady_load(load: SteadyLoad) -> Result:
                 errors[f"{err.code().name}: {err.details()}"] += 1
                 return
             latencies.append(time.perf_counter() - t0)
+            answered[request.text] = time.time()
 
         start = time.perf_counter()
         total = int(load.rate * load.seconds)
@@ -198,7 +205,7 @@ async def _steady_load(load: SteadyLoad) -> Result:
         p99_ms=_percentile(latencies, 0.99) * 1000,
         errors=sum(errors.values()),
         error_samples=[f"{n}x {msg}" for msg, n in errors.most_common(5)],
-    )
+    ), answered
 
 
 # ---------------------------------------------------------------------------
@@ -214,6 +221,7 @@ class LatencyRow:
     delivered: int
     sent: int
     ingest_p99_ms: float
+    after_answer_p99_ms: float  # receipt minus the ingest call's answer: the delivery path alone
     errors: list[str]
     subscriber_cpu: float  # the subscriber process's CPU share (1.0 = one core) while it held the streams
 
@@ -298,13 +306,14 @@ def measure(
         spec = Subscribers(server.grpc_target, seeded.token, rooms[:n], received_only=True, hold_seconds=hold)
         load = SteadyLoad(server.grpc_target, seeded.token, peers[:n], args.rate, args.seconds)
         with grpc_bench.profiler(pid, profile_dir, f"latency-{n}", args.seconds, 0.0):
-            subs, sent = with_subscribers(
+            subs, (sent, answered) = with_subscribers(
                 pool,
                 manager,
                 spec,
                 lambda load=load: pool.submit(run_steady_load, load).result(timeout=args.seconds + 120),
             )
         lat = sorted(subs.latencies_ms)
+        after = sorted((seen - answered[text]) * 1000 for text, seen in subs.received.items() if text in answered)
         row = LatencyRow(
             n,
             _percentile(lat, 0.5),
@@ -312,6 +321,7 @@ def measure(
             len(lat),
             sent.calls,
             sent.p99_ms,
+            _percentile(after, 0.99),
             [*subs.errors, *sent.error_samples],
             subs.cpu_share,
         )
@@ -319,6 +329,7 @@ def measure(
         print(
             f"  (a) {n} subscribers: p50 {row.p50_ms:.1f} ms p99 {row.p99_ms:.1f} ms,"
             f" {row.delivered}/{row.sent} delivered, ingest p99 {row.ingest_p99_ms:.1f} ms,"
+            f" after the answer p99 {row.after_answer_p99_ms:.1f} ms,"
             f" subscriber process CPU {row.subscriber_cpu:.0%} of a core",
             flush=True,
         )
@@ -354,15 +365,17 @@ def measure(
 def print_report(report: EventsReport) -> None:
     print(f"\n### {report.backend}\n")
     print(
-        "| (a) subscribers | p50 ms | p99 ms | target p99 | delivered / sent | ingest p99 ms | subscriber CPU | pass |"
+        "| (a) subscribers | p50 ms | p99 ms | target p99 | delivered / sent | ingest p99 ms"
+        " | after answer p99 ms | subscriber CPU | pass |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|:-:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
     for row in report.latency:
         target = LATENCY_TARGETS_MS.get(row.subscribers)
         ok = "-" if target is None else ("yes" if row.p99_ms < target and row.delivered == row.sent else "NO")
         print(
             f"| {row.subscribers} | {row.p50_ms:.1f} | {row.p99_ms:.1f} | {target or '-'} |"
-            f" {row.delivered} / {row.sent} | {row.ingest_p99_ms:.1f} | {row.subscriber_cpu:.0%} | {ok} |"
+            f" {row.delivered} / {row.sent} | {row.ingest_p99_ms:.1f} |"
+            f" {row.after_answer_p99_ms:.1f} | {row.subscriber_cpu:.0%} | {ok} |"
         )
     if report.ingest:  # not with --latency-only
         base = [r.rate for k, r in report.ingest.items() if k.startswith("none")]
