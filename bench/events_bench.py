@@ -70,7 +70,9 @@ class SubscriberReport:
     opened: int
     events: int
     latencies_ms: list[float] = field(default_factory=list)
+    received: dict[str, float] = field(default_factory=dict)  # message text (its send time) -> time.time() seen
     errors: list[str] = field(default_factory=list)
+    cpu_share: float = 0.0  # this process's CPU time / wall time while the load ran: is the measuring side busy?
 
 
 def run_subscribers(spec: Subscribers, ready: Any) -> SubscriberReport:
@@ -107,6 +109,7 @@ async def _subscribers(spec: Subscribers, ready: Any) -> SubscriberReport:
                     if event.type == RECEIVED:
                         with contextlib.suppress(ValueError):
                             report.latencies_ms.append((now - float(event.message.text)) * 1000)
+                            report.received[event.message.text] = now
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.CANCELLED:
                 errors[f"{err.code().name}: {err.details()}"] += 1
@@ -119,7 +122,9 @@ async def _subscribers(spec: Subscribers, ready: Any) -> SubscriberReport:
     report.opened = len(calls)
     await asyncio.sleep(spec.settle)  # every stream registered with the server's broadcaster by then
     ready.set()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     await asyncio.sleep(spec.hold_seconds)
+    report.cpu_share = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
     for call in calls:
         call.cancel()
     await asyncio.gather(*readers, return_exceptions=True)
@@ -143,18 +148,22 @@ class SteadyLoad:
     seconds: float
 
 
-def run_steady_load(load: SteadyLoad) -> Result:
-    """Entry point in the load process: `rate` ingests/s on a fixed schedule (open loop) for `seconds`."""
+def run_steady_load(load: SteadyLoad) -> tuple[Result, dict[str, float]]:
+    """Entry point in the load process: `rate` ingests/s on a fixed schedule (open loop) for `seconds`.
+
+    Also returns when each call was answered, by message text (time.time()).
+    """
     return asyncio.run(_steady_load(load))
 
 
-async def _steady_load(load: SteadyLoad) -> Result:
+async def _steady_load(load: SteadyLoad) -> tuple[Result, dict[str, float]]:
     import grpc
 
     from convhub.v1 import common_pb2, ingest_service_pb2, ingest_service_pb2_grpc
 
     metadata = (("authorization", f"Bearer {load.token}"),)
     latencies: list[float] = []
+    answered: dict[str, float] = {}
     errors: Counter[str] = Counter()
     async with grpc.aio.insecure_channel(load.target) as ch:
         stub = ingest_service_pb2_grpc.IngestServiceStub(ch)
@@ -174,6 +183,7 @@ async def _steady_load(load: SteadyLoad) -> Result:
                 errors[f"{err.code().name}: {err.details()}"] += 1
                 return
             latencies.append(time.perf_counter() - t0)
+            answered[request.text] = time.time()
 
         start = time.perf_counter()
         total = int(load.rate * load.seconds)
@@ -195,7 +205,7 @@ async def _steady_load(load: SteadyLoad) -> Result:
         p99_ms=_percentile(latencies, 0.99) * 1000,
         errors=sum(errors.values()),
         error_samples=[f"{n}x {msg}" for msg, n in errors.most_common(5)],
-    )
+    ), answered
 
 
 # ---------------------------------------------------------------------------
@@ -211,7 +221,9 @@ class LatencyRow:
     delivered: int
     sent: int
     ingest_p99_ms: float
+    after_answer_p99_ms: float  # receipt minus the ingest call's answer: the delivery path alone
     errors: list[str]
+    subscriber_cpu: float  # the subscriber process's CPU share (1.0 = one core) while it held the streams
 
 
 @dataclass
@@ -284,15 +296,24 @@ def measure(
     peers, rooms = watched_rooms(server.grpc_target, seeded.token, most)
     print(f"\n## {backend}: server pid {pid}, gRPC {server.grpc_target}", flush=True)
     hold = args.warmup + args.seconds + 3
+    profile_dir: Path | None = None
+    if args.profile:
+        profile_dir = Path(args.profile) / backend
+        profile_dir.mkdir(parents=True, exist_ok=True)
 
     # (a) latency at a steady rate
     for n in args.subscribers:
         spec = Subscribers(server.grpc_target, seeded.token, rooms[:n], received_only=True, hold_seconds=hold)
         load = SteadyLoad(server.grpc_target, seeded.token, peers[:n], args.rate, args.seconds)
-        subs, sent = with_subscribers(
-            pool, manager, spec, lambda load=load: pool.submit(run_steady_load, load).result(timeout=args.seconds + 120)
-        )
+        with grpc_bench.profiler(pid, profile_dir, f"latency-{n}", args.seconds, 0.0):
+            subs, (sent, answered) = with_subscribers(
+                pool,
+                manager,
+                spec,
+                lambda load=load: pool.submit(run_steady_load, load).result(timeout=args.seconds + 120),
+            )
         lat = sorted(subs.latencies_ms)
+        after = sorted((seen - answered[text]) * 1000 for text, seen in subs.received.items() if text in answered)
         row = LatencyRow(
             n,
             _percentile(lat, 0.5),
@@ -300,14 +321,21 @@ def measure(
             len(lat),
             sent.calls,
             sent.p99_ms,
+            _percentile(after, 0.99),
             [*subs.errors, *sent.error_samples],
+            subs.cpu_share,
         )
         report.latency.append(row)
         print(
             f"  (a) {n} subscribers: p50 {row.p50_ms:.1f} ms p99 {row.p99_ms:.1f} ms,"
-            f" {row.delivered}/{row.sent} delivered, ingest p99 {row.ingest_p99_ms:.1f} ms",
+            f" {row.delivered}/{row.sent} delivered, ingest p99 {row.ingest_p99_ms:.1f} ms,"
+            f" after the answer p99 {row.after_answer_p99_ms:.1f} ms,"
+            f" subscriber process CPU {row.subscriber_cpu:.0%} of a core",
             flush=True,
         )
+
+    if args.latency_only:
+        return report
 
     # (c) ingest throughput with and without subscribers, alternating so drift hits both
     ingest = grpc_bench.scenario("(c) IngestMessage", "ingest_existing", server.grpc_target, seeded, args)
@@ -336,30 +364,35 @@ def measure(
 
 def print_report(report: EventsReport) -> None:
     print(f"\n### {report.backend}\n")
-    print("| (a) subscribers | p50 ms | p99 ms | target p99 | delivered / sent | ingest p99 ms | pass |")
-    print("|---:|---:|---:|---:|---:|---:|:-:|")
+    print(
+        "| (a) subscribers | p50 ms | p99 ms | target p99 | delivered / sent | ingest p99 ms"
+        " | after answer p99 ms | subscriber CPU | pass |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
     for row in report.latency:
         target = LATENCY_TARGETS_MS.get(row.subscribers)
         ok = "-" if target is None else ("yes" if row.p99_ms < target and row.delivered == row.sent else "NO")
         print(
             f"| {row.subscribers} | {row.p50_ms:.1f} | {row.p99_ms:.1f} | {target or '-'} |"
-            f" {row.delivered} / {row.sent} | {row.ingest_p99_ms:.1f} | {ok} |"
+            f" {row.delivered} / {row.sent} | {row.ingest_p99_ms:.1f} |"
+            f" {row.after_answer_p99_ms:.1f} | {row.subscriber_cpu:.0%} | {ok} |"
         )
-    base = [r.rate for k, r in report.ingest.items() if k.startswith("none")]
-    ceiling = sum(base) / len(base) if base else float("nan")
-    print("\n| (c) ingest with subscribers | calls/s | ratio to none | target | pass |")
-    print("|---|---:|---:|---:|:-:|")
-    for label, result in report.ingest.items():
-        ratio = result.rate / ceiling if ceiling else float("nan")
-        attached = not label.startswith("none")
-        verdict = ("yes" if ratio >= INGEST_RATIO_TARGET else "NO") if attached else "-"
-        target = f">= {INGEST_RATIO_TARGET}" if attached else "-"
-        print(f"| {label} | {result.rate:,.0f} | {ratio:.2f} | {target} | {verdict} |")
-    ok = "yes" if report.subscribed_rss_mb < RSS_TARGET_MB else "NO"
-    print(
-        f"\n(d) server RSS with {report.rss_subscriptions} idle subscriptions: {report.subscribed_rss_mb:.0f} MB"
-        f" (idle at start {report.idle_rss_mb:.0f} MB; target < {RSS_TARGET_MB:.0f} MB: {ok})"
-    )
+    if report.ingest:  # not with --latency-only
+        base = [r.rate for k, r in report.ingest.items() if k.startswith("none")]
+        ceiling = sum(base) / len(base) if base else float("nan")
+        print("\n| (c) ingest with subscribers | calls/s | ratio to none | target | pass |")
+        print("|---|---:|---:|---:|:-:|")
+        for label, result in report.ingest.items():
+            ratio = result.rate / ceiling if ceiling else float("nan")
+            attached = not label.startswith("none")
+            verdict = ("yes" if ratio >= INGEST_RATIO_TARGET else "NO") if attached else "-"
+            target = f">= {INGEST_RATIO_TARGET}" if attached else "-"
+            print(f"| {label} | {result.rate:,.0f} | {ratio:.2f} | {target} | {verdict} |")
+        ok = "yes" if report.subscribed_rss_mb < RSS_TARGET_MB else "NO"
+        print(
+            f"\n(d) server RSS with {report.rss_subscriptions} idle subscriptions: {report.subscribed_rss_mb:.0f} MB"
+            f" (idle at start {report.idle_rss_mb:.0f} MB; target < {RSS_TARGET_MB:.0f} MB: {ok})"
+        )
     errors = [e for row in report.latency for e in row.errors] + [
         s for r in report.ingest.values() for s in r.error_samples
     ]
@@ -378,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite,postgresql")
     parser.add_argument("--concurrency", type=int, default=32, help="(c): ingest calls in flight (default 32)")
     parser.add_argument("--channels", type=int, default=2, help="(c): gRPC channels of the load process")
+    parser.add_argument("--latency-only", action="store_true", help="run (a) only, skipping (c) and (d)")
+    parser.add_argument("--profile", metavar="DIR", help="sample the server with py-spy during each (a) run into DIR")
     args = parser.parse_args(argv)
     args.subscribers = [int(n) for n in args.subscribers.split(",") if n.strip()]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]

@@ -17,6 +17,7 @@ not commit (a cancelled REST call answers 503, safe to retry).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -318,6 +319,7 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, life.stop.set)
+    freeze_startup_heap()
     life.ready = True
     print(f"convhub: serving {', '.join(endpoints)}", flush=True)
 
@@ -325,6 +327,19 @@ async def serve(settings: Settings) -> None:
     running = _Running(db, executor, supervisor, broadcaster, server, health_servicer, http_server, life, observability)
     await running.drain(settings.shutdown_grace)
     print("convhub: stopped", flush=True)
+
+
+def freeze_startup_heap() -> None:
+    """Move everything built at start-up (modules, SQLAlchemy, protobuf, handlers) out of the collector's sight.
+
+    It lives as long as the process, yet every full collection walked it
+    again, pausing the event loop: with 1,000 open streams (events_bench (a),
+    PostgreSQL, shared 2-core machine) they walked 145-216k objects and took
+    170-700 ms, the size of the p99. Frozen, the one full collection left in
+    that run walked 55k.
+    """
+    gc.collect()  # garbage made while starting is freed, not frozen
+    gc.freeze()
 
 
 def run(settings: Settings) -> None:

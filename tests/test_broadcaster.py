@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import sqlalchemy
 
 from convhub.server.events import broadcaster as broadcaster_module
 from convhub.server.events.broadcaster import Broadcaster, EventFilter, Subscription
@@ -165,3 +166,33 @@ async def test_stop_returns_even_when_a_ring_races_the_cancel(db: Database) -> N
         stopping = asyncio.ensure_future(b.stop())
         done, _ = await asyncio.wait({stopping}, timeout=5)
         assert done, f"stop() hung (ring {turns % 4} loop turns before the cancel)"
+
+
+async def test_a_subscriber_from_now_on_reads_nothing_when_its_customer_is_followed_already(
+    db: Database, broadcaster: Broadcaster
+) -> None:
+    """The feed's cursor is the head: a reconnect storm of a thousand UI tabs costs no statement each."""
+    customer = create_customer(db.writer, "followed")
+    write(db, customer, 2)
+    reader = EventReader(db, broadcaster)
+    first = reader.subscribe(customer, None, EventFilter())
+    first_next = asyncio.ensure_future(anext(first))
+    await asyncio.sleep(0.2)  # registered, head read from the table
+    statements: list[str] = []
+
+    def counting(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    sqlalchemy.event.listen(db.reader, "before_cursor_execute", counting)
+    second = reader.subscribe(customer, None, EventFilter())
+    second_next = asyncio.ensure_future(anext(second))
+    await asyncio.sleep(0)  # runs up to its first wait for an event
+    await asyncio.sleep(0)
+    sqlalchemy.event.remove(db.reader, "before_cursor_execute", counting)
+    assert not [s for s in statements if "event_seq" in s], statements  # no head read, no replay
+    await asyncio.to_thread(write, db, customer, 1)
+    for pending in (first_next, second_next):
+        assert [e.sequence for e in await asyncio.wait_for(pending, 5)] == [3]  # neither 1 nor 2: from now on
+    for stream in (first, second):
+        await stream.aclose()  # type: ignore[attr-defined]
+    assert broadcaster.subscriber_count == 0

@@ -7,21 +7,25 @@ Doorbell listener and prints a line each time it is rung.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import psycopg
 import pytest
 
+from convhub.server.events.outbox import append_events
 from convhub.server.store.customers import create_customer, create_token
-from convhub.server.store.db import create_db_engine
-from convhub.server.store.pg_doorbell import libpq_conninfo
-from tests.conftest import Tenant, create_database, start_server, stop_server
+from convhub.server.store.db import Database, create_db_engine, new_id, open_database, upgrade_schema
+from convhub.server.store.pg_doorbell import EVENTS_CHANNEL, NotifyListener, libpq_conninfo
+from convhub.v1 import conversation_pb2, event_pb2
+from tests.conftest import Tenant, create_database, secret_box_for_tests, start_server, stop_server
 from tests.support import Api
 
 LISTENER_SCRIPT = """
@@ -161,3 +165,56 @@ def test_a_listener_without_its_database_keeps_retrying() -> None:
         proc.kill()
         proc.wait()
     assert not any("Traceback" in line for line in seen), seen
+
+
+@pytest.fixture
+def pg_db(tmp_path: Path) -> Iterator[Database]:
+    """A migrated PostgreSQL database opened in-process, as a server opens it (its doorbell attached)."""
+    for url in create_database("postgresql", tmp_path):
+        database = open_database(url, workers=2, secrets=secret_box_for_tests())
+        upgrade_schema(database.writer)
+        try:
+            yield database
+        finally:
+            database.dispose()
+
+
+def test_a_commit_names_its_doorbell_in_the_notification(pg_db: Database) -> None:
+    customer = create_customer(pg_db.writer, "named")
+    with psycopg.connect(libpq_conninfo(pg_db.writer.url), autocommit=True) as other:
+        other.execute(f"LISTEN {EVENTS_CHANNEL}")
+        with pg_db.writer.begin() as conn:
+            room = conversation_pb2.Conversation(id=new_id())
+            append_events(conn, customer, [(event_pb2.EVENT_TYPE_CONVERSATION_UPDATED, room)] * 2)
+        notes = list(other.notifies(timeout=20, stop_after=1))
+    assert [n.payload for n in notes] == [pg_db.doorbell.token]
+
+
+async def test_a_listener_skips_its_own_process_notifications(pg_db: Database) -> None:
+    """Its own commits rang the doorbell on check-in already; another process's still ring it."""
+    rings: list[int] = []
+    pg_db.doorbell.ring = lambda: rings.append(1)  # type: ignore[method-assign]
+    worker = NotifyListener(pg_db.writer.url, pg_db.doorbell, min_backoff=0.05)
+    await worker.start()
+    try:
+        for _ in range(200):  # it rings once when connected (LISTEN is in place from then on)
+            if rings:
+                break
+            await asyncio.sleep(0.05)
+        assert rings == [1], "the listener did not connect"
+        rings.clear()
+
+        def notify_from_elsewhere() -> None:  # one transaction: both arrive together, in this order
+            with psycopg.connect(libpq_conninfo(pg_db.writer.url)) as other:
+                other.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, pg_db.doorbell.token))
+                other.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, "another-process"))
+
+        await asyncio.to_thread(notify_from_elsewhere)
+        for _ in range(200):
+            if rings:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # room for a second ring, were there one
+        assert rings == [1], "rung for its own doorbell's notification, or not for the other's"
+    finally:
+        await worker.stop()

@@ -163,3 +163,20 @@ def test_unusable_settings_fail_with_a_message_not_a_traceback(hub: Hub, tmp_pat
         )
         assert result.returncode == 2, (args, result.stderr)
         assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_the_start_up_heap_is_frozen_out_of_full_collections() -> None:
+    """`serve` freezes what it built before serving: a full collection then walks only what came later."""
+    import gc
+
+    from convhub.server.app import freeze_startup_heap
+
+    built_at_start = [object() for _ in range(3)]  # a tracked container holding them
+    try:
+        freeze_startup_heap()
+        assert gc.get_freeze_count() > 0
+        assert not any(o is built_at_start for o in gc.get_objects(2)), "still walked by full collections"
+        made_later: list[object] = []
+        assert any(o is made_later for o in gc.get_objects())
+    finally:
+        gc.unfreeze()

@@ -179,6 +179,16 @@ class Broadcaster:
     def subscriber_count(self) -> int:
         return sum(1 for feed in self._feeds.values() for _ in feed.all())
 
+    def cursor(self, customer_id: str) -> int | None:
+        """The last sequence fanned out to the customer's subscribers; None when it has none.
+
+        Everything up to it has committed, and a subscription registered now
+        receives everything above it: a subscriber "from now on" can start
+        here without reading the table.
+        """
+        feed = self._feeds.get(customer_id)
+        return None if feed is None else feed.cursor
+
     def subscribe(self, customer_id: str, head: int, event_filter: EventFilter) -> Subscription:
         """Register a subscriber; it receives every event above the customer's cursor from now on.
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import uuid
 import weakref
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
 
 _MARK = "convhub.events_written"
+_TOKEN = "convhub.doorbell_token"
 
 
 class DoorbellListener:
@@ -51,6 +53,9 @@ class Doorbell:
     def __init__(self) -> None:
         self._listeners: weakref.WeakSet[DoorbellListener] = weakref.WeakSet()
         self._lock = threading.Lock()
+        # Names this doorbell in the NOTIFYs its engine's transactions send (pg_doorbell.py), so the
+        # process's NotifyListener can skip its own: the ring after commit has woken everyone here already.
+        self.token = uuid.uuid4().hex
 
     def listener(self) -> DoorbellListener:
         """A new listener bound to the running loop (kept while the caller holds it)."""
@@ -75,6 +80,10 @@ class Doorbell:
             if not conn.invalidated:
                 conn.info.pop(_MARK, None)
 
+        @event.listens_for(engine.pool, "connect")
+        def _name_doorbell(_dbapi_conn: Any, record: Any) -> None:
+            record.info[_TOKEN] = self.token
+
         @event.listens_for(engine.pool, "checkin")
         def _ring_after_commit(_dbapi_conn: Any, record: Any) -> None:
             if record is not None and record.info.pop(_MARK, False):
@@ -84,3 +93,9 @@ class Doorbell:
 def mark_events_written(conn: Connection) -> None:
     """Called by the outbox inside the writing transaction."""
     conn.info[_MARK] = True
+
+
+def doorbell_token(conn: Connection) -> str:
+    """The token of the doorbell that rings after `conn` commits ("" when none is attached to its engine)."""
+    token = conn.info.get(_TOKEN, "")
+    return token if isinstance(token, str) else ""

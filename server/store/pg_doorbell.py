@@ -1,14 +1,18 @@
 """The doorbell across processes on PostgreSQL: writers NOTIFY, every process LISTENs and rings its Doorbell.
 
-A transaction that appended events sends `NOTIFY convhub_events` inside
-itself (`notify_events_written`, called by the outbox); PostgreSQL delivers
-it only if that transaction commits. Each process runs one `NotifyListener`
-worker on a dedicated async connection that rings the process's `Doorbell`
-for every notification, so consumers in replica A wake for what replica B
-wrote. A ring still only means "look at the table": consumers re-poll on a
-timer, so a notification lost while the listener reconnects costs latency,
-never an event; the listener also rings once after every (re)connect for
-what it may have missed. SQLite has one process: the in-process ring is enough.
+A transaction that appended events sends a notification on `convhub_events`
+inside itself (`notify_events_written`, called by the outbox); PostgreSQL
+delivers it only if that transaction commits. Each process runs one
+`NotifyListener` worker on a dedicated async connection that rings the
+process's `Doorbell` for every notification, so consumers in replica A wake
+for what replica B wrote. The payload names the writing process's doorbell,
+and a listener skips its own: that commit rang the doorbell when its
+connection was checked in, and a second ring would cost every consumer a
+second, empty read per commit. A ring still only means "look at the table":
+consumers re-poll on a timer, so a notification lost while the listener
+reconnects costs latency, never an event; the listener also rings once after
+every (re)connect for what it may have missed. SQLite has one process: the
+in-process ring is enough.
 """
 
 from __future__ import annotations
@@ -21,13 +25,13 @@ import weakref
 import psycopg
 from sqlalchemy import URL, Connection, make_url, text
 
-from convhub.server.store.doorbell import Doorbell
+from convhub.server.store.doorbell import Doorbell, doorbell_token
 
 log = logging.getLogger("convhub.doorbell")
 
 EVENTS_CHANNEL = "convhub_events"
 
-_NOTIFY = text(f"NOTIFY {EVENTS_CHANNEL}")
+_NOTIFY = text(f"SELECT pg_notify('{EVENTS_CHANNEL}', :token)")
 _NOTIFIED_IN = "convhub.notified_in"
 
 
@@ -39,7 +43,7 @@ def notify_events_written(conn: Connection) -> None:
     notified: weakref.ref[object] | None = conn.info.get(_NOTIFIED_IN)
     if transaction is not None and notified is not None and notified() is transaction:
         return
-    conn.execute(_NOTIFY)
+    conn.execute(_NOTIFY, {"token": doorbell_token(conn)})
     if transaction is not None:
         conn.info[_NOTIFIED_IN] = weakref.ref(transaction)
 
@@ -117,8 +121,9 @@ class NotifyListener:
 
     async def _listen(self, conn: psycopg.AsyncConnection[object]) -> None:
         while not self._stopping:
-            async for _notify in conn.notifies(timeout=self._probe_interval):
-                self._doorbell.ring()
+            async for notify in conn.notifies(timeout=self._probe_interval):
+                if notify.payload != self._doorbell.token:  # our own commits rang when they were checked in
+                    self._doorbell.ring()
             async with asyncio.timeout(self._connect_timeout):  # quiet for a while: is the connection alive?
                 await conn.execute("SELECT 1")
 
