@@ -218,13 +218,22 @@ def secret_box_for_tests() -> SecretBox:
     return SecretBox([TEST_SECRET_KEY])
 
 
+def migrated_databases(backend: str, tmp_dir: Path) -> Iterator[Database]:
+    """A fresh database for `backend`, migrated and opened in-process as a server opens it (its doorbell
+    attached); disposed and removed after the one value it yields."""
+    for url in create_database(backend, tmp_dir):
+        database = open_database(url, workers=2, secrets=secret_box_for_tests())
+        upgrade_schema(database.writer)
+        try:
+            yield database
+        finally:
+            database.dispose()
+
+
 @pytest.fixture
 def local_db(tmp_path: Path) -> Iterator[Database]:
     """A migrated SQLite database opened in-process (no server), for tests of the store and workers."""
-    database = open_database(f"sqlite:///{tmp_path / 'local.db'}", workers=2, secrets=secret_box_for_tests())
-    upgrade_schema(database.writer)
-    yield database
-    database.dispose()
+    yield from migrated_databases("sqlite", tmp_path)
 
 
 def new_tenant(hub: Hub) -> Tenant:

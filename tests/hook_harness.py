@@ -29,10 +29,10 @@ from convhub.server.http_app import HOOKS_PREFIX
 from convhub.server.services.accounts import AccountService, NewAccount
 from convhub.server.services.ingest import IngestService
 from convhub.server.store.customers import create_customer, create_token, customer_for_token
-from convhub.server.store.db import Database, open_database, upgrade_schema
+from convhub.server.store.db import Database
 from convhub.server.store.media_files import MediaFiles
 from convhub.server.store.models import Account, Message
-from tests.conftest import BACKENDS, create_database, secret_box_for_tests
+from tests.conftest import BACKENDS, migrated_databases
 from tests.provider_standins import serve
 
 ACCOUNT_TYPE = {"telnyx": "sms", "line": "line", "smtp": "email", "twilio": "sms"}
@@ -41,13 +41,7 @@ ACCOUNT_TYPE = {"telnyx": "sms", "line": "line", "smtp": "email", "twilio": "sms
 @pytest.fixture(scope="module", params=BACKENDS)
 def hook_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     tmp_dir = tmp_path_factory.mktemp(f"hooks-{request.param}")
-    for url in create_database(request.param, tmp_dir):
-        db = open_database(url, workers=2, secrets=secret_box_for_tests())
-        upgrade_schema(db.writer)
-        try:
-            yield db
-        finally:
-            db.dispose()
+    yield from migrated_databases(request.param, tmp_dir)
 
 
 @dataclass

@@ -22,10 +22,10 @@ import pytest
 
 from convhub.server.events.outbox import append_events
 from convhub.server.store.customers import create_customer, create_token
-from convhub.server.store.db import Database, create_db_engine, new_id, open_database, upgrade_schema
+from convhub.server.store.db import Database, create_db_engine, new_id
 from convhub.server.store.pg_doorbell import EVENTS_CHANNEL, NotifyListener, libpq_conninfo
 from convhub.v1 import conversation_pb2, event_pb2
-from tests.conftest import Tenant, create_database, secret_box_for_tests, start_server, stop_server
+from tests.conftest import Tenant, create_database, migrated_databases, start_server, stop_server
 from tests.support import Api
 
 LISTENER_SCRIPT = """
@@ -170,13 +170,7 @@ def test_a_listener_without_its_database_keeps_retrying() -> None:
 @pytest.fixture
 def pg_db(tmp_path: Path) -> Iterator[Database]:
     """A migrated PostgreSQL database opened in-process, as a server opens it (its doorbell attached)."""
-    for url in create_database("postgresql", tmp_path):
-        database = open_database(url, workers=2, secrets=secret_box_for_tests())
-        upgrade_schema(database.writer)
-        try:
-            yield database
-        finally:
-            database.dispose()
+    yield from migrated_databases("postgresql", tmp_path)
 
 
 def test_a_commit_names_its_doorbell_in_the_notification(pg_db: Database) -> None:

@@ -27,9 +27,9 @@ from convhub.server.errors import AlreadyExists
 from convhub.server.services.ingest import InboundMessage, IngestService
 from convhub.server.services.participants import NewParticipant, ParticipantPatch, ParticipantService
 from convhub.server.store.customers import create_customer
-from convhub.server.store.db import Database, open_database, upgrade_schema
+from convhub.server.store.db import Database
 from convhub.server.store.models import Conversation
-from tests.conftest import BACKENDS, create_database, secret_box_for_tests
+from tests.conftest import BACKENDS, migrated_databases
 
 PEERS = [Address("tel", "+15550200001"), Address("tel", "+15550200002"), Address("email", "ann@example.com")]
 PEERS += [Address("email", "bob@example.com"), Address("tel", "+15550200003")]
@@ -167,12 +167,9 @@ class Services:
 @pytest.fixture(scope="module", params=BACKENDS)
 def services(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     tmp: Path = tmp_path_factory.mktemp(f"model-{request.param}")
-    for url in create_database(request.param, tmp):
-        db = open_database(url, workers=2, secrets=secret_box_for_tests())
-        upgrade_schema(db.writer)
+    for db in migrated_databases(request.param, tmp):
         with ThreadPoolExecutor(2) as executor:
             yield Services(db, IngestService(db, Settings(), executor), ParticipantService(db, Settings()))
-        db.dispose()
 
 
 _tenants = itertools.count()
