@@ -26,7 +26,20 @@ def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return create_db_engine(settings.resolved_database_url, pool_size=1, timeouts=database_timeouts(settings))
 
 
+def without_httpx_cli() -> None:
+    """Keep httpx from importing its command-line client, which the server never runs.
+
+    httpx's `__init__` imports `httpx._main` whenever click, rich and pygments
+    are installed (other tools' dependencies pull them in), ~7 MB resident for
+    nothing; a None entry in sys.modules makes that import fail, and httpx
+    falls back to its stub `main`, as in an install without them.
+    """
+    if "httpx" not in sys.modules:
+        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    without_httpx_cli()
     from convhub.server.app import StartupError, run
 
     try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import signal
 import subprocess
@@ -13,6 +15,7 @@ from pathlib import Path
 import grpc
 import httpx
 
+from convhub.server.observability.logs import AccessLog
 from convhub.server.store.customers import create_customer, create_token
 from convhub.server.store.db import create_db_engine
 from convhub.v1 import conversation_service_pb2 as cs
@@ -108,3 +111,53 @@ def test_text_lines_by_default_and_switches_turn_lines_and_metrics_off(tmp_path:
         make_calls(target, base, token)
         assert httpx.get(f"{base}/metrics", timeout=10).status_code == 404
     assert not [line for line in lines if "convhub.access" in line]
+
+
+class RecordingStream:
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_lines_of_one_loop_turn_go_out_in_one_write_and_off_the_loop_at_once() -> None:
+    stream = RecordingStream()
+    log = AccessLog("text", logging.StreamHandler(stream))
+
+    async def three_calls_in_one_turn() -> None:
+        for n in range(3):
+            log.grpc(INGEST, "OK", 0.001, f"customer-{n}", "ipv4:127.0.0.1:1")
+        assert stream.writes == []  # gathered until the loop turns
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(three_calls_in_one_turn())
+    assert len(stream.writes) == 1
+    assert [line.split("customer=")[1].split()[0] for line in stream.writes[0].splitlines()] == [
+        "customer-0",
+        "customer-1",
+        "customer-2",
+    ]
+    log.grpc(INGEST, "OK", 0.001, "customer-3", "ipv4:127.0.0.1:1")  # no loop here: written at once
+    assert len(stream.writes) == 2 and "customer=customer-3" in stream.writes[1]
+
+
+def test_flush_writes_pending_lines_at_once_and_the_scheduled_write_then_finds_none() -> None:
+    stream = RecordingStream()
+    log = AccessLog("json", logging.StreamHandler(stream))
+
+    async def call_then_flush() -> None:
+        log.grpc(INGEST, "OK", 0.001, None, "ipv4:127.0.0.1:1")
+        log.flush()  # what Observability.close does on stop, before the loop may turn again
+        assert len(stream.writes) == 1
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(call_then_flush())
+    assert len(stream.writes) == 1
+    assert json.loads(stream.writes[0])["method"] == INGEST

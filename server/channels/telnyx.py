@@ -26,8 +26,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -74,6 +72,10 @@ RECEIPT_EVENTS = frozenset({"message.sent", "message.finalized"})
 
 def signature_valid(public_key_b64: str, timestamp: str, body: bytes, signature_b64: str) -> bool:
     """Telnyx's Ed25519 signature over `timestamp|body`; False for a malformed key or signature too."""
+    # Imported on the first hook, not at start: cryptography is ~7 MB resident (see store/secrets.py).
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_b64, validate=True))
         key.verify(base64.b64decode(signature_b64, validate=True), timestamp.encode("ascii") + b"|" + body)

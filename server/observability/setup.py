@@ -56,7 +56,9 @@ class Observability:
         return HttpCallObserver(app, metrics=self.metrics, access_log=self.access_log, spans=self.spans)
 
     def close(self) -> None:
-        """Flush buffered spans and drop the pool collector (after the servers stopped)."""
+        """Flush buffered spans and access lines, and drop the pool collector (after the servers stopped)."""
+        if self.access_log is not None:
+            self.access_log.flush()
         if self.spans is not None:
             self.spans.shutdown()
         if self._pools is not None:

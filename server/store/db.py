@@ -11,10 +11,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -23,10 +21,15 @@ from convhub.server.store.breaker import DatabaseBreaker
 from convhub.server.store.commit_gate import CommitGate
 from convhub.server.store.doorbell import Doorbell
 from convhub.server.store.faults import is_deadlock
-from convhub.server.store.pg_connection import ANSWER_SLACK, bound_connections, probe_database
-from convhub.server.store.pg_connection import connect_args as pg_connect_args
+from convhub.server.store.schema_version import schema_is_current
 from convhub.server.store.secrets import SecretBox
 from convhub.server.store.sqlite_locks import begin_immediate_off_loop, set_busy_timeout
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Imported where used, not here: psycopg (pg_connection) only for PostgreSQL URLs, alembic only
+# when the schema is behind. A SQLite server that never loads them is ~20 MB smaller.
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -116,6 +119,9 @@ def create_db_engine(
             begin_immediate_off_loop(engine, lock_timeout=timeouts.lock)
         return engine
     if parsed.get_backend_name() == "postgresql":
+        from convhub.server.store.pg_connection import ANSWER_SLACK, bound_connections
+        from convhub.server.store.pg_connection import connect_args as pg_connect_args
+
         # No pre-ping (a round trip per checkout): a connection that died
         # with the server is invalidated on first use and the call answers
         # UNAVAILABLE, which clients retry.
@@ -224,7 +230,9 @@ def open_database(
     """Engines for `url`; the writer pool matches the worker threads, the reader serves the event loop."""
     engines: list[Engine] = []
 
-    def probe() -> None:
+    def probe() -> None:  # only PostgreSQL's breaker ever trips, so psycopg is loaded by then
+        from convhub.server.store.pg_connection import ANSWER_SLACK, probe_database
+
         probe_database(url, connect_timeout=timeouts.connect, answer_timeout=timeouts.read + ANSWER_SLACK)
 
     def recover() -> None:
@@ -244,6 +252,8 @@ def open_database(
 
 
 def alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["engine"] = engine
@@ -252,6 +262,8 @@ def alembic_config(engine: Engine) -> Config:
 
 def upgrade_schema(engine: Engine) -> None:
     """Bring the schema to the newest migration (idempotent; safe to run on every start)."""
+    from alembic import command
+
     command.upgrade(alembic_config(engine), "head")
 
 
@@ -263,6 +275,8 @@ def migrate(url: str, timeouts: DatabaseTimeouts) -> None:
     """
     engine = create_db_engine(url, pool_size=1, timeouts=dataclasses.replace(timeouts, statement=None))
     try:
+        if schema_is_current(engine):  # the usual start: one SELECT, and alembic is never imported
+            return
         upgrade_schema(engine)
     finally:
         engine.dispose()

@@ -9,8 +9,8 @@ a bug (answered INTERNAL and logged).
 from __future__ import annotations
 
 import sqlite3
+import sys
 
-import psycopg
 from sqlalchemy.exc import DBAPIError
 
 
@@ -84,7 +84,13 @@ def classify(exc: BaseException) -> DatabaseFault | DeadlinePassed | None:
     if sqlstate in _PG_BUSY:
         return DatabaseBusy("the write waited too long for a lock")
     if (sqlstate and sqlstate.startswith(_PG_UNAVAILABLE_CLASSES)) or (
-        sqlstate is None and isinstance(exc.orig, psycopg.OperationalError)  # failed to connect
+        sqlstate is None and _is_psycopg_operational(exc.orig)  # failed to connect
     ):
         return DatabaseUnavailable("the database is not reachable")
     return None
+
+
+def _is_psycopg_operational(orig: BaseException | None) -> bool:
+    """psycopg's OperationalError, without importing psycopg: a process that never loaded it (SQLite) has none."""
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(orig, psycopg.OperationalError)

@@ -21,11 +21,14 @@ import asyncio
 import contextlib
 import logging
 import weakref
+from typing import TYPE_CHECKING
 
-import psycopg
 from sqlalchemy import URL, Connection, make_url, text
 
 from convhub.server.store.doorbell import Doorbell, doorbell_token
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger("convhub.doorbell")
 
@@ -98,6 +101,8 @@ class NotifyListener:
         self._task = None
 
     async def _run(self) -> None:
+        import psycopg  # here, not at the top: the outbox imports this module on SQLite too
+
         backoff = self._min_backoff
         while not self._stopping:
             try:

@@ -10,18 +10,26 @@ one first and keeping the old one after it. A value that no key opens raises
 Without the setting, an embedded (SQLite) install generates a key into its
 data directory on first start; PostgreSQL replicas must share one key, so
 there the setting is required.
+
+cryptography (~7 MB resident) is imported on the first seal or open, not at
+start: keys are checked and generated with Fernet's own rules (32 url-safe
+base64 bytes) here, so a server with nothing sealed never loads it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
 
 SETTING = "CONVHUB_SECRET_KEY"
 KEY_FILE = "secret.key"
@@ -44,8 +52,20 @@ class SecretBox:
     def __init__(self, keys: Sequence[bytes | str]) -> None:
         if not keys:
             raise SecretKeyError(f"{SETTING}: no key given")
-        self._fernet = MultiFernet([Fernet(key) for key in keys])
-        self._first = keys[0].encode() if isinstance(keys[0], str) else keys[0]
+        self._keys = [key.encode() if isinstance(key, str) else key for key in keys]
+        for key in self._keys:
+            if not is_fernet_key(key):
+                raise ValueError("Fernet key must be 32 url-safe base64-encoded bytes.")  # as Fernet(key) says
+        self._first = self._keys[0]
+        self._multi: MultiFernet | None = None
+
+    @property
+    def _fernet(self) -> MultiFernet:
+        if self._multi is None:
+            from cryptography.fernet import Fernet, MultiFernet
+
+            self._multi = MultiFernet([Fernet(key) for key in self._keys])
+        return self._multi
 
     def derived_key(self, purpose: str) -> bytes:
         """A key for `purpose` (e.g. signing media links) derived from the sealing key, so replicas share it."""
@@ -57,6 +77,8 @@ class SecretBox:
 
     def open(self, sealed: str) -> SecretValue:
         """The value `seal` was given; SecretUnreadable when no key opens it."""
+        from cryptography.fernet import InvalidToken
+
         try:
             plain = self._fernet.decrypt(sealed.encode("ascii"))
         except (InvalidToken, UnicodeEncodeError):
@@ -82,14 +104,25 @@ def parse_keys(setting: str) -> list[bytes]:
     if not keys:
         raise SecretKeyError(f"{SETTING}: no key given; make one with {MAKE_ONE}")
     for n, key in enumerate(keys, 1):
-        try:
-            Fernet(key)
-        except ValueError:
+        if not is_fernet_key(key):
             raise SecretKeyError(
                 f"{SETTING}: key {n} of {len(keys)} is not a Fernet key "
                 f"(32 url-safe base64-encoded bytes); make one with {MAKE_ONE}"
-            ) from None
+            )
     return keys
+
+
+def is_fernet_key(key: bytes) -> bool:
+    """What `Fernet(key)` accepts: 32 bytes in url-safe base64 (its own check, without importing cryptography)."""
+    try:
+        return len(base64.urlsafe_b64decode(key)) == 32
+    except (binascii.Error, ValueError):
+        return False
+
+
+def generate_key() -> bytes:
+    """A new key, made as `Fernet.generate_key()` makes one."""
+    return base64.urlsafe_b64encode(os.urandom(32))
 
 
 def load_secret_box(setting: str, *, backend: str, data_dir: Path) -> SecretBox:
@@ -118,7 +151,7 @@ def _read_key_file(path: Path) -> bytes:
 def _create_key_file(path: Path) -> bytes:
     """Write a new key readable by this user only (0600); a concurrent first start keeps the other's key."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key()
+    key = generate_key()
     staging = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
