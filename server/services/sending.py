@@ -53,7 +53,7 @@ from convhub.server.store.rows import ConversationRow, row_of_values
 from convhub.v1 import conversation_pb2, event_pb2, message_pb2
 
 # Send batches written at once on PostgreSQL (each a group commit of its own; see SendingService).
-SEND_LANES = 4
+SEND_LANES = 2
 SEND_METHOD = "SendMessage"  # request-id namespaces (stored: do not rename)
 SEND_TO_ADDRESS_METHOD = "SendToAddress"
 
