@@ -28,7 +28,7 @@ from convhub.server.domain import delivery
 from convhub.server.domain import messages as message_rules
 from convhub.server.domain.channel_choice import FALLBACK
 from convhub.server.errors import FailedPrecondition
-from convhub.server.events.outbox import append_event_groups
+from convhub.server.events.outbox import Change, append_event_groups
 from convhub.server.services import resources
 from convhub.server.services.channel_accounts import OpenedAccount, opened
 from convhub.server.services.sending import route_values, routes_for
@@ -200,7 +200,7 @@ class DeliveryService:
         if not outcomes:
             return False
         now = now_us()
-        events: list[tuple[str, Sequence[tuple[int, Any]]]] = []
+        events: list[tuple[str, Sequence[Change]]] = []
         accepted = [o for o in outcomes if o.kind == ACCEPTED]
         if accepted:
             done = {"state": delivery_jobs.DONE, "last_error": "", "tm_update": now}
@@ -323,7 +323,7 @@ def _locked_message(conn: Connection, message_id: str) -> MessageRow:
     return cast("MessageRow", plain_row(messages.messages, cast("Any", row)))
 
 
-def _message_updated(row: MessageRow, values: dict[str, Any]) -> tuple[str, Sequence[tuple[int, Any]]]:
+def _message_updated(row: MessageRow, values: dict[str, Any]) -> tuple[str, Sequence[Change]]:
     """The `conversation_message_updated` event of writing `values` to `row` (no read-back: the row is locked)."""
     updated = resources.message(cast("Any", row)._replace(**values))
     return row.customer_id, [(event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_UPDATED, updated)]
