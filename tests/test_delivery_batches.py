@@ -22,11 +22,11 @@ from convhub.server.services.ingest import InboundMessage, IngestService
 from convhub.server.services.lifecycle import LifecycleService
 from convhub.server.services.sending import OutboundMessage, SendingService
 from convhub.server.store.customers import create_customer
-from convhub.server.store.db import Database, open_database, upgrade_schema
+from convhub.server.store.db import Database
 from convhub.server.store.doorbell import Doorbell
 from convhub.server.store.models import DeliveryJob, Event, Message
 from convhub.v1 import event_pb2
-from tests.conftest import BACKENDS, create_database, secret_box_for_tests
+from tests.conftest import BACKENDS, migrated_databases
 
 SELF = "+15559990000"
 jobs = DeliveryJob.__table__
@@ -36,13 +36,7 @@ events = Event.__table__
 
 @pytest.fixture(params=BACKENDS)
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    for url in create_database(request.param, tmp_path):
-        database = open_database(url, workers=2, secrets=secret_box_for_tests())
-        upgrade_schema(database.writer)
-        try:
-            yield database
-        finally:
-            database.dispose()
+    yield from migrated_databases(request.param, tmp_path)
 
 
 def _tenant_with_rooms(db: Database, executor: ThreadPoolExecutor, count: int) -> tuple[str, list[str]]:
