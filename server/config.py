@@ -208,7 +208,7 @@ class Settings(BaseSettings):
     line_api_url: Annotated[str, AfterValidator(_base_url)] = "https://api.line.me"
     line_data_api_url: Annotated[str, AfterValidator(_base_url)] = "https://api-data.line.me"
     # Deliveries in flight at once per process.
-    delivery_concurrency: Annotated[int, Field(ge=1, le=1024)] = 16
+    delivery_concurrency: Annotated[int, Field(ge=1, le=1024)] = 64
     # Attempts per channel before a retryable failure (5xx, 429, timeout) becomes final.
     delivery_max_attempts: Annotated[int, Field(ge=1, le=100)] = 6
     # Backoff between attempts, seconds: exponential from min, capped at max, with jitter.

@@ -97,10 +97,10 @@ class ConversationMethods:
     ) -> conversation_pb2.Conversation:
         return self.lifecycle.reopen(caller.customer_id, validation.require_uuid("id", request.id))
 
-    def SendToAddress(self, request: pb.SendToAddressRequest, caller: Caller) -> pb.SendToAddressResponse:
+    async def SendToAddress(self, request: pb.SendToAddressRequest, caller: Caller) -> pb.SendToAddressResponse:
         if not request.HasField("peer"):
             raise InvalidArgument("peer", "is required")
-        result = self.sending.send_to_address(
+        result = await self.sending.send_to_address(
             AddressedMessage(
                 customer_id=caller.customer_id,
                 peer=validation.address("peer", request.peer),

@@ -29,8 +29,8 @@ class MessageMethods:
         message_id = validation.require_uuid("id", request.id)
         return self.messages.get(caller.customer_id, conversation_id, message_id)
 
-    def SendMessage(self, request: pb.SendMessageRequest, caller: Caller) -> message_pb2.Message:
-        return self.sending.send(
+    async def SendMessage(self, request: pb.SendMessageRequest, caller: Caller) -> message_pb2.Message:
+        return await self.sending.send(
             OutboundMessage(
                 customer_id=caller.customer_id,
                 conversation_id=validation.require_uuid("conversation_id", request.conversation_id),

@@ -1,8 +1,11 @@
 """The delivery worker: claims queued jobs, calls the provider's adapter once per attempt, records the outcome.
 
 Durability comes from the job table (services/delivery.py, store/delivery_jobs.py):
-- a job is claimed with a lease, then marked `sending` in its own commit
-  before the provider is called, then its outcome is recorded;
+- a job is claimed with a lease and marked `sending` in a commit that lands
+  before the provider is called; its outcome is recorded by the worker's
+  next cycle, one transaction that records every attempt finished since the
+  last one and claims more jobs (fewer transactions: the event counter row
+  and, on PostgreSQL, the round trips are paid per cycle, not per message);
 - a job found `sending` with an expired lease was interrupted mid-attempt
   (kill -9): its outcome is unknown. The adapter's `find_sent` decides: the
   provider's record of the message (Twilio: a search), None when it may go
@@ -13,8 +16,8 @@ Durability comes from the job table (services/delivery.py, store/delivery_jobs.p
   jittered backoff (domain/delivery.py); final ones (4xx) fail the message
   with the provider's code, or fall back to the next eligible channel.
 
-Woken by the delivery doorbell (rung by this process after a send commits)
-and by a re-poll timer (other replicas' sends, retries coming due, leases
+Woken by the delivery doorbell (rung by this process after a send commits),
+by an attempt finishing, and by a re-poll timer (other replicas' sends, retries coming due, leases
 expiring). Provider calls go through several httpx clients with few
 requests each (DESIGN.md: one client slows with many in flight).
 """
@@ -33,13 +36,13 @@ from typing import Any, TypeVar
 
 import httpx
 
-from convhub.server.channels.adapter import Accepted, CannotTell, ChannelAdapter, Outbound, SendFailed
+from convhub.server.channels.adapter import CannotTell, ChannelAdapter, Outbound, SendFailed
 from convhub.server.channels.hooks import channel_account
 from convhub.server.channels.media_links import MediaLinks
 from convhub.server.config import Settings
 from convhub.server.domain import delivery as rules
 from convhub.server.domain.addresses import Address
-from convhub.server.services.delivery import DeliveryService, Work
+from convhub.server.services.delivery import DeliveryService, Outcome, Work
 from convhub.server.store.db import new_id
 from convhub.server.store.delivery_jobs import JobRow
 from convhub.server.store.doorbell import Doorbell
@@ -72,7 +75,7 @@ class DeliveryWorker:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[:8]}"
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._unstarted: list[str] = []
-        self._slot = asyncio.Event()
+        self._outcomes: list[Outcome] = []  # finished attempts, recorded by the next cycle
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._clients: list[httpx.AsyncClient] = []
@@ -94,16 +97,15 @@ class DeliveryWorker:
         self._task = asyncio.create_task(self._run(), name="convhub-delivery")
 
     async def stop(self) -> None:
-        """Finish the attempts in flight, give back jobs claimed but not started, close the HTTP clients."""
+        """Finish the attempts in flight and record them, give back jobs claimed but not started, close the clients."""
         self._stopping = True
-        self.bell.ring()
-        self._slot.set()
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, timeout=self.attempt_bound)
-        inflight = list(self._inflight.values())
-        if inflight:
-            await asyncio.wait(inflight, timeout=self.attempt_bound * 2)
+            self._listener.wake()
+            _, pending = await asyncio.wait([self._task], timeout=self.attempt_bound * 2)
+            for task in pending:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self._unstarted:
             with contextlib.suppress(Exception):
                 await self._db(self.service.release, self.worker_id, list(self._unstarted))
@@ -117,29 +119,38 @@ class DeliveryWorker:
         return await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
 
     async def _run(self) -> None:
-        while not self._stopping:
-            free = self.settings.delivery_concurrency - len(self._inflight)
-            if free <= 0:
-                self._slot.clear()
-                await self._slot.wait()
-                continue
-            try:
-                claimed = await self._db(self.service.claim, self.worker_id, free)
-            except Exception:
-                log.exception("delivery: claiming jobs failed; retrying after the poll interval")
-                claimed = []
+        """Each cycle: one transaction recording the attempts that finished and claiming as many due jobs as there
+        are free slots (services/delivery.py `cycle`). Woken by the doorbell, by an attempt finishing, or the timer."""
+        while True:
+            outcomes, self._outcomes = self._outcomes, []
+            free = 0 if self._stopping else self.settings.delivery_concurrency - len(self._inflight)
+            claimed: list[Work] = []
+            if outcomes or free > 0:
+                try:
+                    claimed = await self._db(self.service.cycle, self.worker_id, outcomes, free)
+                except Exception:
+                    log.exception("delivery: a cycle failed; retrying after the poll interval")
+                    self._outcomes[:0] = outcomes  # kept: their leases still hold for a while
+                    if self._stopping and not self._inflight:
+                        return  # their leases expire; the next claim finds them interrupted
+                    await self._listener.wait(self.settings.delivery_poll_interval)
+                    continue
             for work in claimed:
                 task = asyncio.create_task(self._deliver(work), name=f"convhub-delivery-{work.job.id}")
                 self._inflight[work.job.id] = task
                 task.add_done_callback(functools.partial(self._finished, work.job.id))
-            if claimed and len(claimed) == free:
-                continue  # full claim: more may be due; the loop waits for a slot first
-            if not self._stopping:
-                await self._listener.wait(self.settings.delivery_poll_interval)
+            if self._stopping:
+                if not self._inflight and not self._outcomes:
+                    return
+                await self._listener.wait(self.attempt_bound)
+                continue
+            if self._outcomes or (claimed and len(claimed) == free):
+                continue  # outcomes to record, or a full claim (more may be due)
+            await self._listener.wait(self.settings.delivery_poll_interval)
 
     def _finished(self, job_id: str, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(job_id, None)
-        self._slot.set()
+        self._listener.wake()
 
     def _client(self) -> httpx.AsyncClient:
         self._next_client = (self._next_client + 1) % len(self._clients)
@@ -147,24 +158,25 @@ class DeliveryWorker:
 
     async def _deliver(self, work: Work) -> None:
         try:
-            await self._attempt(work)
-        except Exception:
+            outcome = await self._attempt(work)
+        except Exception:  # its lease expires; the next claim treats it as interrupted (find_sent)
             log.exception("delivery: job %s of message %s failed unexpectedly", work.job.id, work.job.message_id)
+            return
+        if outcome is not None:
+            # Appended after the await: the loop swaps `_outcomes` for a new list while attempts run.
+            self._outcomes.append(outcome)
 
-    async def _attempt(self, work: Work) -> None:
+    async def _attempt(self, work: Work) -> Outcome | None:
+        """One attempt; its outcome for the next cycle to record (None: given back unstarted on stop)."""
         job = work.job
         if self._stopping and not work.claimed.interrupted:
             self._unstarted.append(job.id)  # given back on stop; an interrupted one keeps its evidence
-            return
+            return None
         if work.account is None or not work.account.enabled:
-            await self._db(self.service.failed, job, "account_unavailable", "the account was deleted or disabled")
-            return
+            return Outcome.failed(job, "account_unavailable", "the account was deleted or disabled")
         adapter = self.adapters.get(work.account.provider)
         if adapter is None:
-            await self._db(
-                self.service.failed, job, rules.NO_ADAPTER, f"no adapter for provider {work.account.provider!r}"
-            )
-            return
+            return Outcome.failed(job, rules.NO_ADAPTER, f"no adapter for provider {work.account.provider!r}")
         account = channel_account(work.account)
         outbound = self._outbound(work)
         http = self._client()
@@ -176,44 +188,27 @@ class DeliveryWorker:
                 )
             except (CannotTell, Exception) as exc:
                 log.warning("delivery: message %s: earlier attempt's outcome unknown (%s)", job.message_id, exc)
-                await self._db(
-                    self.service.failed,
+                return Outcome.failed(
                     job,
                     rules.OUTCOME_UNKNOWN,
                     "an attempt was interrupted and the provider cannot tell whether it was sent; not resent",
                     may_fall_back=False,
                 )
-                return
             if found is not None:
-                await self._accepted(job, found)
-                return
+                return Outcome.accepted(job, found.provider_message_id, found.delivery_status)
         attempt = job.attempts  # counted by the claim
         try:
             accepted = await asyncio.wait_for(adapter.send(http, account, outbound), timeout=self.attempt_bound)
         except SendFailed as exc:
-            await self._failed(job, attempt, exc)
-            return
+            return self._failed(job, attempt, exc)
         except TimeoutError:
-            await self._failed(job, attempt, SendFailed(rules.TIMEOUT, "the provider did not answer", retryable=True))
-            return
+            return self._failed(job, attempt, SendFailed(rules.TIMEOUT, "the provider did not answer", retryable=True))
         except Exception as exc:  # an adapter bug: final, so it cannot loop; the log has the traceback
             log.exception("delivery: the %s adapter failed on message %s", adapter.provider, job.message_id)
-            await self._failed(job, attempt, SendFailed("adapter_error", type(exc).__name__, retryable=False))
-            return
-        await self._accepted(job, accepted)
+            return self._failed(job, attempt, SendFailed("adapter_error", type(exc).__name__, retryable=False))
+        return Outcome.accepted(job, accepted.provider_message_id, accepted.delivery_status)
 
-    async def _accepted(self, job: JobRow, accepted: Accepted) -> None:
-        recorded = await self._db(self.service.accepted, job, accepted.provider_message_id, accepted.delivery_status)
-        if not recorded:
-            await self._db(
-                self.service.failed,
-                job,
-                rules.OUTCOME_UNKNOWN,
-                "the provider's message id belongs to another message; not resent",
-                may_fall_back=False,
-            )
-
-    async def _failed(self, job: JobRow, attempt: int, exc: SendFailed) -> None:
+    def _failed(self, job: JobRow, attempt: int, exc: SendFailed) -> Outcome:
         if exc.retryable and attempt < self.settings.delivery_max_attempts:
             delay = rules.retry_delay(
                 attempt,
@@ -221,9 +216,8 @@ class DeliveryWorker:
                 maximum=self.settings.delivery_backoff_max,
                 retry_after=exc.retry_after,
             )
-            await self._db(self.service.retry_later, job, f"{exc.code}: {exc.message}", delay)
-            return
-        await self._db(self.service.failed, job, exc.code, exc.message)
+            return Outcome.retry(job, f"{exc.code}: {exc.message}", delay)
+        return Outcome.failed(job, exc.code, exc.message)
 
     def _outbound(self, work: Work) -> Outbound:
         m = work.message

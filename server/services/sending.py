@@ -9,13 +9,15 @@ job row. The message, its job, the idempotency key and the outbox event
 commit together (DESIGN.md invariant 3), so a job never exists without its
 message nor a message without its job.
 
+Concurrent sends share one transaction (group commit, as ingest does).
 The delivery doorbell is rung after commit by this process; other replicas
 find the job on their re-poll timer (a lost ring costs latency, never a message).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Collection, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,17 +39,21 @@ from convhub.server.domain.delivery import QUEUED
 from convhub.server.domain.messages import OUTGOING, Media, has_content, initial_status
 from convhub.server.domain.violations import RuleViolation
 from convhub.server.errors import FailedPrecondition, InvalidArgument
-from convhub.server.events.outbox import Change, append_events
+from convhub.server.events.outbox import Change, append_event_groups
 from convhub.server.services import resources
 from convhub.server.services.errors import found, invalid_argument
 from convhub.server.store import accounts, contacts, conversations, delivery_jobs, idempotency, messages, participants
 from convhub.server.store.db import Database, new_id, now_us, retry_on_conflict
 from convhub.server.store.deferred import DeferredWrites
 from convhub.server.store.doorbell import Doorbell
+from convhub.server.store.faults import classify, is_deadlock
+from convhub.server.store.group_commit import GroupCommit
 from convhub.server.store.rooms import PARTICIPANT_INSERTS, match_rooms
-from convhub.server.store.rows import ConversationRow
+from convhub.server.store.rows import ConversationRow, row_of_values
 from convhub.v1 import conversation_pb2, event_pb2, message_pb2
 
+# Send batches written at once on PostgreSQL (each a group commit of its own; see SendingService).
+SEND_LANES = 2
 SEND_METHOD = "SendMessage"  # request-id namespaces (stored: do not rename)
 SEND_TO_ADDRESS_METHOD = "SendToAddress"
 
@@ -110,8 +116,12 @@ def routes_for(
     has_media: bool,
     account_id: str | None = None,
     exclude: Collection[str] = (),
+    accounts: Sequence[SendingAccount] | None = None,
 ) -> list[Route]:
-    """The usable routes for a message into `room`, best first; FAILED_PRECONDITION naming why when none."""
+    """The usable routes for a message into `room`, best first; FAILED_PRECONDITION naming why when none.
+
+    `accounts`: the customer's sending accounts when the caller has them (a send batch reads them once).
+    """
     peer = Address(room.peer_type, room.peer_target, room.peer_name)
     person = participants.holding_address(conn, room.customer_id, room.id, peer)
     # The person's addresses and opt-outs are their contact's (any conversation may have added them).
@@ -145,7 +155,7 @@ def routes_for(
             text=text,
             has_media=has_media,
             recipient=recipient,
-            accounts=sending_accounts(conn, room.customer_id),
+            accounts=sending_accounts(conn, room.customer_id) if accounts is None else accounts,
             exclude=exclude,
         )
     except OptedOut as exc:
@@ -171,90 +181,160 @@ def route_values(route: Route) -> dict[str, Any]:
 
 
 class SendingService:
-    def __init__(self, db: Database, settings: Settings, bell: Doorbell) -> None:
+    """Sends, written by group commit (store/group_commit.py): concurrent calls share one transaction.
+
+    What dominates a send is per-transaction cost (BEGIN, the event counter
+    row, COMMIT, on PostgreSQL the round trips), as for ingest. A batch that
+    fails as a whole is written again item by item, so a send fails only for
+    its own reasons (a closed room, no usable channel) and never half-written.
+    """
+
+    def __init__(self, db: Database, settings: Settings, bell: Doorbell, executor: Executor | None = None) -> None:
         self.db = db
         self.settings = settings
         self.bell = bell  # the delivery worker's doorbell
+        # PostgreSQL: a send costs round trips, so several batches are written at once (their transactions meet
+        # only at the event counter, taken last). SQLite: one, its writer lock serialises them anyway.
+        lanes = 1 if db.backend == "sqlite" else SEND_LANES
+        self._groups: list[GroupCommit[OutboundMessage | AddressedMessage, Any]] = [
+            GroupCommit(self._write_batch, executor=executor) for _ in range(lanes)
+        ]
+        self._lane = 0
 
-    def send(self, out: OutboundMessage) -> message_pb2.Message:
+    def _submit(self, item: OutboundMessage | AddressedMessage) -> Awaitable[Any]:
+        self._lane = (self._lane + 1) % len(self._groups)
+        return self._groups[self._lane].submit(item)
+
+    async def send(self, out: OutboundMessage) -> message_pb2.Message:
         """Store the message `progressing` with its delivery job, and return it at once."""
         _require_content(out.text, out.medias)
-        result = self._send(out)
-        self.bell.ring()
+        result: message_pb2.Message = await self._submit(out)
         return result
 
-    @retry_on_conflict
-    def _send(self, out: OutboundMessage) -> message_pb2.Message:
-        with self.db.writer.begin() as conn:
-            if out.request_id:
-                existing = idempotency.lookup(conn, out.customer_id, SEND_METHOD, out.request_id)
-                if existing:
-                    return resources.message(messages.live.by_id(conn, existing))
-            room = found(
-                conversations.live.get(conn, out.customer_id, out.conversation_id), "conversation", out.conversation_id
-            )
-            if room.state != rooms.OPEN:
-                raise FailedPrecondition(
-                    f"conversation {room.id} is closed: reopen it, or start a new one with SendToAddress",
-                    reason="CONVERSATION_CLOSED",
-                )
-            routes = routes_for(conn, room, explicit=out.channel, text=out.text, has_media=bool(out.medias))
-            message = _store(
-                conn, room, routes[0], out.text, out.medias, allow_fallback=out.allow_fallback, subject=out.subject
-            )
-            if out.request_id:
-                idempotency.record(conn, out.customer_id, SEND_METHOD, out.request_id, message.id)
-            append_events(conn, out.customer_id, [(event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED, message)])
-        return message
-
-    def send_to_address(self, out: AddressedMessage) -> SentToAddress:
+    async def send_to_address(self, out: AddressedMessage) -> SentToAddress:
         """Match or open the room for (channel, self, peer), store the message and its job, return at once."""
         _require_content(out.text, out.medias)
-        result = self._send_to_address(out)
-        self.bell.ring()
+        result: SentToAddress = await self._submit(out)
         return result
 
+    def _write_batch(self, items: Sequence[OutboundMessage | AddressedMessage]) -> list[Any]:
+        """All items in one transaction; if that fails, each alone so only the culprit fails. Rings the
+        delivery worker after a commit that queued jobs."""
+        if len(items) > 1:
+            try:
+                results = self._write(items)
+            except Exception as exc:  # retried one by one below, where each error is reported
+                # The database's doing, not an item's: each would fail alike (a deadlock excepted: alone, each goes).
+                if classify(exc) is not None and not is_deadlock(exc):
+                    return [exc] * len(items)
+            else:
+                self.bell.ring()
+                return results
+        outcomes: list[Any] = []
+        for item in items:
+            try:
+                outcomes.append(self._write_one(item))
+            except Exception as exc:
+                outcomes.append(exc)
+        if not all(isinstance(o, BaseException) for o in outcomes):
+            self.bell.ring()
+        return outcomes
+
     @retry_on_conflict
-    def _send_to_address(self, out: AddressedMessage) -> SentToAddress:
+    def _write_one(self, item: OutboundMessage | AddressedMessage) -> Any:
+        return self._write([item])[0]
+
+    def _write(self, items: Sequence[OutboundMessage | AddressedMessage]) -> list[Any]:
+        """One transaction for `items`. Per batch, not per item: the rooms sent into are read in one statement,
+        each customer's accounts once, the messages, jobs and request ids inserted by one executemany each, and
+        the events appended once, last (one counter bump)."""
         with self.db.writer.begin() as conn:
-            if out.request_id:
-                existing = idempotency.lookup(conn, out.customer_id, SEND_TO_ADDRESS_METHOD, out.request_id)
-                if existing:
-                    row = messages.live.by_id(conn, existing)
-                    room_row = conversations.live.by_id(conn, row.conversation_id)
-                    return SentToAddress(resources.conversation(room_row), resources.message(row), False)
-            resolved = self._resolve(conn, out)
-            request = rooms.room_request(
-                out.customer_id, resolved.channel, out.account_id, resolved.self_address, resolved.peer
+            batch = _Batch(conn)
+            room_ids = {item.conversation_id for item in items if isinstance(item, OutboundMessage)}
+            batch.rooms = conversations.by_ids(conn, room_ids) if room_ids else {}
+            results: list[Any] = []
+            for item in items:
+                if isinstance(item, OutboundMessage):
+                    results.append(self._send(batch, item))
+                else:
+                    results.append(self._send_to_address(batch, item))
+            batch.rows.flush(conn)
+            append_event_groups(conn, batch.events)
+        return results
+
+    def _send(self, batch: _Batch, out: OutboundMessage) -> message_pb2.Message:
+        conn = batch.conn
+        if out.request_id:
+            existing = idempotency.lookup(conn, out.customer_id, SEND_METHOD, out.request_id)
+            if existing:
+                return resources.message(messages.live.by_id(conn, existing))
+        row = batch.rooms.get(out.conversation_id)
+        live = row if row is not None and row.customer_id == out.customer_id and row.tm_delete is None else None
+        room = found(live, "conversation", out.conversation_id)
+        if room.state != rooms.OPEN:
+            raise FailedPrecondition(
+                f"conversation {room.id} is closed: reopen it, or start a new one with SendToAddress",
+                reason="CONVERSATION_CLOSED",
             )
-            deferred = DeferredWrites(PARTICIPANT_INSERTS)
-            person = contacts.ensure_contacts(conn, [(out.customer_id, resolved.peer)])
-            room = match_rooms(conn, [request], deferred, {request.key: next(iter(person.values()))})[request.key]
-            deferred.flush(conn)
-            routes = routes_for(
-                conn,
-                room.row,
-                explicit=resolved.channel,
-                text=out.text,
-                has_media=bool(out.medias),
-                account_id=out.account_id,
-            )
-            message = _store(conn, room.row, routes[0], out.text, out.medias, allow_fallback=False, subject=out.subject)
-            if out.request_id:
-                idempotency.record(conn, out.customer_id, SEND_TO_ADDRESS_METHOD, out.request_id, message.id)
-            conversation = resources.conversation(room.row)
-            changes: list[Change] = []
-            if room.created:
-                assert room.peer_participant is not None  # inserted rooms come with their peer
-                changes.append((event_pb2.EVENT_TYPE_CONVERSATION_CREATED, conversation))
-                changes.append(
-                    (
-                        event_pb2.EVENT_TYPE_PARTICIPANT_ADDED,
-                        resources.opened_room_participant(room.peer_participant, resolved.peer),
-                    )
+        routes = routes_for(
+            conn,
+            room,
+            explicit=out.channel,
+            text=out.text,
+            has_media=bool(out.medias),
+            accounts=batch.accounts(out.customer_id),
+        )
+        message = _store(
+            batch, room, routes[0], out.text, out.medias, allow_fallback=out.allow_fallback, subject=out.subject
+        )
+        if out.request_id:
+            key = idempotency.key_row(out.customer_id, SEND_METHOD, out.request_id, message.id)
+            batch.rows.add(idempotency.RECORD, key)
+        batch.events.append((out.customer_id, [(event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED, message)]))
+        return message
+
+    def _send_to_address(self, batch: _Batch, out: AddressedMessage) -> SentToAddress:
+        conn = batch.conn
+        if out.request_id:
+            existing = idempotency.lookup(conn, out.customer_id, SEND_TO_ADDRESS_METHOD, out.request_id)
+            if existing:
+                row = messages.live.by_id(conn, existing)
+                room_row = conversations.live.by_id(conn, row.conversation_id)
+                return SentToAddress(resources.conversation(room_row), resources.message(row), False)
+        resolved = self._resolve(conn, out)
+        request = rooms.room_request(
+            out.customer_id, resolved.channel, out.account_id, resolved.self_address, resolved.peer
+        )
+        deferred = DeferredWrites(PARTICIPANT_INSERTS)
+        person = contacts.ensure_contacts(conn, [(out.customer_id, resolved.peer)])
+        room = match_rooms(conn, [request], deferred, {request.key: next(iter(person.values()))})[request.key]
+        deferred.flush(conn)
+        routes = routes_for(
+            conn,
+            room.row,
+            explicit=resolved.channel,
+            text=out.text,
+            has_media=bool(out.medias),
+            account_id=out.account_id,
+            accounts=batch.accounts(out.customer_id),
+        )
+        message = _store(batch, room.row, routes[0], out.text, out.medias, allow_fallback=False, subject=out.subject)
+        if out.request_id:
+            key = idempotency.key_row(out.customer_id, SEND_TO_ADDRESS_METHOD, out.request_id, message.id)
+            batch.rows.add(idempotency.RECORD, key)
+        conversation = resources.conversation(room.row)
+        changes: list[Change] = []
+        if room.created:
+            assert room.peer_participant is not None  # inserted rooms come with their peer
+            changes.append((event_pb2.EVENT_TYPE_CONVERSATION_CREATED, conversation))
+            changes.append(
+                (
+                    event_pb2.EVENT_TYPE_PARTICIPANT_ADDED,
+                    resources.opened_room_participant(room.peer_participant, resolved.peer),
                 )
-            changes.append((event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED, message))
-            append_events(conn, out.customer_id, changes)
+            )
+        changes.append((event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED, message))
+        batch.events.append((out.customer_id, changes))
         return SentToAddress(conversation, message, room.created)
 
     def _resolve(self, conn: Connection, out: AddressedMessage) -> inbound.ResolvedInbound:
@@ -291,8 +371,26 @@ def _require_content(text: str, medias: Sequence[Media]) -> None:
         raise InvalidArgument("text", "a message needs text or media")
 
 
+class _Batch:
+    """One send batch's transaction: rows inserted at its end, events appended last, lookups shared by its items."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        # Parents first. A request id repeated within the batch fails the batch at flush; alone, the second finds
+        # the first (retry_on_conflict).
+        self.rows = DeferredWrites([messages.INSERT_MESSAGE, delivery_jobs.INSERT_JOB, idempotency.RECORD])
+        self.events: list[tuple[str, Sequence[Change]]] = []
+        self.rooms: dict[str, ConversationRow] = {}
+        self._accounts: dict[str, list[SendingAccount]] = {}
+
+    def accounts(self, customer_id: str) -> list[SendingAccount]:
+        if customer_id not in self._accounts:
+            self._accounts[customer_id] = sending_accounts(self.conn, customer_id)
+        return self._accounts[customer_id]
+
+
 def _store(
-    conn: Connection,
+    batch: _Batch,
     room: ConversationRow,
     route: Route,
     text: str,
@@ -301,7 +399,7 @@ def _store(
     allow_fallback: bool,
     subject: str = "",
 ) -> message_pb2.Message:
-    """Insert the outgoing message and its delivery job; the message as the caller gets it."""
+    """Queue the outgoing message and its delivery job for the batch's insert; the message as the caller gets it."""
     now = now_us()
     message_id = new_id()
     values: dict[str, Any] = {
@@ -322,8 +420,8 @@ def _store(
         "tm_delete": None,
         **route_values(route),
     }
-    conn.execute(messages.INSERT_MESSAGE, values)
-    conn.execute(
+    batch.rows.add(messages.INSERT_MESSAGE, values)
+    batch.rows.add(
         delivery_jobs.INSERT_JOB,
         delivery_jobs.job_values(
             job_id=new_id(),
@@ -335,4 +433,4 @@ def _store(
             now=now,
         ),
     )
-    return resources.message(messages.live.by_id(conn, message_id))
+    return resources.message(row_of_values(messages.messages, values))  # as stored: no read-back

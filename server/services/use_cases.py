@@ -44,7 +44,7 @@ class UseCases:
 
     @classmethod
     def build(cls, db: Database, settings: Settings, executor: Executor | None) -> UseCases:
-        """`executor` runs ingest's group-commit writes and, on PostgreSQL, the webhook writes."""
+        """`executor` runs ingest's and sending's group-commit writes and, on PostgreSQL, the webhook writes."""
         bell = Doorbell()
         return cls(
             accounts=AccountService(db, settings),
@@ -54,7 +54,7 @@ class UseCases:
             ingest=IngestService(db, settings, executor),
             webhooks=WebhookService(db, settings, executor),
             customers=CustomerService(db, settings, executor),
-            sending=SendingService(db, settings, bell),
+            sending=SendingService(db, settings, bell, executor),
             delivery=DeliveryService(db, settings, bell),
             lifecycle=LifecycleService(db),
             channel_accounts=ChannelAccountService(db),

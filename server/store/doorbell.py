@@ -42,6 +42,10 @@ class DoorbellListener:
         self._rung.clear()
         return True
 
+    def wake(self) -> None:
+        """Wake this listener alone (its consumer has work of its own, e.g. outcomes to record); loop thread only."""
+        self._rung.set()
+
     def _ring(self) -> None:
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
             self._loop.call_soon_threadsafe(self._rung.set)

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from convhub.server.store.keysets import KeyLookup
 from convhub.server.store.live_rows import LiveRows
 from convhub.server.store.models import Message, table
-from convhub.server.store.rows import MessageRow
+from convhub.server.store.rows import MessageRow, plain_rows
 
 messages = table(Message)
 live: LiveRows[MessageRow] = LiveRows(messages, parent="conversation_id")
@@ -64,6 +64,30 @@ _locked = select(messages).where(messages.c.id == bindparam("id")).with_for_upda
 def locked(conn: Connection, message_id: str) -> MessageRow | None:
     """The message, row-locked until commit on PostgreSQL (SQLite's writer lock already serialises writes)."""
     return cast("MessageRow | None", conn.execute(_locked, {"id": message_id}).first())
+
+
+_locked_many = _by_ids.order_by(messages.c.id).with_for_update()
+
+
+def locked_many(conn: Connection, ids: Collection[str]) -> dict[str, MessageRow]:
+    """`locked` for several messages, one statement, locked in id order (two writers never wait crosswise)."""
+    return {r.id: cast("MessageRow", r) for r in plain_rows(messages, conn.execute(_locked_many, {"ids": list(ids)}))}
+
+
+def update_messages(conn: Connection, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Several messages' updates that set the same columns, one executemany (one pipeline on PostgreSQL)."""
+    if not changes:
+        return
+    columns = list(changes[0][1])
+    statement = (
+        update(messages)
+        .where(messages.c.id == bindparam("b_id"))
+        .values({column: bindparam(f"b_{column}") for column in columns})
+    )
+    conn.execute(
+        statement,
+        [{"b_id": message_id, **{f"b_{c}": values[c] for c in columns}} for message_id, values in changes],
+    )
 
 
 def update_message(conn: Connection, message_id: str, values: dict[str, Any]) -> None:

@@ -36,6 +36,11 @@ def plain_row(table: Table, row: Row[Any] | None) -> Any:
     return None if row is None else _tuple_type(table)._make(row)
 
 
+def row_of_values(table: Table, values: dict[str, Any]) -> Any:
+    """The row a just-executed INSERT of `values` stored, without reading it back (columns not given: None)."""
+    return _tuple_type(table)._make(values.get(column.name) for column in table.columns)
+
+
 class Timestamps(Protocol):
     tm_create: int
     tm_update: int
