@@ -11,7 +11,7 @@ from sqlalchemy import select
 from convhub.server.events.outbox import append_events
 from convhub.server.store.customers import create_customer
 from convhub.server.store.models import Event
-from convhub.v1 import conversation_pb2, event_pb2
+from convhub.v1 import account_pb2, conversation_pb2, event_pb2, message_pb2, participant_pb2
 from convhub.v1 import conversation_service_pb2 as cs
 from tests.conftest import Hub, Tenant
 from tests.support import Api
@@ -106,3 +106,38 @@ def test_concurrent_writers_get_gap_free_sequences_in_commit_order(hub: Hub) -> 
     assert [r.sequence for r in rows] == list(range(1, 201))
     # numbers were handed out in commit order, so they also follow write time
     assert [r.tm_create for r in rows] == sorted(r.tm_create for r in rows)
+
+
+def test_stored_payloads_are_the_whole_events_serialization_with_a_shared_resource_serialized_once(hub: Hub) -> None:
+    """The outbox writes envelope bytes + the resource's field bytes (a resource of two events serialized once):
+    that must equal serializing the whole Event, for every resource type, and keep the conversation column."""
+    customer_id = create_customer(hub.engine, "payload")
+    conversation_id = "00000000-0000-4000-8000-0000000000c1"
+    message_id = "00000000-0000-4000-8000-0000000000e1"
+    message = message_pb2.Message(id=message_id, conversation_id=conversation_id, text="x" * 200)
+    message.tm_create.FromMicroseconds(1_700_000_000_000_000)
+    changes = [
+        (event_pb2.EVENT_TYPE_CONVERSATION_CREATED, conversation_pb2.Conversation(id=conversation_id)),
+        (event_pb2.EVENT_TYPE_PARTICIPANT_ADDED, participant_pb2.Participant(id="p1", conversation_id=conversation_id)),
+        (event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED, message),
+        (event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_RECEIVED, message),
+        (event_pb2.EVENT_TYPE_ACCOUNT_CREATED, account_pb2.Account(id="00000000-0000-4000-8000-0000000000a1")),
+        (event_pb2.EVENT_TYPE_ACCOUNT_UPDATED, account_pb2.Account()),  # an empty resource is still "set"
+    ]
+    with hub.engine.begin() as conn:
+        append_events(conn, customer_id, changes)
+    with hub.engine.connect() as conn:
+        rows = conn.execute(
+            select(events.c.payload, events.c.conversation_id, events.c.type)
+            .where(events.c.customer_id == customer_id)
+            .order_by(events.c.sequence)
+        ).all()
+    assert len(rows) == len(changes)
+    for row, (event_type, resource) in zip(rows, changes, strict=True):
+        event = event_pb2.Event.FromString(row.payload)
+        assert event.type == event_type
+        assert event.WhichOneof("resource") == resource.DESCRIPTOR.name.lower()
+        assert getattr(event, event.WhichOneof("resource")) == resource
+        assert event.SerializeToString() == row.payload  # byte for byte what serializing the whole Event gives
+        expected_conversation = None if resource.DESCRIPTOR.name == "Account" else conversation_id
+        assert row.conversation_id == expected_conversation

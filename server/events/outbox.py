@@ -45,6 +45,26 @@ _RESOURCE_FIELD = {
 # Which field of each resource names the conversation its event belongs to (accounts belong to none).
 _CONVERSATION_FIELD = {"conversation": "id", "message": "conversation_id", "participant": "conversation_id"}
 
+
+def _varint(value: int) -> bytes:
+    """Protobuf's base-128 varint (wire format), for the resource field's tag and length."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+# Per resource type: its Event field's wire tag (length-delimited) and the field naming its conversation.
+_RESOURCE_WIRE = {
+    type_name: (
+        _varint(event_pb2.Event.DESCRIPTOR.fields_by_name[field].number << 3 | 2),
+        _CONVERSATION_FIELD.get(field),
+    )
+    for type_name, field in _RESOURCE_FIELD.items()
+}
+
 EVENT_TYPE_NAMES = {
     v.number: v.name.removeprefix("EVENT_TYPE_").lower() for v in event_pb2.EventType.DESCRIPTOR.values if v.number
 }
@@ -56,6 +76,10 @@ def conversation_of(event: event_pb2.Event) -> str | None:
     if field not in _CONVERSATION_FIELD:
         return None
     return getattr(getattr(event, field), _CONVERSATION_FIELD[field]) or None
+
+
+def _length_delimited(tag: bytes, value: bytes) -> bytes:
+    return tag + _varint(len(value)) + value
 
 
 def append_events(conn: Connection, customer_id: str, changes: Sequence[Change]) -> list[int]:
@@ -73,6 +97,9 @@ def append_event_groups(conn: Connection, groups: Sequence[tuple[str, Sequence[C
     for customer_id, changes in groups:
         per_customer.setdefault(customer_id, []).extend(changes)
     rows = []
+    # An inbound message is the resource of two events: serialize each resource once. Its fields follow the
+    # envelope's (numbers 10+ after 1-5), so envelope + field bytes equal the whole Event's serialization.
+    serialized: dict[int, bytes] = {}
     for customer_id in sorted(per_customer):
         changes = per_customer[customer_id]
         if not changes:
@@ -81,18 +108,22 @@ def append_event_groups(conn: Connection, groups: Sequence[tuple[str, Sequence[C
         first = last - len(changes) + 1
         now = now_us()  # after the counter lock: event times follow sequence order
         for offset, (event_type, resource) in enumerate(changes):
-            event = event_pb2.Event(id=new_id(), customer_id=customer_id, sequence=first + offset, type=event_type)
-            event.tm_create.FromMicroseconds(now)
-            getattr(event, _RESOURCE_FIELD[resource.DESCRIPTOR.name]).CopyFrom(resource)
+            tag, conversation_field = _RESOURCE_WIRE[resource.DESCRIPTOR.name]
+            body = serialized.get(id(resource))
+            if body is None:
+                body = serialized[id(resource)] = _length_delimited(tag, resource.SerializeToString())
+            event_id = new_id()
+            envelope = event_pb2.Event(id=event_id, customer_id=customer_id, sequence=first + offset, type=event_type)
+            envelope.tm_create.FromMicroseconds(now)
             rows.append(
                 {
-                    "id": event.id,
+                    "id": event_id,
                     "customer_id": customer_id,
-                    "sequence": event.sequence,
+                    "sequence": first + offset,
                     "type": EVENT_TYPE_NAMES[event_type],
                     "resource_id": getattr(resource, "id"),  # noqa: B009
-                    "conversation_id": conversation_of(event),
-                    "payload": event.SerializeToString(),
+                    "conversation_id": getattr(resource, conversation_field) or None if conversation_field else None,
+                    "payload": envelope.SerializeToString() + body,
                     "tm_create": now,
                 }
             )

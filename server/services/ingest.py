@@ -272,6 +272,8 @@ class _Batch:
         self.events: list[tuple[str, list[Change]]] = []
         self.seen: dict[DedupeKey, Ingested] = {}
         self.opt_outs: list[tuple[str, str, bool]] = []  # (customer, contact, opted out) from SMS keywords
+        # Each room's Conversation, built once per batch: its messages share it (read-only, like _find_earlier's).
+        self.conversations: dict[str, conversation_pb2.Conversation] = {}
 
 
 def _apply(item: _Prepared, rooms: dict[int, _Routed], batch: _Batch) -> Ingested:
@@ -333,9 +335,12 @@ def _apply(item: _Prepared, rooms: dict[int, _Routed], batch: _Batch) -> Ingeste
             idempotency.RECORD,
             idempotency.key_row(customer_id, IDEMPOTENCY_METHOD, inbound_message.request_id, str(message["id"])),
         )
+    conversation = batch.conversations.get(room.row.id)
+    if conversation is None:
+        conversation = batch.conversations[room.row.id] = resources.conversation(room.row)
     result = Ingested(
         message=resources.message(cast("MessageRow", RowValues(message))),
-        conversation=resources.conversation(room.row),
+        conversation=conversation,
         conversation_created=created,
     )
     changes: list[Change] = []

@@ -159,21 +159,28 @@ def participant(
     opted_out_channels: Sequence[str] = (),
     contact_id: str = "",
 ) -> participant_pb2.Participant:
-    return participant_pb2.Participant(
+    # Filled in place like conversation(): every room an inbound message opens builds one (its event).
+    result = participant_pb2.Participant(
         id=row.id,
         customer_id=row.customer_id,
         conversation_id=row.conversation_id,
         name=row.name,
-        addresses=[address(a.type, a.target, a.target_name) for a in addresses],
         preferred_channel=CONVERSATION_TYPE.number(row.preferred_channel),
         last_active_channel=CONVERSATION_TYPE.number(row.last_active_channel),
-        tm_last_active=timestamp(row.tm_last_active),
-        tm_create=timestamp(row.tm_create),
-        tm_update=timestamp(row.tm_update),
-        tm_delete=timestamp(row.tm_delete),
         opted_out_channels=[CONVERSATION_TYPE.number(c) for c in opted_out_channels],
         contact_id=contact_id,
     )
+    for a in addresses:
+        set_address(result.addresses.add(), a.type, a.target, a.target_name)
+    for field, us in (
+        (result.tm_last_active, row.tm_last_active),
+        (result.tm_create, row.tm_create),
+        (result.tm_update, row.tm_update),
+        (result.tm_delete, row.tm_delete),
+    ):
+        if us is not None:
+            field.FromMicroseconds(us)
+    return result
 
 
 def opened_room_participant(row: ParticipantRow, peer: Address) -> participant_pb2.Participant:
