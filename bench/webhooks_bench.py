@@ -10,9 +10,10 @@ For each backend (SQLite, PostgreSQL), with the server started exactly as a user
       does not serialise them). Compared with plain httpx POSTs/s of the same body to the same
       receiver, with as many in flight as the emitter allows per endpoint (16, over 4 clients),
       measured in the same run from a separate process.
-  (c) IngestMessage calls/s into 100 existing rooms for a tenant with one webhook endpoint
-      attached (its deliveries running meanwhile), as a ratio to the same load for a tenant with
-      none; both on the same server, one after the other.
+  (c) IngestMessage calls/s into 100 existing rooms for a tenant with one webhook endpoint and
+      10 live SubscribeEvents streams (every event, drained by a separate process) attached, its
+      deliveries running meanwhile, as a ratio to the same load for a tenant with neither (issue 7
+      (c)); both on the same server, one after the other.
 
 Ratios, not absolute rates, are the result (DESIGN.md, "Performance notes"). Targets: (b) >= 0.6,
 (c) >= 0.8. Benchmarks never fail CI: the exit code is 0 unless a server fails to start.
@@ -42,11 +43,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "bench"), str(REPO)]
 
+import events_bench  # noqa: E402  (the subscriber process)
 import grpc_bench  # noqa: E402  (shared server start/stop, seeding, load generator, machine info)
 
 DELIVERY_TARGET = 0.60
 INGEST_TARGET = 0.80
 PER_ENDPOINT_IN_FLIGHT = 16  # the emitter's per-endpoint bound (server/events/webhooks/emitter.py)
+SUBSCRIBERS = 10  # issue 7 (c): "one webhook endpoint and 10 subscribers"
 PLAIN_CLIENTS = 4  # the ceiling spreads them over a few httpx clients, as the emitter does (DESIGN.md)
 SAMPLE_BODY = (
     b'{"type":"conversation_message_created","timestamp":"2026-01-01T00:00:00.000000Z","data":{"id":'
@@ -154,6 +157,7 @@ class Report:
     delivery_events: int
     ingest_none: grpc_bench.Result
     ingest_with: grpc_bench.Result
+    subscribed_events: int
     pending_after: int
     drain_seconds: float
 
@@ -305,7 +309,7 @@ def ingest_load(
     return pool.submit(grpc_bench.run_scenario, sc).result(timeout=args.seconds + args.warmup + 180)
 
 
-def bench_backend(backend: str, args: argparse.Namespace, pool: ProcessPoolExecutor) -> Report | None:
+def bench_backend(backend: str, args: argparse.Namespace, pool: ProcessPoolExecutor, manager: Any) -> Report | None:
     with (
         tempfile.TemporaryDirectory(prefix=f"convhub-whbench-{backend}-") as tmp,
         grpc_bench.fresh_database(backend, Path(tmp)) as database_url,
@@ -330,12 +334,24 @@ def bench_backend(backend: str, args: argparse.Namespace, pool: ProcessPoolExecu
                 print(f"  ingest, no endpoint: {ingest_none.rate:,.0f}/s", flush=True)
                 attached = grpc_bench.seed(database_url, server.grpc_target)
                 attach_endpoint(server, attached, url)
+                # The subscribers stay open through the load (and its drain), in their own process.
+                hold = args.warmup + args.seconds + 3
+                spec = events_bench.Subscribers(server.grpc_target, attached.token, ("",) * SUBSCRIBERS, False, hold)
+                ready = manager.Event()
+                subscribed = pool.submit(events_bench.run_subscribers, spec, ready)
+                if not ready.wait(timeout=120):
+                    raise RuntimeError(f"subscriptions did not open: {subscribed.exception(timeout=1)}")
                 with sampling(server.proc.pid, profile, "ingest_with"):
-                    ingest_with = ingest_load(pool, server, attached, args, "ingest, one endpoint")
-                print(f"  (c) ingest, one endpoint attached: {ingest_with.rate:,.0f}/s", flush=True)
+                    ingest_with = ingest_load(pool, server, attached, args, "ingest, endpoint + subscribers")
+                print(
+                    f"  (c) ingest, one endpoint + {SUBSCRIBERS} subscribers attached: {ingest_with.rate:,.0f}/s",
+                    flush=True,
+                )
                 left, drained = drain_after_load(database_url, attached.customer_id)
                 print(f"      pending when the load ended: {left}, all sent {drained:.1f} s later", flush=True)
-                return Report(backend, plain, rate, args.events, ingest_none, ingest_with, left, drained)
+                subs = subscribed.result(timeout=hold + 120)
+                print(f"      {subs.opened} subscribers received {subs.events} events {subs.errors or ''}", flush=True)
+                return Report(backend, plain, rate, args.events, ingest_none, ingest_with, subs.events, left, drained)
         finally:
             grpc_bench.stop(server)
 
@@ -358,10 +374,13 @@ def print_table(r: Report) -> None:
     errors = r.ingest_none.errors + r.ingest_with.errors
     verdict = ("yes" if c >= INGEST_TARGET else "NO") + (f" ({errors} errors!)" if errors else "")
     print(
-        f"| (c) IngestMessage, one endpoint attached | {r.ingest_with.rate:,.0f} | {c:.2f}"
+        f"| (c) IngestMessage, one endpoint + {SUBSCRIBERS} subscribers attached | {r.ingest_with.rate:,.0f} | {c:.2f}"
         f" | >= {INGEST_TARGET:.2f} | {verdict} |"
     )
-    print(f"\nIngest p99: {r.ingest_none.p99_ms:.1f} ms without, {r.ingest_with.p99_ms:.1f} ms with an endpoint.")
+    print(
+        f"\nIngest p99: {r.ingest_none.p99_ms:.1f} ms without, {r.ingest_with.p99_ms:.1f} ms with the endpoint and"
+        f" subscribers; the {SUBSCRIBERS} subscribers received {r.subscribed_events} events in all."
+    )
     print(
         f"Webhook lag after (c): {r.pending_after} deliveries pending when the load ended,"
         f" all sent {r.drain_seconds:.1f} s later."
@@ -381,7 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     # The server reads these from its environment (start_server passes ours on).
     os.environ["CONVHUB_WEBHOOK_ALLOWED_NETWORKS"] = "127.0.0.1/32"
     grpc_bench.machine_info(backends, "convhub webhook benchmark")
-    reports = grpc_bench.run_backends(backends, lambda backend, pool: bench_backend(backend, args, pool))
+    # Two load processes: the subscribers stay open while the ingest load runs in the other.
+    with multiprocessing.get_context("spawn").Manager() as manager:
+        reports = grpc_bench.run_backends(
+            backends, lambda backend, pool: bench_backend(backend, args, pool, manager), processes=2
+        )
     if reports is None:
         return 1
     print("\n# Results")
