@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from convhub.server.config import Settings
 from convhub.server.domain.addresses import Address
@@ -20,6 +20,7 @@ from convhub.server.services.accounts import AccountService, NewAccount
 from convhub.server.services.delivery import DeliveryService, Outcome
 from convhub.server.services.ingest import InboundMessage, IngestService
 from convhub.server.services.lifecycle import LifecycleService
+from convhub.server.services.opt_outs import set_opt_out
 from convhub.server.services.sending import OutboundMessage, SendingService
 from convhub.server.store.customers import create_customer
 from convhub.server.store.db import Database
@@ -193,3 +194,50 @@ def test_an_accepted_id_that_is_another_messages_fails_only_that_job(db: Databas
     assert (rows["dup 2"].status, rows["dup 2"].transaction_id) == ("done", "SM" + "b" * 32)
     sequences = [e.sequence for e in _created_events(db, customer_id)]
     assert sequences == list(range(1, len(sequences) + 1))
+
+
+def test_a_send_batch_reads_each_rooms_peer_with_a_fixed_number_of_statements(db: Database) -> None:
+    """The peers' participants, contacts and addresses are read once per batch (sending.Peers), each send still
+    routed by its own peer: an opted-out person's send fails alone, the others go to their own number."""
+    with ThreadPoolExecutor(2) as executor:
+        customer_id, rooms = _tenant_with_rooms(db, executor, 6)
+        set_opt_out(
+            db, customer_id=customer_id, address=Address("tel", "+15550000002"), channel="message", opted_out=True
+        )
+        service = SendingService(db, Settings(), Doorbell(), executor)
+        statements: list[str] = []
+
+        def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            statements.append(statement)
+
+        def sends(room_indexes: Sequence[int]) -> list[OutboundMessage]:
+            return [OutboundMessage(customer_id, rooms[i], text=f"to {i}", channel="message") for i in room_indexes]
+
+        def batch(room_indexes: Sequence[int]) -> tuple[list[Any], int]:
+            """One batch written whole (the service's own call), and the statements it ran."""
+            start = len(statements)
+            return service._write(sends(room_indexes)), len(statements) - start
+
+        async def send(room_indexes: Sequence[int]) -> list[Any]:
+            return await asyncio.gather(*(service.send(s) for s in sends(room_indexes)), return_exceptions=True)
+
+        event.listen(db.writer, "before_cursor_execute", count)
+        try:
+            two, two_statements = batch([0, 1])
+            five, five_statements = batch([0, 1, 3, 4, 5])
+        finally:
+            event.remove(db.writer, "before_cursor_execute", count)
+        with pytest.raises(FailedPrecondition) as whole:  # the opted-out person's send, read with the others
+            service._write(sends([0, 2, 3]))
+        with_opted_out = asyncio.run(send([0, 2, 3]))
+
+    assert two_statements == five_statements, (two_statements, five_statements)  # not growing with the batch
+    assert whole.value.reason == "CHANNEL_OPTED_OUT"
+    assert isinstance(with_opted_out[1], FailedPrecondition), with_opted_out
+    assert with_opted_out[1].reason == "CHANNEL_OPTED_OUT"
+    sent = [r for r in two + five + with_opted_out if not isinstance(r, BaseException)]
+    assert len(sent) == 9
+    for message in sent:
+        index = int(message.text.removeprefix("to "))
+        assert message.conversation_id == rooms[index]
+        assert message.destination.target == f"+1555000{index:04d}", message

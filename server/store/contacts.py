@@ -248,6 +248,30 @@ def get(conn: Connection, customer_id: str, contact_id: str) -> Any:
     ).first()
 
 
+_by_ids = select(contacts).where(contacts.c.id.in_(bindparam("ids", expanding=True)))
+_addresses_of_many = (
+    select(contact_addresses)
+    .where(contact_addresses.c.contact_id.in_(bindparam("ids", expanding=True)))
+    .order_by(contact_addresses.c.contact_id, contact_addresses.c.position, contact_addresses.c.id)
+)
+
+
+def by_ids(conn: Connection, contact_ids: Iterable[str]) -> dict[str, Any]:
+    """The contacts with these ids (one statement); the caller checks their customer."""
+    ids = list(dict.fromkeys(contact_ids))
+    return {r.id: r for r in conn.execute(_by_ids, {"ids": ids})} if ids else {}
+
+
+def addresses_of_many(conn: Connection, contact_ids: Iterable[str]) -> dict[str, list[Any]]:
+    """Each contact's address rows in `addresses_of` order (one statement; absent: none)."""
+    ids = list(dict.fromkeys(contact_ids))
+    result: dict[str, list[Any]] = {}
+    if ids:
+        for row in conn.execute(_addresses_of_many, {"ids": ids}):
+            result.setdefault(row.contact_id, []).append(row)
+    return result
+
+
 def addresses_of(conn: Connection, contact_id: str) -> list[Any]:
     return list(
         conn.execute(

@@ -92,6 +92,36 @@ _holding_address = (
 )
 
 
+_live_in_rooms = (
+    select(participants)
+    .where(
+        participants.c.conversation_id.in_(bindparam("room_ids", expanding=True)), participants.c.tm_delete.is_(None)
+    )
+    .order_by(participants.c.tm_create, participants.c.id)
+)
+_addresses_of_many = (
+    select(participant_addresses)
+    .where(participant_addresses.c.participant_id.in_(bindparam("ids", expanding=True)))
+    .order_by(participant_addresses.c.participant_id, participant_addresses.c.position)
+)
+
+
+def live_in_rooms(conn: Connection, room_ids: Sequence[str]) -> list[ParticipantRow]:
+    """The live participants of all `room_ids` (one statement), oldest first as `holding_address` ranks them."""
+    if not room_ids:
+        return []
+    return cast("list[ParticipantRow]", conn.execute(_live_in_rooms, {"room_ids": list(room_ids)}).all())
+
+
+def addresses_of_many(conn: Connection, participant_ids: Sequence[str]) -> dict[str, list[Any]]:
+    """Each participant's own address rows in position order (one statement; absent: none)."""
+    result: dict[str, list[Any]] = {}
+    if participant_ids:
+        for row in conn.execute(_addresses_of_many, {"ids": list(participant_ids)}):
+            result.setdefault(row.participant_id, []).append(row)
+    return result
+
+
 def holding_address(conn: Connection, customer_id: str, room_id: str, address: Address) -> ParticipantRow | None:
     """The room's live participant holding `address` (the peer a message goes to), if any."""
     params = {"room_id": room_id, "customer_id": customer_id, "type": address.type, "target": address.target}
