@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +97,24 @@ def round_of_work(server: int, first_peer: int) -> list[tuple[str, str]]:
     ]
 
 
+def run_on_both(servers: Servers, run: Callable[[int, ig.IngestServiceStub, int], None]) -> None:
+    """`run(server, stub, thread)` on THREADS_PER_SERVER client threads per server, each server over its own
+    channel; returns when every thread has finished (a bounded wait)."""
+    channels = [grpc.insecure_channel(target) for target in servers.targets]
+    threads = [
+        threading.Thread(target=run, args=(server, ig.IngestServiceStub(channel), t))
+        for server, channel in enumerate(channels)
+        for t in range(THREADS_PER_SERVER)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    for channel in channels:
+        channel.close()
+    assert not any(thread.is_alive() for thread in threads)
+
+
 def drive_both(servers: Servers, token: str) -> tuple[list[Answer], list[str]]:
     """Send every (peer, provider id) to both servers, REPEATS times each, from threads that start each
     round of new peers together (a barrier), so the servers open the same rooms at the same moment."""
@@ -134,19 +152,7 @@ def drive_both(servers: Servers, token: str) -> tuple[list[Answer], list[str]]:
                 with lock:
                     answers.append(answer)
 
-    channels = [grpc.insecure_channel(target) for target in servers.targets]
-    threads = [
-        threading.Thread(target=run, args=(server, ig.IngestServiceStub(channel), t))
-        for server, channel in enumerate(channels)
-        for t in range(THREADS_PER_SERVER)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    for channel in channels:
-        channel.close()
-    assert not any(thread.is_alive() for thread in threads)
+    run_on_both(servers, run)
     return answers, errors
 
 
@@ -355,19 +361,7 @@ def test_two_servers_ingesting_a_new_person_on_two_of_our_numbers_make_one_perso
                     with lock:
                         errors.append(f"server {server}: {err.code().name}: {err.details()}")  # type: ignore[attr-defined]
 
-    channels = [grpc.insecure_channel(target) for target in two_servers.targets]
-    threads = [
-        threading.Thread(target=run, args=(server, ig.IngestServiceStub(channel), t))
-        for server, channel in enumerate(channels)
-        for t in range(THREADS_PER_SERVER)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    for channel in channels:
-        channel.close()
-    assert not any(thread.is_alive() for thread in threads)
+    run_on_both(two_servers, run)
     assert errors == []
 
     with engine.connect() as conn:
