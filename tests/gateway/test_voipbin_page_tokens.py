@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from test_gateway_voipbin import ingest
 from test_voipbin_parity import check_error, violated_field
 
 VOIPBIN_LAYOUT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -27,19 +28,6 @@ def voipbin_now(shift: timedelta = timedelta(0)) -> str:
 
 def created(item: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(item["tm_create"].replace("Z", "+00:00"))
-
-
-def ingest(rest: httpx.Client, peer: str | None = None) -> dict[str, Any]:
-    body = {
-        "channel": "message",
-        "self": {"type": "tel", "target": "+15559990000"},
-        "peer": {"type": "tel", "target": peer or "+1555" + str(uuid.uuid4().int)[:7]},
-        "text": "hello",
-    }
-    r = rest.post("/v1.0/conversation_messages:ingest", json=body)
-    assert r.status_code == 200, r.text
-    result: dict[str, Any] = r.json()
-    return result
 
 
 def walk(rest: httpx.Client, path: str, token: str, **params: Any) -> list[dict[str, Any]]:

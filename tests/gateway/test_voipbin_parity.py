@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from test_gateway_voipbin import ingest
 
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
@@ -47,15 +48,7 @@ DATE_TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d
 
 
 def open_conversation(rest: httpx.Client, peer: str | None = None) -> dict[str, Any]:
-    body = {
-        "channel": "message",
-        "self": {"type": "tel", "target": "+15559990000"},
-        "peer": {"type": "tel", "target": peer or "+1555" + str(uuid.uuid4().int)[:7]},
-        "text": "hello",
-    }
-    r = rest.post("/v1.0/conversation_messages:ingest", json=body)
-    assert r.status_code == 200, r.text
-    conversation: dict[str, Any] = r.json()["conversation"]
+    conversation: dict[str, Any] = ingest(rest, peer)["conversation"]
     return conversation
 
 
