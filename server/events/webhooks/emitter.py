@@ -37,6 +37,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from convhub.server.events.webhooks.body import render_event
@@ -96,7 +97,8 @@ class WebhookEmitter:
         self._queued: dict[str, deque[tuple[float, store.ClaimedDelivery]]] = {}  # leased, not started yet
         self._finished: Counter[str] = Counter()  # attempts finished per endpoint since the last cycle
         self._outcomes: list[store.Outcome] = []
-        self._opened: dict[str, str] = {}
+        # Opened once per sealed text (a Fernet decrypt per claimed row showed in profiles); rotation seals anew.
+        self._open_secret = lru_cache(maxsize=SECRET_CACHE)(self._open_sealed)
         self._wake = asyncio.Event()
         self._stopping = False
         self._busy_until = 0.0  # loop time until which the API counts as busy writing events
@@ -123,14 +125,8 @@ class WebhookEmitter:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
-    def _open_secret(self, sealed: str) -> str:
-        """Opened once per sealed text (a Fernet decrypt per claimed row showed in profiles); rotation seals anew."""
-        opened = self._opened.get(sealed)
-        if opened is None:
-            if len(self._opened) >= SECRET_CACHE:
-                self._opened.clear()
-            opened = self._opened[sealed] = str(self._db.secrets.open(sealed))
-        return opened
+    def _open_sealed(self, sealed: str) -> str:
+        return str(self._db.secrets.open(sealed))
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
