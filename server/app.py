@@ -134,7 +134,7 @@ def prepare_database(settings: Settings) -> Database:
         secrets=load_secrets(settings, backend),
         timeouts=database_timeouts(settings),
     )
-    migrate(url, database_timeouts(settings))
+    migrate(url, database_timeouts(settings), forked=True)  # alembic stays out of the serving process
     check_stored_secrets(db)
     first = ensure_default_customer(db.writer)
     if first is not None:

@@ -40,9 +40,11 @@ print(json.dumps([name for name in sys.argv[2:] if sys.modules.get(name) is not 
 """
 
 
-def loaded_at_start(database_url: str, data_dir: Path) -> list[str]:
+def loaded_at_start(database_url: str, data_dir: Path, secret_key: str | None = None) -> list[str]:
     env = {**os.environ, "CONVHUB_DATA_DIR": str(data_dir)}
     env.pop("CONVHUB_SECRET_KEY", None)
+    if secret_key is not None:
+        env["CONVHUB_SECRET_KEY"] = secret_key
     out = subprocess.run(
         [sys.executable, "-c", START, database_url, *HEAVY], env=env, capture_output=True, text=True, timeout=120
     )
@@ -53,8 +55,19 @@ def loaded_at_start(database_url: str, data_dir: Path) -> list[str]:
 
 def test_a_sqlite_start_on_a_current_schema_loads_neither_psycopg_alembic_nor_cryptography(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'convhub.db'}"
-    assert loaded_at_start(url, tmp_path) == ["alembic"]  # the first start migrates (and the probe sees it)
+    assert loaded_at_start(url, tmp_path) == []  # the first start migrates, in a forked child (store/forked.py)
     assert loaded_at_start(url, tmp_path) == []  # every later one only reads the version
+
+
+def test_a_postgresql_start_on_an_empty_database_keeps_alembic_out_of_the_server(tmp_path: Path) -> None:
+    for url in create_database("postgresql", tmp_path):
+        loaded = loaded_at_start(url, tmp_path, TEST_SECRET_KEY)
+        assert "alembic" not in loaded and "psycopg" in loaded
+        engine = create_db_engine(url, pool_size=1)
+        try:
+            assert schema_is_current(engine)
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

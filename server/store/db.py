@@ -21,6 +21,7 @@ from convhub.server.store.breaker import DatabaseBreaker
 from convhub.server.store.commit_gate import CommitGate
 from convhub.server.store.doorbell import Doorbell
 from convhub.server.store.faults import is_deadlock
+from convhub.server.store.forked import run_forked
 from convhub.server.store.schema_version import schema_is_current
 from convhub.server.store.secrets import SecretBox
 from convhub.server.store.sqlite_locks import begin_immediate_off_loop, set_busy_timeout
@@ -267,16 +268,30 @@ def upgrade_schema(engine: Engine) -> None:
     command.upgrade(alembic_config(engine), "head")
 
 
-def migrate(url: str, timeouts: DatabaseTimeouts) -> None:
+def migrate(url: str, timeouts: DatabaseTimeouts, *, forked: bool = False) -> None:
     """upgrade_schema over a connection without a statement limit: a migration may rewrite a big table.
 
     Lock waits stay bounded, so a migration queued behind a busy replica fails
     instead of holding every later query of the table in the lock queue.
+    `forked`: a schema that is behind is upgraded in a forked child (store/forked.py), so a server that
+    started on a fresh database does not keep alembic resident; call it only before any thread exists.
     """
     engine = create_db_engine(url, pool_size=1, timeouts=dataclasses.replace(timeouts, statement=None))
     try:
         if schema_is_current(engine):  # the usual start: one SELECT, and alembic is never imported
             return
+    finally:
+        engine.dispose()
+    upgrade = functools.partial(_upgrade, url, timeouts)
+    if forked:
+        run_forked(upgrade)
+    else:
+        upgrade()
+
+
+def _upgrade(url: str, timeouts: DatabaseTimeouts) -> None:
+    engine = create_db_engine(url, pool_size=1, timeouts=dataclasses.replace(timeouts, statement=None))
+    try:
         upgrade_schema(engine)
     finally:
         engine.dispose()
