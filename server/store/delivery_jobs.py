@@ -132,8 +132,8 @@ def claim_due(conn: Connection, worker: str, limit: int, now: int, lease_us: int
         if not before:
             return []
         rows = conn.execute(_claim_picked, {**params, "ids": list(before)}).all()
-    rows.sort(key=lambda row: (row.next_attempt_at, row.id))
-    return [Claimed(cast("JobRow", row), before[row.id][0] == SENDING, before[row.id][1]) for row in rows]
+    in_order = sorted(rows, key=lambda row: (row.next_attempt_at, row.id))
+    return [Claimed(cast("JobRow", row), before[row.id][0] == SENDING, before[row.id][1]) for row in in_order]
 
 
 def _held(job: JobRow) -> Any:
