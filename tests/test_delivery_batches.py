@@ -114,7 +114,7 @@ def test_a_send_batch_with_a_closed_room_fails_only_that_send(db: Database) -> N
     assert everything == list(range(1, len(everything) + 1))  # gap-free
 
 
-def test_a_cycle_records_every_outcome_whose_lease_still_holds(db: Database) -> None:
+def test_a_batch_records_every_outcome_whose_lease_still_holds(db: Database) -> None:
     settings = Settings()
     with ThreadPoolExecutor(2) as executor:
         customer_id, rooms = _tenant_with_rooms(db, executor, 3)
@@ -133,17 +133,14 @@ def test_a_cycle_records_every_outcome_whose_lease_still_holds(db: Database) -> 
         conn.execute(update(jobs).where(jobs.c.id == work["out 1"].job.id).values(claimed_by="worker-b"))
     before = len(_created_events(db, customer_id))
 
-    claimed = service.cycle(
-        "worker-a",
+    service.record_all(
         [
             Outcome.accepted(work["out 0"].job, "SM" + "0" * 32, "sent"),
             Outcome.accepted(work["out 1"].job, "SM" + "1" * 32, "sent"),
             Outcome.failed(work["out 2"].job, "21211", "invalid To"),
-        ],
-        10,
+        ]
     )
 
-    assert claimed == []
     with db.writer.connect() as conn:
         rows = {r.text: r for r in conn.execute(select(messages).where(messages.c.text.like("out %")))}
         states = {r.message_id: r for r in conn.execute(select(jobs))}
@@ -177,15 +174,13 @@ def test_an_accepted_id_that_is_another_messages_fails_only_that_job(db: Databas
     service = DeliveryService(db, settings, Doorbell())
     work = {w.message.text: w for w in service.claim("worker-a", 10)}
     taken = "SM" + "a" * 32
-    service.cycle("worker-a", [Outcome.accepted(work["dup 0"].job, taken, "sent")], 0)
+    service.record_all([Outcome.accepted(work["dup 0"].job, taken, "sent")])
 
-    service.cycle(
-        "worker-a",
+    service.record_all(
         [
             Outcome.accepted(work["dup 1"].job, taken, "sent"),  # already dup 0's
             Outcome.accepted(work["dup 2"].job, "SM" + "b" * 32, "sent"),
-        ],
-        0,
+        ]
     )
 
     with db.writer.connect() as conn:

@@ -2,10 +2,10 @@
 
 Durability comes from the job table (services/delivery.py, store/delivery_jobs.py):
 - a job is claimed with a lease and marked `sending` in a commit that lands
-  before the provider is called; its outcome is recorded by the worker's
-  next cycle, one transaction that records every attempt finished since the
-  last one and claims more jobs (fewer transactions: the event counter row
-  and, on PostgreSQL, the round trips are paid per cycle, not per message);
+  before the provider is called; its outcome is recorded later, in one
+  transaction with every other attempt that finished meanwhile (the event
+  counter row and, on PostgreSQL, the round trips are paid per batch, not per
+  message);
 - a job found `sending` with an expired lease was interrupted mid-attempt
   (kill -9): its outcome is unknown. The adapter's `find_sent` decides: the
   provider's record of the message (Twilio: a search), None when it may go
@@ -16,9 +16,12 @@ Durability comes from the job table (services/delivery.py, store/delivery_jobs.p
   jittered backoff (domain/delivery.py); final ones (4xx) fail the message
   with the provider's code, or fall back to the next eligible channel.
 
-Woken by the delivery doorbell (rung by this process after a send commits),
-by an attempt finishing, and by a re-poll timer (other replicas' sends, retries coming due, leases
-expiring). Provider calls go through several httpx clients with few
+Two loops: claiming and recording never wait for each other, so a new job's
+claim does not queue behind the recording of earlier attempts (issue 11
+(b'): the send->provider latency). The claim loop is woken by the delivery
+doorbell (rung by this process after a send commits), by a slot freeing up,
+and by a re-poll timer (other replicas' sends, retries coming due, leases
+expiring); the record loop by outcomes arriving. Provider calls go through several httpx clients with few
 requests each (DESIGN.md: one client slows with many in flight).
 """
 
@@ -75,9 +78,11 @@ class DeliveryWorker:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[:8]}"
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._unstarted: list[str] = []
-        self._outcomes: list[Outcome] = []  # finished attempts, recorded by the next cycle
+        self._outcomes: list[Outcome] = []  # finished attempts, for the record loop
+        self._outcomes_ready = asyncio.Event()
         self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._claiming: asyncio.Task[None] | None = None
+        self._recording: asyncio.Task[None] | None = None
         self._clients: list[httpx.AsyncClient] = []
         self._next_client = 0
         # The longest one provider call may take (httpx's own timeouts apply per phase; this bounds the whole).
@@ -94,15 +99,18 @@ class DeliveryWorker:
             )
             for _ in range(count)
         ]
-        self._task = asyncio.create_task(self._run(), name="convhub-delivery")
+        self._claiming = asyncio.create_task(self._claim_loop(), name="convhub-delivery-claim")
+        self._recording = asyncio.create_task(self._record_loop(), name="convhub-delivery-record")
 
     async def stop(self) -> None:
         """Finish the attempts in flight and record them, give back jobs claimed but not started, close the clients."""
         self._stopping = True
-        if self._task is not None:
+        loops = [t for t in (self._claiming, self._recording) if t is not None]
+        if loops:
             self._listener.wake()
-            _, pending = await asyncio.wait([self._task], timeout=self.attempt_bound * 2)
-            for task in pending:
+            self._outcomes_ready.set()
+            _, pending = await asyncio.wait(loops, timeout=self.attempt_bound * 2)
+            for task in [*pending, *self._inflight.values()]:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
@@ -118,65 +126,57 @@ class DeliveryWorker:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
 
-    async def _run(self) -> None:
-        """Each cycle: one transaction recording the attempts that finished and claiming as many due jobs as there
-        are free slots (services/delivery.py `cycle`). Woken by the doorbell, by an attempt finishing, or the timer."""
+    async def _claim_loop(self) -> None:
+        """Claim as many due jobs as there are free slots and start them; never waits for recording."""
+        try:
+            while not self._stopping:
+                free = self.settings.delivery_concurrency - len(self._inflight)
+                claimed: list[Work] = []
+                if free > 0:
+                    try:
+                        claimed = await self._db(self.service.claim, self.worker_id, free)
+                    except Exception:
+                        log.exception("delivery: claiming failed; retrying after the poll interval")
+                        await self._listener.wait(self.settings.delivery_poll_interval)
+                        continue
+                for work in claimed:
+                    task = asyncio.create_task(self._deliver(work), name=f"convhub-delivery-{work.job.id}")
+                    self._inflight[work.job.id] = task
+                    task.add_done_callback(functools.partial(self._finished, work.job.id))
+                if claimed and len(claimed) == free:
+                    continue  # a full claim: more may be due
+                await self._listener.wait(self.settings.delivery_poll_interval)
+        finally:
+            self._outcomes_ready.set()  # the record loop may be waiting for this loop to end
+
+    async def _record_loop(self) -> None:
+        """Record finished attempts, all that arrived meanwhile in one transaction (services/delivery.py `record_all`).
+
+        Ends on stop once nothing can bring another outcome: the claim loop has ended and no attempt is in flight.
+        A failed transaction keeps its outcomes for the next try: their leases still hold for a while.
+        """
         while True:
+            if not self._outcomes:
+                claim_loop_ended = self._claiming is None or self._claiming.done()
+                if self._stopping and claim_loop_ended and not self._inflight:
+                    return
+                self._outcomes_ready.clear()
+                await self._outcomes_ready.wait()
+                continue
             outcomes, self._outcomes = self._outcomes, []
-            free = 0 if self._stopping else self.settings.delivery_concurrency - len(self._inflight)
-            claimed: list[Work] = []
-            failed = False
-            if outcomes or free > 0:
-                claimed, failed = await self._cycle(outcomes, free)
-            for work in claimed:
-                task = asyncio.create_task(self._deliver(work), name=f"convhub-delivery-{work.job.id}")
-                self._inflight[work.job.id] = task
-                task.add_done_callback(functools.partial(self._finished, work.job.id))
-            if failed:
+            try:
+                await self._db(self.service.record_all, outcomes)
+            except Exception:
+                log.exception("delivery: recording %d outcome(s) failed; retrying", len(outcomes))
+                self._outcomes[:0] = outcomes
                 if self._stopping and not self._inflight:
                     return  # their leases expire; the next claim finds them interrupted
-                await self._listener.wait(self.settings.delivery_poll_interval)
-                continue
-            if self._stopping:
-                if not self._inflight and not self._outcomes:
-                    return
-                await self._listener.wait(self.attempt_bound)
-                continue
-            if self._outcomes or (claimed and len(claimed) == free):
-                continue  # outcomes to record, or a full claim (more may be due)
-            await self._listener.wait(self.settings.delivery_poll_interval)
-
-    async def _cycle(self, outcomes: list[Outcome], free: int) -> tuple[list[Work], bool]:
-        """One cycle: the jobs claimed, and whether a transaction failed (its outcomes are kept for the next).
-
-        PostgreSQL: a cycle with both outcomes and free slots records and claims in two transactions at once, so
-        new jobs' claim (the `sending` mark, then the provider call) never waits behind recording earlier attempts,
-        which was about half of a cycle. The two meet at most at the event counter, taken last; their jobs and
-        messages are disjoint (SKIP LOCKED; a recorded job is held by this worker). SQLite keeps one transaction:
-        its single writer would run the two one after the other anyway.
-        """
-        split = bool(outcomes) and free > 0 and self.service.db.backend != "sqlite"
-        calls = [(outcomes, 0), ([], free)] if split else [(outcomes, free)]
-        results = await asyncio.gather(
-            *(self._db(self.service.cycle, self.worker_id, done, limit) for done, limit in calls),
-            return_exceptions=True,
-        )
-        claimed: list[Work] = []
-        failed = False
-        for (done, _), result in zip(calls, results, strict=True):
-            if isinstance(result, Exception):
-                log.error("delivery: a cycle failed; retrying after the poll interval", exc_info=result)
-                self._outcomes[:0] = done  # kept: their leases still hold for a while
-                failed = True
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                claimed += result
-        return claimed, failed
+                await asyncio.sleep(self.settings.delivery_poll_interval)
 
     def _finished(self, job_id: str, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(job_id, None)
-        self._listener.wake()
+        self._listener.wake()  # a free slot
+        self._outcomes_ready.set()
 
     def _client(self) -> httpx.AsyncClient:
         self._next_client = (self._next_client + 1) % len(self._clients)
@@ -189,11 +189,12 @@ class DeliveryWorker:
             log.exception("delivery: job %s of message %s failed unexpectedly", work.job.id, work.job.message_id)
             return
         if outcome is not None:
-            # Appended after the await: the loop swaps `_outcomes` for a new list while attempts run.
+            # Appended after the await: the record loop swaps `_outcomes` for a new list while attempts run.
             self._outcomes.append(outcome)
+            self._outcomes_ready.set()
 
     async def _attempt(self, work: Work) -> Outcome | None:
-        """One attempt; its outcome for the next cycle to record (None: given back unstarted on stop)."""
+        """One attempt; its outcome for the record loop (None: given back unstarted on stop)."""
         job = work.job
         if self._stopping and not work.claimed.interrupted:
             self._unstarted.append(job.id)  # given back on stop; an interrupted one keeps its evidence

@@ -1,12 +1,12 @@
 """Delivery use cases: claim jobs, record each attempt's outcome on the job and its message, apply receipts.
 
-The delivery worker (channels/delivery.py) drives these. Its `cycle` is one
-transaction that records the outcomes of the attempts that finished since
-the last cycle and leases more due jobs; each change to a message writes its
+The delivery worker (channels/delivery.py) drives these: `claim` leases due
+jobs, `record_all` records the outcomes of the attempts that finished since
+its last call, in one transaction; each change to a message writes its
 `conversation_message_updated` event in that transaction. Outcomes are
 recorded only while the worker still holds the job's lease
 (store/delivery_jobs.py): an outcome whose lease was lost writes nothing,
-and the others in its cycle are recorded all the same.
+and the others in its batch are recorded all the same.
 
 Message status follows VoIPBIN: `progressing` until the provider accepts
 (`done`) or every channel tried failed (`failed`). `delivery_status` is
@@ -64,7 +64,7 @@ FAILED = "failed"
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How one attempt ended, recorded on its job and message by the worker's next cycle.
+    """How one attempt ended, recorded on its job and message by the worker's record loop.
 
     accepted: the provider took it (`provider_message_id`, `reported` status);
     retry: a retryable failure, the job due again after `delay` seconds, the
@@ -141,32 +141,32 @@ class DeliveryService:
         with self.db.writer.begin() as conn:
             delivery_jobs.release(conn, worker, job_ids, now_us())
 
-    def cycle(self, worker: str, outcomes: Sequence[Outcome], limit: int) -> list[Work]:
-        """Record finished attempts' outcomes and lease up to `limit` more jobs, in one transaction.
+    def record_all(self, outcomes: Sequence[Outcome]) -> None:
+        """Record finished attempts' outcomes in one transaction.
 
-        One transaction per cycle, not one per outcome: the event counter row,
-        BEGIN/COMMIT (and on PostgreSQL the round trips) are paid once for the
-        batch. If the batch fails as a whole (a provider id that is another
-        message's, a deadlock, any error) it rolls back and every outcome is
-        recorded alone, so one outcome fails only for its own reasons.
+        One transaction per batch, not one per outcome: the event counter row,
+        BEGIN/COMMIT (and on PostgreSQL the round trips) are paid once. If the
+        batch fails as a whole (a provider id that is another message's, a
+        deadlock, any error) it rolls back and every outcome is recorded
+        alone, so one outcome fails only for its own reasons. An error that is
+        the database's doing is raised: the caller keeps the outcomes and tries again.
         """
+        if not outcomes:
+            return
         try:
             with self.db.writer.begin() as conn:
                 fell_back = self._record(conn, outcomes)
-                work = self._claim(conn, worker, limit) if limit > 0 else []
         except Exception as exc:
-            if not outcomes or (classify(exc) is not None and not is_deadlock(exc)):
-                raise  # the database's doing: the caller keeps the outcomes for its next cycle
+            if classify(exc) is not None and not is_deadlock(exc):
+                raise
             fell_back = False
             for outcome in outcomes:
                 try:
                     fell_back = self.record(outcome) or fell_back
                 except Exception:  # its lease expires; the next claim treats it as interrupted (find_sent)
                     log.exception("delivery: recording the outcome of job %s failed", outcome.job.id)
-            work = self.claim(worker, limit) if limit > 0 else []
         if fell_back:
-            self.bell.ring()
-        return work
+            self.bell.ring()  # a job queued on the next channel
 
     def record(self, outcome: Outcome) -> bool:
         """One outcome in its own transaction (True: it fell back to another channel, a job is queued).
@@ -193,7 +193,7 @@ class DeliveryService:
         """Write `outcomes` where their leases still hold; True if any fell back to another channel.
 
         Accepted outcomes (the common case) cost a fixed number of statements
-        per cycle: their jobs finished in one, their messages locked in one
+        per batch: their jobs finished in one, their messages locked in one
         (id order) and updated in one executemany. Failures and retries go one
         by one (in message id order). The events are appended once, last.
         """

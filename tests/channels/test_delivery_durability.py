@@ -12,7 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from convhub.server.store.db import create_db_engine
+from convhub.server.store.messages import messages
 from convhub.server.store.models import DeliveryJob
 from tests.channel_rig import WAIT, Rig, channel_env, close_hub, new_number, start_hub
 from tests.conftest import BACKENDS, create_database, new_tenant
@@ -139,3 +142,38 @@ def test_two_servers_on_one_postgresql_share_the_queue_and_never_double_send(
             rig_b.close()
             close_hub(a)
             close_hub(b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_graceful_stop_records_the_attempts_in_flight_and_leaves_no_job_leased(
+    backend: str, tmp_path: Path, slow_standin: TwilioStandIn
+) -> None:
+    """SIGTERM while two attempts wait on the provider: both outcomes are recorded before the process exits,
+    and no job is left `sending` under a lease (a restart would otherwise take them for interrupted)."""
+    slow_standin.delay = 0.5  # recorded at once, answered half a second later (within CONVHUB_PROVIDER_TIMEOUT)
+    env = channel_env(slow_standin, CONVHUB_DELIVERY_CONCURRENCY="2")
+    for url in create_database(backend, tmp_path):
+        hub = start_hub(backend, url, tmp_path, env)
+        rig = Rig(hub, slow_standin, new_tenant(hub))
+        account = rig.twilio_account()
+        peer = new_number()
+        room = _room(rig, account, peer)
+        queued = [rig.send(room, f"message {i}") for i in range(6)]
+        _wait_sent(slow_standin, peer, 2)
+        assert close_hub(hub) is None and hub.process.returncode == 0  # SIGTERM, then it drained and exited
+
+        sent = {m["body"] for m in slow_standin.sent_to(peer)}
+        engine = create_db_engine(url, pool_size=1)
+        try:
+            with engine.connect() as conn:
+                jobs = conn.execute(select(DeliveryJob.__table__)).all()
+                texts = dict(conn.execute(select(messages.c.id, messages.c.text)).tuples().all())
+                status = dict(conn.execute(select(messages.c.id, messages.c.status)).tuples().all())
+        finally:
+            engine.dispose()
+            rig.close()
+        assert len(jobs) == len(queued)
+        assert all(job.state in ("done", "queued") and job.locked_until is None for job in jobs), jobs
+        done = {texts[job.message_id] for job in jobs if job.state == "done"}
+        assert done == sent and len(done) >= 2  # what the provider took was recorded, nothing else
+        assert all(status[job.message_id] == ("done" if job.state == "done" else "progressing") for job in jobs)
