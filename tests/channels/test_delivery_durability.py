@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -18,7 +19,7 @@ from convhub.server.store.db import create_db_engine
 from convhub.server.store.messages import messages
 from convhub.server.store.models import DeliveryJob
 from tests.channel_rig import WAIT, Rig, channel_env, close_hub, new_number, start_hub
-from tests.conftest import BACKENDS, create_database, new_tenant
+from tests.conftest import BACKENDS, Hub, create_database, new_tenant
 from tests.twilio_standin import TwilioStandIn
 
 LEASE = "7"  # the shortest the server accepts with CONVHUB_PROVIDER_TIMEOUT=1
@@ -46,6 +47,21 @@ def _room(rig: Rig, account: dict[str, object], peer: str) -> str:
     return str(room["id"])
 
 
+def _queue_sends(
+    backend: str, url: str, tmp_path: Path, env: dict[str, str], standin: TwilioStandIn, count: int, in_flight: int
+) -> tuple[Hub, Rig, str, str, list[dict[str, Any]]]:
+    """A server with `count` sends queued to one new peer, once the stand-in has received `in_flight` of them:
+    (hub, rig, room id, peer, the sent messages)."""
+    hub = start_hub(backend, url, tmp_path, env)
+    rig = Rig(hub, standin, new_tenant(hub))
+    account = rig.twilio_account()
+    peer = new_number()
+    room = _room(rig, account, peer)
+    queued = [rig.send(room, f"message {i}") for i in range(count)]
+    _wait_sent(standin, peer, in_flight)
+    return hub, rig, room, peer, queued
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_kill_9_with_a_queue_then_restart_delivers_every_message_exactly_once(
     backend: str, tmp_path: Path, slow_standin: TwilioStandIn
@@ -53,13 +69,7 @@ def test_kill_9_with_a_queue_then_restart_delivers_every_message_exactly_once(
     slow_standin.delay = 0.3  # every send is recorded at once, answered 0.3 s later
     env = channel_env(slow_standin, CONVHUB_DELIVERY_CONCURRENCY="2", CONVHUB_DELIVERY_LEASE=LEASE)
     for url in create_database(backend, tmp_path):
-        hub = start_hub(backend, url, tmp_path, env)
-        rig = Rig(hub, slow_standin, new_tenant(hub))
-        account = rig.twilio_account()
-        peer = new_number()
-        room = _room(rig, account, peer)
-        queued = [rig.send(room, f"message {i}") for i in range(16)]
-        _wait_sent(slow_standin, peer, 3)
+        hub, rig, room, peer, queued = _queue_sends(backend, url, tmp_path, env, slow_standin, 16, 3)
         hub.process.kill()  # SIGKILL: two sends in flight, the rest queued
         hub.process.wait()
         close_hub(hub)
@@ -153,13 +163,7 @@ def test_a_graceful_stop_records_the_attempts_in_flight_and_leaves_no_job_leased
     slow_standin.delay = 0.5  # recorded at once, answered half a second later (within CONVHUB_PROVIDER_TIMEOUT)
     env = channel_env(slow_standin, CONVHUB_DELIVERY_CONCURRENCY="2")
     for url in create_database(backend, tmp_path):
-        hub = start_hub(backend, url, tmp_path, env)
-        rig = Rig(hub, slow_standin, new_tenant(hub))
-        account = rig.twilio_account()
-        peer = new_number()
-        room = _room(rig, account, peer)
-        queued = [rig.send(room, f"message {i}") for i in range(6)]
-        _wait_sent(slow_standin, peer, 2)
+        hub, rig, _, peer, queued = _queue_sends(backend, url, tmp_path, env, slow_standin, 6, 2)
         assert close_hub(hub) is None and hub.process.returncode == 0  # SIGTERM, then it drained and exited
 
         sent = {m["body"] for m in slow_standin.sent_to(peer)}
