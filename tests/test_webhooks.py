@@ -373,6 +373,31 @@ def test_a_failing_conversation_holds_back_only_itself(wh: WebhookHub, client: C
     assert any(stuck_room in r.body.decode() for r in receiver.delivered())  # it recovered
 
 
+def test_a_heads_followers_are_given_back_while_it_waits_to_retry(
+    wh: WebhookHub, client: Client, receiver: Receiver
+) -> None:
+    """A chain head is leased with its next deliveries (store.webhooks.claim_due); when the head must wait for a
+    retry, the followers' leases are released at once, not left to run out (15 s), so whichever replica
+    settles the head can send them next."""
+    receiver.respond = lambda r: (503, {"Retry-After": "60"})
+    client.create(receiver.base_url)
+    client.api.sms(text="one conversation, several events")
+    receiver.wait_for(lambda: len(receiver.received()) >= 1, WAIT, "the head's failed attempt")
+
+    def pending() -> list[Any]:
+        with wh.engine.connect() as conn:
+            return conn.execute(
+                select(deliveries_table.c.head, deliveries_table.c.locked_by).where(
+                    deliveries_table.c.customer_id == client.tenant.customer_id,
+                    deliveries_table.c.status == "pending",
+                )
+            ).all()
+
+    assert len(pending()) >= 3  # a head and followers
+    wait_until(lambda: all(not row.locked_by for row in pending()), timeout=5, what="every lease given back")
+    assert len(receiver.received()) == 1  # the followers were not sent behind the failed head
+
+
 def test_retry_after_is_honoured(client: Client, receiver: Receiver) -> None:
     answers = iter([(429, {"Retry-After": "2"})])
     receiver.respond = lambda r: next(answers, (200, {}))

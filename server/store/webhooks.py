@@ -20,11 +20,24 @@ and the claim opens it with the box it is given, for the sender alone.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, insert, literal_column, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 
 from convhub.server.store.db import new_id, now_us
 from convhub.server.store.live_rows import LiveRows
@@ -304,6 +317,8 @@ class ClaimedDelivery:
     attempts: int
     url: str
     secrets: tuple[str, ...]  # current first, then one still in its rotation grace period
+    # A chain head's next pending deliveries, leased with it and sent after it in order (see claim_due).
+    followers: tuple[ClaimedDelivery, ...] = ()
 
 
 _claim_due = (
@@ -338,6 +353,32 @@ _lease = (
     .where(deliveries.c.id == bindparam("delivery_id"))
     .values(locked_by=bindparam("worker"), locked_until=bindparam("until"))
 )
+_ranked = (
+    select(
+        deliveries.c.id,
+        deliveries.c.endpoint_id,
+        deliveries.c.ordering_key,
+        deliveries.c.event_id,
+        deliveries.c.body,
+        deliveries.c.attempts,
+        func.row_number()
+        .over(partition_by=(deliveries.c.endpoint_id, deliveries.c.ordering_key), order_by=deliveries.c.event_sequence)
+        .label("place"),
+    )
+    .where(
+        deliveries.c.status == _IS_PENDING,
+        deliveries.c.head.is_(False),
+        tuple_(deliveries.c.endpoint_id, deliveries.c.ordering_key).in_(bindparam("chains", expanding=True)),
+    )
+    .subquery()
+)
+# The next pending deliveries of some chains, in order. No row locks: a delivery that is not its chain's head is
+# claimed by nobody else, and fan-out only appends behind it.
+_followers = (
+    select(_ranked)
+    .where(_ranked.c.place <= bindparam("follow"))
+    .order_by(_ranked.c.endpoint_id, _ranked.c.ordering_key, _ranked.c.place)
+)
 
 
 def claim_due(
@@ -348,11 +389,19 @@ def claim_due(
     room: Callable[[str], int],
     open_secret: Callable[[str], str],
     full: Sequence[str] = (),
+    follow: int = 0,
 ) -> list[ClaimedDelivery]:
-    """Lease up to `limit` due chain heads; at most `room(endpoint_id)` more per endpoint."""
+    """Lease up to `limit` due chain heads, at most `room(endpoint_id)` more per endpoint, each with the next
+    `follow` pending deliveries of its chain.
+
+    A chain's deliveries go one after another, so a head alone moves its
+    conversation one event per claim-and-record round trip; leased with its
+    followers, the worker sends them back to back (in order, stopping at the
+    first that must wait for a retry, and giving back the rest).
+    """
     now = now_us()
     rows = conn.execute(_claim_due, {"now": now, "limit": limit, "full": list(full)}).all()
-    taken: list[ClaimedDelivery] = []
+    heads: list[ClaimedDelivery] = []
     per_endpoint: dict[str, int] = {}
     for r in rows:
         used = per_endpoint.get(r.endpoint_id, 0)
@@ -362,12 +411,29 @@ def claim_due(
         secrets = [open_secret(r.secret)]
         if r.previous_secret and (r.previous_secret_expires or 0) > now:
             secrets.append(open_secret(r.previous_secret))
-        taken.append(
+        heads.append(
             ClaimedDelivery(r.id, r.endpoint_id, r.ordering_key, r.event_id, r.body, r.attempts, r.url, tuple(secrets))
         )
-    if taken:
-        conn.execute(_lease, [{"delivery_id": d.id, "worker": worker, "until": now + lease_us} for d in taken])
-    return taken
+    if heads and follow > 0:
+        chains: dict[tuple[str, str], list[ClaimedDelivery]] = {(h.endpoint_id, h.ordering_key): [] for h in heads}
+        for f in conn.execute(_followers, {"chains": list(chains), "follow": follow}):
+            chains[(f.endpoint_id, f.ordering_key)].append(
+                ClaimedDelivery(f.id, f.endpoint_id, f.ordering_key, f.event_id, f.body, f.attempts, "", ())
+            )
+        heads = [
+            dataclasses.replace(
+                h,
+                followers=tuple(
+                    dataclasses.replace(f, url=h.url, secrets=h.secrets)
+                    for f in chains[(h.endpoint_id, h.ordering_key)]
+                ),
+            )
+            for h in heads
+        ]
+    leased = [d.id for h in heads for d in (h, *h.followers)]
+    if leased:
+        conn.execute(_lease, [{"delivery_id": i, "worker": worker, "until": now + lease_us} for i in leased])
+    return heads
 
 
 @dataclass(frozen=True)
@@ -399,6 +465,11 @@ _record = (
         tm_update=bindparam("now"),
     )
 )
+_give_back = (
+    update(deliveries)
+    .where(deliveries.c.id.in_(bindparam("ids", expanding=True)), deliveries.c.locked_by == bindparam("worker"))
+    .values(locked_by=None, locked_until=None)
+)
 _disable = (
     update(endpoints)
     .where(endpoints.c.id == bindparam("endpoint_id"), endpoints.c.tm_delete.is_(None))
@@ -427,14 +498,17 @@ _next_in_chain = (
 _pass_head = update(deliveries).where(deliveries.c.id == _next_in_chain).values(head=True)
 
 
-def record_outcomes(conn: Connection, worker: str, outcomes: Sequence[Outcome]) -> None:
-    """Store attempts' results and pass each settled chain's head on to its next pending delivery.
+def record_outcomes(conn: Connection, worker: str, outcomes: Sequence[Outcome], given_back: Sequence[str] = ()) -> None:
+    """Store attempts' results and pass each settled chain's head on to its next pending delivery; release the
+    leases of `given_back` (followers not sent: their chain waits for a retry).
 
     A result whose lease was lost (expired and taken over) is dropped. The
     endpoints' rows are locked first (in id order: no deadlock between
     replicas), which orders this against a fan-out adding to the same chains.
     """
     now = now_us()
+    if given_back:
+        conn.execute(_give_back, {"ids": list(given_back), "worker": worker})
     settled = {(o.endpoint_id, o.ordering_key) for o in outcomes if o.status != PENDING}
     if settled:
         conn.execute(_lock_endpoints, {"ids": sorted({e for e, _ in settled})}).all()

@@ -52,8 +52,11 @@ log = logging.getLogger("convhub.webhooks")
 T = TypeVar("T")
 
 POLL_INTERVAL = 1.0
+LOCKED_RETRY = 0.01  # fan-out found the endpoints behind locked: how soon it looks again
 MAX_LEASED = 512  # in flight or queued, over all endpoints
 PER_ENDPOINT = 16
+# Leased with each chain head: its next pending deliveries, sent back to back after it (store.claim_due).
+FOLLOW = 8
 # Leased ahead per endpoint beyond the attempts in flight: a finished attempt's slot is refilled
 # at once from these, instead of idling while the next cycle's transaction runs. As many as the
 # endpoint finished since the previous cycle, twice over, within these bounds: a fast endpoint
@@ -97,6 +100,7 @@ class WebhookEmitter:
         self._queued: dict[str, deque[tuple[float, store.ClaimedDelivery]]] = {}  # leased, not started yet
         self._finished: Counter[str] = Counter()  # attempts finished per endpoint since the last cycle
         self._outcomes: list[store.Outcome] = []
+        self._given_back: list[str] = []  # leased followers not sent, released by the next cycle
         # Opened once per sealed text (a Fernet decrypt per claimed row showed in profiles); rotation seals anew.
         self._open_secret = lru_cache(maxsize=SECRET_CACHE)(self._open_sealed)
         self._wake = asyncio.Event()
@@ -135,12 +139,15 @@ class WebhookEmitter:
     # -- fan-out --------------------------------------------------------------
 
     def _fan_out_once(self) -> tuple[int, bool]:
+        """One fan-out pass: (deliveries made, more to do). Work seen but not claimed counts as more to do: the
+        endpoints behind were locked (a delivery cycle recording outcomes, another replica's fan-out)."""
         with self._db.read() as conn:
             if not store.fan_out_pending(conn):
                 return 0, False
         first = self._policy.schedule.delay_before(0) or 0.0
         with self._db.writer.begin() as conn:
-            return store.fan_out(conn, _render, int(first * 1_000_000))
+            made, more = store.fan_out(conn, _render, int(first * 1_000_000))
+        return made, more or not made
 
     def _busy(self) -> bool:
         return asyncio.get_running_loop().time() < self._busy_until
@@ -156,6 +163,8 @@ class WebhookEmitter:
                 made, more = 0, False
             if made:
                 self._wake.set()
+            elif more:  # locked by another transaction: try again shortly, not at the next ring or poll
+                await asyncio.sleep(LOCKED_RETRY)
             if not more and await listener.wait(POLL_INTERVAL):
                 rung = loop.time()
                 if rung < self._busy_until or rung - started < BUSY_WINDOW:
@@ -166,16 +175,26 @@ class WebhookEmitter:
 
     # -- delivery -------------------------------------------------------------
 
-    def _cycle(self, outcomes: list[store.Outcome], free: int, room: dict[str, int]) -> list[store.ClaimedDelivery]:
-        """Record `outcomes`; lease up to `free` due deliveries, at most `room` more per endpoint (see `_room`)."""
+    def _cycle(
+        self, outcomes: list[store.Outcome], given_back: list[str], free: int, room: dict[str, int]
+    ) -> list[store.ClaimedDelivery]:
+        """Record `outcomes` and release `given_back`; lease up to `free` due chain heads (with FOLLOW followers
+        each), at most `room` more per endpoint (see `_room`)."""
         with self._db.writer.begin() as conn:
-            store.record_outcomes(conn, self.worker_id, outcomes)
+            store.record_outcomes(conn, self.worker_id, outcomes, given_back)
             if free <= 0:
                 return []
             full = [e for e, n in room.items() if n <= 0]
             default = PER_ENDPOINT + MIN_QUEUED
             return store.claim_due(
-                conn, self.worker_id, free, LEASE_US, lambda e: room.get(e, default), self._open_secret, full
+                conn,
+                self.worker_id,
+                free,
+                LEASE_US,
+                lambda e: room.get(e, default),
+                self._open_secret,
+                full,
+                follow=FOLLOW,
             )
 
     def _room(self) -> dict[str, int]:
@@ -202,9 +221,9 @@ class WebhookEmitter:
         now = time.monotonic()
         while queue and not self._stopping and self._per_endpoint[endpoint_id] < PER_ENDPOINT:
             leased_at, d = queue.popleft()
-            if now - leased_at <= LEASE_US / 1_000_000 - ATTEMPT_TIMEOUT - START_MARGIN:
+            if _may_start(leased_at, now):
                 self._per_endpoint[endpoint_id] += 1
-                task = asyncio.create_task(self._attempt(d))
+                task = asyncio.create_task(self._run_chain(leased_at, d))
                 self._in_flight[task] = endpoint_id
         if not queue:
             self._queued.pop(endpoint_id, None)
@@ -218,15 +237,17 @@ class WebhookEmitter:
             self._wake.clear()
             free = 0 if self._stopping else MAX_LEASED - sum(self._leased().values())
             outcomes, self._outcomes = self._outcomes, []
+            given_back, self._given_back = self._given_back, []
             claimed: list[store.ClaimedDelivery] = []
             leased_at = time.monotonic()  # no later than the leases' start: their age is never underestimated
-            if outcomes or free > 0:
+            if outcomes or given_back or free > 0:
                 last_cycle = loop.time()
                 try:
-                    claimed = await self._in_thread(self._cycle, outcomes, free, self._room())
+                    claimed = await self._in_thread(self._cycle, outcomes, given_back, free, self._room())
                 except Exception as exc:
                     log_unexpected(log, "a webhook delivery cycle (retrying)", exc)
                     self._outcomes[:0] = outcomes
+                    self._given_back[:0] = given_back
                     await asyncio.sleep(POLL_INTERVAL)
                     continue
             for d in claimed:
@@ -259,21 +280,42 @@ class WebhookEmitter:
         with self._db.writer.begin() as conn:
             store.release(conn, self.worker_id)
 
-    async def _attempt(self, d: store.ClaimedDelivery) -> None:
+    async def _run_chain(self, leased_at: float, head: store.ClaimedDelivery) -> None:
+        """Send a chain head, then its leased followers one after another (one attempt slot throughout).
+
+        Stops at the first delivery that must wait for a retry (or whose lease
+        is too old to start, or on stop): the followers not sent are given back
+        by the next cycle, and the chain goes on when its head is settled.
+        """
         assert self._sender is not None
+        chain = (head, *head.followers)
+        sent = 0
         try:
-            outcome = await self._sender.attempt(d)
-            # Appended after the await: the loop swaps `_outcomes` for a new list while attempts run.
-            self._outcomes.append(outcome)
+            for d in chain:
+                if sent and (self._stopping or not _may_start(leased_at, time.monotonic())):
+                    break
+                outcome = await self._sender.attempt(d)
+                # Appended after the await: the loop swaps `_outcomes` for a new list while attempts run.
+                self._outcomes.append(outcome)
+                sent += 1
+                self._wake.set()
+                if outcome.status == store.PENDING or outcome.disable_reason:
+                    break  # retried later (its chain waits), or the endpoint asked to be disabled
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log_unexpected(log, "a webhook attempt (its lease expires and it is retried)", exc)
         finally:
+            self._given_back.extend(d.id for d in chain[max(sent, 1) :])
             task = asyncio.current_task()
             if task is not None:
                 self._in_flight.pop(task, None)
-            self._per_endpoint[d.endpoint_id] -= 1
-            self._finished[d.endpoint_id] += 1
-            self._start_queued(d.endpoint_id)
+            self._per_endpoint[head.endpoint_id] -= 1
+            self._finished[head.endpoint_id] += 1  # chains, the unit of `_room` and `_leased`
+            self._start_queued(head.endpoint_id)
             self._wake.set()
+
+
+def _may_start(leased_at: float, now: float) -> bool:
+    """Whether a delivery leased at `leased_at` (monotonic) may start: its lease still covers a whole attempt."""
+    return now - leased_at <= LEASE_US / 1_000_000 - ATTEMPT_TIMEOUT - START_MARGIN
