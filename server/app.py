@@ -266,12 +266,13 @@ async def serve(settings: Settings) -> None:
     )
     supervisor.add(InactivitySweep(use_cases.lifecycle, settings.sweep_interval, executor))
 
-    server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=observability.grpc_interceptors())
-    server.add_generic_rpc_handlers(generic_handlers(dispatcher))
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    services = observability.observe_grpc(server)  # every handler registered through it is observed
+    services.add_generic_rpc_handlers(generic_handlers(dispatcher))
     health_servicer = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
     service_names = [s.full_name for s in dispatcher.services]
-    enable_reflection([*service_names, health.SERVICE_NAME], server)
+    enable_reflection([*service_names, health.SERVICE_NAME], services)
     try:
         grpc_port = server.add_insecure_port(settings.grpc_address)
     except RuntimeError:

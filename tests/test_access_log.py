@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import httpx
 
-from convhub.server.observability.logs import AccessLog
+from convhub.server.observability.logs import FLUSH_INTERVAL, AccessLog
 from convhub.server.store.customers import create_customer, create_token
 from convhub.server.store.db import create_db_engine
 from convhub.v1 import conversation_service_pb2 as cs
@@ -125,18 +125,19 @@ class RecordingStream:
         pass
 
 
-def test_lines_of_one_loop_turn_go_out_in_one_write_and_off_the_loop_at_once() -> None:
+def test_lines_of_one_flush_interval_go_out_in_one_write_and_off_the_loop_at_once() -> None:
     stream = RecordingStream()
     log = AccessLog("text", logging.StreamHandler(stream))
 
-    async def three_calls_in_one_turn() -> None:
+    async def three_calls_in_three_turns() -> None:
         for n in range(3):
             log.grpc(INGEST, "OK", 0.001, f"customer-{n}", "ipv4:127.0.0.1:1")
-        assert stream.writes == []  # gathered until the loop turns
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        assert stream.writes == []  # gathered for FLUSH_INTERVAL, not written every loop turn
+        await asyncio.sleep(FLUSH_INTERVAL * 2)
 
-    asyncio.run(three_calls_in_one_turn())
+    asyncio.run(three_calls_in_three_turns())
     assert len(stream.writes) == 1
     assert [line.split("customer=")[1].split()[0] for line in stream.writes[0].splitlines()] == [
         "customer-0",
@@ -155,8 +156,7 @@ def test_flush_writes_pending_lines_at_once_and_the_scheduled_write_then_finds_n
         log.grpc(INGEST, "OK", 0.001, None, "ipv4:127.0.0.1:1")
         log.flush()  # what Observability.close does on stop, before the loop may turn again
         assert len(stream.writes) == 1
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await asyncio.sleep(FLUSH_INTERVAL * 2)
 
     asyncio.run(call_then_flush())
     assert len(stream.writes) == 1

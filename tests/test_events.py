@@ -141,3 +141,35 @@ def test_stored_payloads_are_the_whole_events_serialization_with_a_shared_resour
         assert event.SerializeToString() == row.payload  # byte for byte what serializing the whole Event gives
         expected_conversation = None if resource.DESCRIPTOR.name == "Account" else conversation_id
         assert row.conversation_id == expected_conversation
+
+
+def test_an_event_payload_is_byte_for_byte_the_protobuf_serialization_of_its_event(hub: Hub) -> None:
+    """The outbox writes the envelope by hand (events/outbox.py): its bytes must be what protobuf itself writes,
+    for any time (whole seconds, micro- and nanosecond parts) and every resource type."""
+    customer_id = create_customer(hub.engine, "payload-bytes")
+    message = message_pb2.Message(id="m-1", conversation_id="c-1", text="hi")
+    changes = [
+        (event_pb2.EVENT_TYPE_CONVERSATION_CREATED, conversation_pb2.Conversation(id="c-1", name="room")),
+        (event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED, message),
+        (event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_RECEIVED, message),
+        (event_pb2.EVENT_TYPE_ACCOUNT_CREATED, account_pb2.Account(id="a-1")),
+        (event_pb2.EVENT_TYPE_PARTICIPANT_ADDED, participant_pb2.Participant(id="p-1", conversation_id="c-1")),
+    ]
+    with hub.engine.begin() as conn:
+        append_events(conn, customer_id, changes)
+    with hub.engine.connect() as conn:
+        rows = conn.execute(select(events).where(events.c.customer_id == customer_id).order_by(events.c.sequence))
+        stored = rows.all()
+    assert [row.sequence for row in stored] == [1, 2, 3, 4, 5]
+    for row, (event_type, resource) in zip(stored, changes, strict=True):
+        expected = event_pb2.Event(id=row.id, customer_id=customer_id, sequence=row.sequence, type=event_type)
+        expected.tm_create.FromMicroseconds(row.tm_create)
+        getattr(expected, resource.DESCRIPTOR.name.lower()).CopyFrom(resource)
+        assert row.payload == expected.SerializeToString()
+    # Times whose parts are zero are left out by protobuf, and must be by hand too.
+    from convhub.server.events import outbox
+
+    for us in (1_000_000, 1_700_000_000_000_001, 1_700_000_000_999_999, 5):
+        stamp = event_pb2.Event()
+        stamp.tm_create.FromMicroseconds(us)
+        assert outbox._timestamp(us) == stamp.SerializeToString(), us

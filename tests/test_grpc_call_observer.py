@@ -63,11 +63,13 @@ async def probe() -> AsyncIterator[tuple[grpc.aio.Channel, InMemorySpanExporter]
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     observer = GrpcCallObserver(metrics=True, access_log=None, spans=ServerSpans(provider))
-    server = grpc.aio.server(interceptors=[observer])
+    server = grpc.aio.server()
     unary = {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in [("Ok", ok), ("Gone", not_found)]}
     unary["Crash"] = grpc.unary_unary_rpc_method_handler(crash)
     streams = {name: grpc.unary_stream_rpc_method_handler(fn) for name, fn in [("Three", three), ("Endless", endless)]}
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {**unary, **streams})])
+    observer.observe(server).add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(SERVICE, {**unary, **streams})]
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -110,3 +110,14 @@ def test_database_pool_use_is_read_at_scrape_time(hub: Hub, channel: grpc.Channe
     # Reads keep one reader connection per reading thread checked out (Database.read).
     assert samples[("convhub_db_pool_checked_out", frozenset({("pool", "reader")}))] >= 1
     assert ("convhub_db_pool_checked_out", frozenset({("pool", "writer")})) in samples
+
+
+def test_calls_of_every_service_on_the_server_are_counted_health_included(hub: Hub, channel: grpc.Channel) -> None:
+    """Handlers are observed as they are registered (observability/grpc_calls.py), not by an interceptor:
+    the health service, registered by grpc_health's own function, must be observed like ours."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    before = scrape(hub)
+    health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    d = delta(before, scrape(hub))
+    assert d(f"{GRPC}_count", grpc_method="/grpc.health.v1.Health/Check", grpc_code="OK") == 1

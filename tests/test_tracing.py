@@ -153,7 +153,7 @@ from convhub.server.store.db import open_database
 from convhub.server.store.secrets import SecretBox
 db = open_database("sqlite:///{tmp_path / "t.db"}", workers=1, secrets=SecretBox(["{TEST_SECRET_KEY}"]))
 obs = Observability(load_settings(), db)
-assert obs.spans is None and obs.grpc_interceptors()
+assert obs.spans is None and obs.observes_calls
 loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
 assert not loaded, loaded
 """

@@ -1,6 +1,6 @@
 """The record of the call being served, shared by the transport's observer and the dispatcher.
 
-The observer (gRPC interceptor, HTTP middleware) opens a `CallRecord` before the
+The observer (gRPC handler wrapper, HTTP middleware) opens a `CallRecord` before the
 call and reads it after; the dispatcher notes who the caller is once the token
 checks out. It is a mutable object behind a context variable, so a note made in
 a task the call spawned (`asyncio.wait_for` runs the call in one) is still seen.

@@ -1,7 +1,7 @@
 """The process's observability, built once from Settings and plugged into both transports.
 
 Each part is switchable (`CONVHUB_METRICS`, `CONVHUB_ACCESS_LOG`, the log level,
-`OTEL_EXPORTER_OTLP_ENDPOINT`); with all of them off no interceptor or
+`OTEL_EXPORTER_OTLP_ENDPOINT`); with all of them off no handler wrapper or
 middleware is installed at all, so a call pays nothing.
 """
 
@@ -22,7 +22,7 @@ from convhub.server.store.db import Database
 
 
 class Observability:
-    """What app.py plugs in: gRPC interceptors, the /metrics route, the HTTP middleware; `close` on stop."""
+    """What app.py plugs in: the gRPC handler observer, the /metrics route, the HTTP middleware; `close` on stop."""
 
     def __init__(self, settings: Settings, db: Database) -> None:
         self.metrics = settings.metrics
@@ -40,10 +40,11 @@ class Observability:
     def observes_calls(self) -> bool:
         return self.metrics or self.access_log is not None or self.spans is not None
 
-    def grpc_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+    def observe_grpc(self, server: grpc.aio.Server) -> grpc.aio.Server:
+        """`server` for registering services, observing their calls (or `server` itself when nothing observes)."""
         if not self.observes_calls:
-            return []
-        return [GrpcCallObserver(metrics=self.metrics, access_log=self.access_log, spans=self.spans)]
+            return server
+        return GrpcCallObserver(metrics=self.metrics, access_log=self.access_log, spans=self.spans).observe(server)
 
     def http_routes(self) -> list[Route]:
         """`/metrics`, when metrics are on."""

@@ -250,7 +250,7 @@ def _route_rooms(conn: Connection, fresh: Sequence[_Prepared], deferred: Deferre
     openers = [(item, contact_id) for item, contact_id, target in targets if target == item.room.key]
     requests = {item.room.key: item.room for item, _ in openers}
     by_key = {item.room.key: contact_id for item, contact_id in openers}
-    rooms = match_rooms(conn, list(requests.values()), deferred, by_key) if requests else {}
+    rooms = match_rooms(conn, list(requests.values()), deferred, by_key, expect_new=True) if requests else {}
     routed: dict[int, _Routed] = {}
     for item, contact_id, target in targets:
         if isinstance(target, RoomKey):

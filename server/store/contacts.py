@@ -38,7 +38,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from convhub.server.domain.addresses import Address
 from convhub.server.store.db import new_id, now_us
-from convhub.server.store.keysets import KeyLookup
+from convhub.server.store.keysets import KeyLookup, padded
 from convhub.server.store.models import Contact, ContactAddress, Conversation, Message, Participant, table
 from convhub.server.store.rows import ConversationRow
 
@@ -203,7 +203,7 @@ def _person_rooms_postgresql() -> Select[Any]:
 
 @functools.lru_cache(maxsize=128)
 def _person_rooms_sqlite(count: int) -> Select[Any]:
-    """One OR term per key (one index search each on SQLite), built once per batch size."""
+    """One OR term per key (one index search each on SQLite), built once per padded batch size (keysets.padded)."""
     ca = contact_addresses
     any_key = or_(
         *(
@@ -223,6 +223,7 @@ def _person_rooms_query(conn: Connection, keys: Sequence[AddressKey]) -> tuple[S
         per_column = list(zip(*keys, strict=True))
         arrays = {f"key_{c}": list(v) for c, v in zip(ADDRESS_KEY_COLUMNS, per_column, strict=True)}
         return _person_rooms_postgresql(), arrays
+    keys = padded(keys)
     params = {f"k_{i}_{j}": value for i, key in enumerate(keys) for j, value in enumerate(key)}
     return _person_rooms_sqlite(len(keys)), params
 

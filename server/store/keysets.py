@@ -21,11 +21,23 @@ from sqlalchemy import ARRAY, Connection, Select, String, Table, and_, bindparam
 from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 
+def padded(keys: Sequence[tuple[Any, ...]]) -> Sequence[tuple[Any, ...]]:
+    """`keys` with the last repeated up to a power of two (then a multiple of 64), for SQLite's OR statements.
+
+    A statement per number of keys would compile (and fill SQLAlchemy's
+    statement cache) for every batch size a group commit happens to form; a
+    repeated OR term matches no further row, so padding changes no result.
+    """
+    count = len(keys)
+    size = 1 << (count - 1).bit_length() if count <= 64 else -(-count // 64) * 64
+    return keys if size == count else [*keys, *([keys[-1]] * (size - count))]
+
+
 class KeyLookup:
     """SELECT the row of `table` whose unique `columns` equal each of many keys, plus fixed `where` conditions.
 
     At most one row per key (the columns must be unique among rows matching
-    `where`). The PostgreSQL statement is built once; SQLite's once per number
+    `where`). The PostgreSQL statement is built once; SQLite's once per padded number
     of keys (one OR term per key), kept for the batch sizes seen. `where` may use bind parameters
     passed to fetch().
     """
@@ -53,6 +65,7 @@ class KeyLookup:
                 f"key_{c}": list(column_values) for c, column_values in zip(self.columns, per_column, strict=True)
             }
             return list(conn.execute(self._postgresql, {**arrays, **params}))
+        keys = padded(keys)
         by_position = {f"key_{i}_{j}": value for i, key in enumerate(keys) for j, value in enumerate(key)}
         return list(conn.execute(self._sqlite_for(len(keys)), {**by_position, **params}))
 

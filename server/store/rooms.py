@@ -5,10 +5,13 @@ how it is kept race-free.
 
 `match_rooms` serves a whole batch of inbound messages with two statements:
 one SELECT for every key's open room, then one multi-row
-`INSERT .. ON CONFLICT DO NOTHING RETURNING` for the keys that have none. The
-partial unique index `uq_conversations_open_room` makes this race-free across
-threads and replicas: a concurrent opener's insert waits for the winner's
-commit, inserts nothing, and the opener joins the winner's room.
+`INSERT .. ON CONFLICT DO NOTHING RETURNING` for the keys that have none.
+Ingest asks only for keys whose sender has no open room (services/ingest.py
+routes the others by person), so it inserts first (`expect_new`) and
+SELECTs only the keys whose insert was blocked. The partial unique index
+`uq_conversations_open_room` makes this race-free across threads and
+replicas: a concurrent opener's insert waits for the winner's commit,
+inserts nothing, and the opener joins the winner's room.
 """
 
 from __future__ import annotations
@@ -104,32 +107,36 @@ def match_rooms(
     requests: Sequence[RoomRequest],
     deferred: DeferredWrites,
     contact_ids: Mapping[RoomKey, str] | None = None,
+    *,
+    expect_new: bool = False,
 ) -> dict[RoomKey, Room]:
     """The open room for each request's key, opening (with a peer participant) those that have none.
 
     Room rows are written at once (the unique index must decide now); the
     participant rows go to `deferred`, which must order PARTICIPANT_INSERTS first.
     `contact_ids`: the person each key's peer is (the opened participant's contact).
+    `expect_new`: most keys have no open room, so try the INSERT first and
+    SELECT only the keys it could not open (one statement instead of two then).
     """
     unique = list({r.key: r for r in requests}.values())
-    found = find_rooms(conn, [r.key for r in unique])
+    found = {} if expect_new else find_rooms(conn, [r.key for r in unique])
+    missing = [r for r in unique if r.key.index_values not in found]
     rooms = {r.key: Room(found[r.key.index_values], False, None) for r in unique if r.key.index_values in found}
-    missing = [r for r in unique if r.key not in rooms]
     if not missing:
         return rooms
     now = now_us()
     values = [_room_values(r, now) for r in missing]
     inserted = insert_rooms(conn, values, now)
     lost = [r for r, v in zip(missing, values, strict=True) if v["id"] not in inserted]
-    winners = find_rooms(conn, [r.key for r in lost]) if lost else {}
+    found = find_rooms(conn, [r.key for r in lost]) if lost else {}
     for request, room_values in zip(missing, values, strict=True):
         key = request.key
         if room_values["id"] in inserted:
             row = cast("ConversationRow", RowValues(room_values))
             contact_id = contact_ids.get(key) if contact_ids else None
             rooms[key] = Room(row, True, _open_participant(deferred, request, room_values, now, contact_id))
-        elif key.index_values in winners:  # a concurrent opener won: join its room
-            rooms[key] = Room(winners[key.index_values], False, None)
+        elif key.index_values in found:  # the key's room was open already, or a concurrent opener won: join it
+            rooms[key] = Room(found[key.index_values], False, None)
         else:  # ...which closed again in between: let the caller retry
             raise RoomRaceLost(key)
     return rooms
