@@ -17,7 +17,7 @@ from convhub.server.events.outbox import append_events
 from convhub.server.events.stream import EventReader
 from convhub.server.store.customers import create_customer
 from convhub.server.store.db import Database, new_id
-from convhub.v1 import conversation_pb2, event_pb2, message_pb2
+from convhub.v1 import conversation_pb2, event_pb2, event_service_pb2, message_pb2
 
 UPDATED = event_pb2.EVENT_TYPE_CONVERSATION_UPDATED
 MESSAGE = event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED
@@ -200,3 +200,45 @@ async def test_a_subscriber_from_now_on_reads_nothing_when_its_customer_is_follo
     for stream in (first, second):
         await stream.aclose()  # type: ignore[attr-defined]
     assert broadcaster.subscriber_count == 0
+
+
+@pytest.mark.parametrize("text_size", [0, 100, 20_000, 3_000_000])  # 1-, 2-, 3- and 4-byte length prefixes
+def test_a_batch_of_frames_is_the_wire_form_of_its_response(text_size: int) -> None:
+    """gRPC streams write a batch as its entries' frames end to end (api/events.py): that must parse as the response."""
+    events = [
+        event_pb2.Event(id=new_id(), sequence=n, type=MESSAGE, message=message_pb2.Message(text="x" * text_size))
+        for n in (1, 2)
+    ]
+    entries = [broadcaster_module.LogEntry(e.sequence, e.SerializeToString()) for e in events]
+    wire = b"".join(entry.frame for entry in entries)
+    assert event_service_pb2.SubscribeEventsResponse.FromString(wire).events == events
+    assert wire == event_service_pb2.SubscribeEventsResponse(events=events).SerializeToString()
+    assert [entry.event for entry in entries] == events
+
+
+async def test_commits_arriving_while_busy_are_read_together(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ring soon after a read that fanned events out waits out BUSY_INTERVAL: a burst of commits is one read.
+
+    (The interval is stretched here so the five commits surely land within it; the re-poll tick is far away.)
+    """
+    monkeypatch.setattr(broadcaster_module, "BUSY_INTERVAL", 2.0)
+    reads: list[Any] = []
+    real = broadcaster_module.event_log.read_feeds
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(broadcaster_module.event_log, "read_feeds", counting)
+    customer = create_customer(db.writer, "bursty")
+    b = Broadcaster(db, poll_interval=30, buffer_size=100)
+    await b.start()
+    try:
+        sub = b.subscribe(customer, 0, EventFilter())
+        await asyncio.to_thread(write, db, customer, 1)  # after a quiet spell: read at once
+        assert [e.sequence for e in await asyncio.wait_for(sub.take(), 5)] == [1]
+        await asyncio.to_thread(write, db, customer, 5)  # five commits, five rings
+        assert [e.sequence for e in await asyncio.wait_for(sub.take(), 10)] == [2, 3, 4, 5, 6]
+        assert len(reads) == 2, "the burst was read at once, in one statement"
+    finally:
+        await b.stop()
