@@ -237,8 +237,9 @@ async def test_commits_arriving_while_busy_are_read_together(db: Database, monke
         sub = b.subscribe(customer, 0, EventFilter())
         await asyncio.to_thread(write, db, customer, 1)  # after a quiet spell: read at once
         assert [e.sequence for e in await asyncio.wait_for(sub.take(), 5)] == [1]
+        before = len(reads)
         await asyncio.to_thread(write, db, customer, 5)  # five commits, five rings
         assert [e.sequence for e in await asyncio.wait_for(sub.take(), 10)] == [2, 3, 4, 5, 6]
-        assert len(reads) == 2, "the burst was read at once, in one statement"
+        assert len(reads) == before + 1, "the burst was read at once, in one statement"
     finally:
         await b.stop()
