@@ -46,6 +46,19 @@ def write(
         time.sleep(pause)
 
 
+def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The cursors of every broadcaster read from now on, one entry per statement."""
+    reads: list[Any] = []
+    real = broadcaster_module.event_log.read_feeds
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(broadcaster_module.event_log, "read_feeds", counting)
+    return reads
+
+
 async def test_one_read_per_wake_up_however_many_subscribers(
     db: Database, broadcaster: Broadcaster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -55,14 +68,7 @@ async def test_one_read_per_wake_up_however_many_subscribers(
     for i in range(200):
         customer, room = customers[i % 2], (rooms[i % 4] if i % 3 else None)
         subs.append((customer, room, broadcaster.subscribe(customer, 0, EventFilter(conversation_id=room))))
-    reads: list[Any] = []
-    real = broadcaster_module.event_log.read_feeds
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        reads.append(args[1])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(broadcaster_module.event_log, "read_feeds", counting)
+    reads = count_reads(monkeypatch)
     write(db, customers[0], 3, rooms[0], per_tx=3)  # one commit, one ring
     for customer, room, sub in subs:
         if customer == customers[0] and room in (None, rooms[0]):
@@ -222,14 +228,7 @@ async def test_commits_arriving_while_busy_are_read_together(db: Database, monke
     (The interval is stretched here so the five commits surely land within it; the re-poll tick is far away.)
     """
     monkeypatch.setattr(broadcaster_module, "BUSY_INTERVAL", 2.0)
-    reads: list[Any] = []
-    real = broadcaster_module.event_log.read_feeds
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        reads.append(args[1])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(broadcaster_module.event_log, "read_feeds", counting)
+    reads = count_reads(monkeypatch)
     customer = create_customer(db.writer, "bursty")
     b = Broadcaster(db, poll_interval=30, buffer_size=100)
     await b.start()
