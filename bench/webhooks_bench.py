@@ -178,6 +178,25 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextlib.contextmanager
+def server_cpu(pid: int) -> Iterator[list[float]]:
+    """The server's CPU seconds and wall seconds over the block, filled in as [cpu, wall] when it ends."""
+    out: list[float] = []
+    cpu, wall = cpu_seconds(pid), time.perf_counter()
+    yield out
+    out.extend((cpu_seconds(pid) - cpu, time.perf_counter() - wall))
+
+
+def per_call(cpu: list[float], result: grpc_bench.Result) -> str:
+    """Server CPU per call over the whole load phase (warm-up included: calls estimated at the measured rate).
+
+    Less noisy than rates on a shared machine: compare these between phases and runs.
+    """
+    used, wall = cpu
+    calls = result.rate * wall
+    return f"server CPU {used / wall:.0%} of a core, {1000 * used / calls:.2f} ms per call" if calls else ""
+
+
+@contextlib.contextmanager
 def sampling(pid: int, out_dir: Path | None, name: str) -> Iterator[None]:
     """Optionally sample the server with py-spy (every thread, raw collapsed stacks) until the block ends."""
     if out_dir is None or shutil.which("py-spy") is None:
@@ -329,9 +348,10 @@ def bench_backend(backend: str, args: argparse.Namespace, pool: ProcessPoolExecu
                 rate = measure_deliveries(server, backlog, url, args.events, profile)
                 print(f"  (b) webhook deliveries: {rate:,.0f}/s", flush=True)
                 none = grpc_bench.seed(database_url, server.grpc_target)
-                with sampling(server.proc.pid, profile, "ingest_none"):
+                with sampling(server.proc.pid, profile, "ingest_none"), server_cpu(server.proc.pid) as cpu_none:
                     ingest_none = ingest_load(pool, server, none, args, "ingest, no endpoint")
-                print(f"  ingest, no endpoint: {ingest_none.rate:,.0f}/s", flush=True)
+                cost = per_call(cpu_none, ingest_none)
+                print(f"  ingest, no endpoint: {ingest_none.rate:,.0f}/s, {cost}", flush=True)
                 attached = grpc_bench.seed(database_url, server.grpc_target)
                 attach_endpoint(server, attached, url)
                 # The subscribers stay open through the load (and its drain), in their own process.
@@ -341,10 +361,11 @@ def bench_backend(backend: str, args: argparse.Namespace, pool: ProcessPoolExecu
                 subscribed = pool.submit(events_bench.run_subscribers, spec, ready)
                 if not ready.wait(timeout=120):
                     raise RuntimeError(f"subscriptions did not open: {subscribed.exception(timeout=1)}")
-                with sampling(server.proc.pid, profile, "ingest_with"):
+                with sampling(server.proc.pid, profile, "ingest_with"), server_cpu(server.proc.pid) as cpu_with:
                     ingest_with = ingest_load(pool, server, attached, args, "ingest, endpoint + subscribers")
                 print(
-                    f"  (c) ingest, one endpoint + {SUBSCRIBERS} subscribers attached: {ingest_with.rate:,.0f}/s",
+                    f"  (c) ingest, one endpoint + {SUBSCRIBERS} subscribers attached: {ingest_with.rate:,.0f}/s,"
+                    f" {per_call(cpu_with, ingest_with)}",
                     flush=True,
                 )
                 left, drained = drain_after_load(database_url, attached.customer_id)

@@ -17,7 +17,7 @@ from convhub.server.events.outbox import append_events
 from convhub.server.events.stream import EventReader
 from convhub.server.store.customers import create_customer
 from convhub.server.store.db import Database, new_id
-from convhub.v1 import conversation_pb2, event_pb2, message_pb2
+from convhub.v1 import conversation_pb2, event_pb2, event_service_pb2, message_pb2
 
 UPDATED = event_pb2.EVENT_TYPE_CONVERSATION_UPDATED
 MESSAGE = event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_CREATED
@@ -46,6 +46,19 @@ def write(
         time.sleep(pause)
 
 
+def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The cursors of every broadcaster read from now on, one entry per statement."""
+    reads: list[Any] = []
+    real = broadcaster_module.event_log.read_feeds
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(broadcaster_module.event_log, "read_feeds", counting)
+    return reads
+
+
 async def test_one_read_per_wake_up_however_many_subscribers(
     db: Database, broadcaster: Broadcaster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -55,14 +68,7 @@ async def test_one_read_per_wake_up_however_many_subscribers(
     for i in range(200):
         customer, room = customers[i % 2], (rooms[i % 4] if i % 3 else None)
         subs.append((customer, room, broadcaster.subscribe(customer, 0, EventFilter(conversation_id=room))))
-    reads: list[Any] = []
-    real = broadcaster_module.event_log.read_feeds
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        reads.append(args[1])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(broadcaster_module.event_log, "read_feeds", counting)
+    reads = count_reads(monkeypatch)
     write(db, customers[0], 3, rooms[0], per_tx=3)  # one commit, one ring
     for customer, room, sub in subs:
         if customer == customers[0] and room in (None, rooms[0]):
@@ -103,6 +109,9 @@ async def test_a_subscriber_whose_buffer_overflows_while_replaying_replays_again
             write(db, customer, 3, per_tx=3, pause=0.002)
 
     monkeypatch.setattr(Subscription, "restart", spying)
+    # Reads at once on every ring: a coalesced read may bring more than this tiny buffer holds of
+    # what the replay already sent, overflowing the subscriber once live.
+    monkeypatch.setattr(broadcaster_module, "BUSY_INTERVAL", 0)
     writer = threading.Thread(target=keep_writing)
     stream = EventReader(db, broadcaster).subscribe(customer, 0, EventFilter())
     got: list[int] = []
@@ -110,7 +119,7 @@ async def test_a_subscriber_whose_buffer_overflows_while_replaying_replays_again
     async def consume() -> None:
         async for batch in stream:
             got.extend(event.sequence for event in batch)
-            if batch[-1].type == MESSAGE:  # the end marker
+            if batch[-1].event.type == MESSAGE:  # the end marker
                 return
             if not restarted.is_set():
                 await asyncio.sleep(0.002)  # let the broadcaster run meanwhile
@@ -152,7 +161,7 @@ async def test_types_filter_and_message_conversation(db: Database, broadcaster: 
             ],
         )
     got = await asyncio.wait_for(only_messages.take(), 5)
-    assert [(e.sequence, e.message.conversation_id) for e in got] == [(2, room)]
+    assert [(e.sequence, e.event.message.conversation_id) for e in got] == [(2, room)]
 
 
 async def test_stop_returns_even_when_a_ring_races_the_cancel(db: Database) -> None:
@@ -197,3 +206,39 @@ async def test_a_subscriber_from_now_on_reads_nothing_when_its_customer_is_follo
     for stream in (first, second):
         await stream.aclose()  # type: ignore[attr-defined]
     assert broadcaster.subscriber_count == 0
+
+
+@pytest.mark.parametrize("text_size", [0, 100, 20_000, 3_000_000])  # 1-, 2-, 3- and 4-byte length prefixes
+def test_a_batch_of_frames_is_the_wire_form_of_its_response(text_size: int) -> None:
+    """gRPC streams write a batch as its entries' frames end to end (api/events.py): that must parse as the response."""
+    events = [
+        event_pb2.Event(id=new_id(), sequence=n, type=MESSAGE, message=message_pb2.Message(text="x" * text_size))
+        for n in (1, 2)
+    ]
+    entries = [broadcaster_module.LogEntry(e.sequence, e.SerializeToString()) for e in events]
+    wire = b"".join(entry.frame for entry in entries)
+    assert event_service_pb2.SubscribeEventsResponse.FromString(wire).events == events
+    assert wire == event_service_pb2.SubscribeEventsResponse(events=events).SerializeToString()
+    assert [entry.event for entry in entries] == events
+
+
+async def test_commits_arriving_while_busy_are_read_together(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ring soon after a read that fanned events out waits out BUSY_INTERVAL: a burst of commits is one read.
+
+    (The interval is stretched here so the five commits surely land within it; the re-poll tick is far away.)
+    """
+    monkeypatch.setattr(broadcaster_module, "BUSY_INTERVAL", 2.0)
+    reads = count_reads(monkeypatch)
+    customer = create_customer(db.writer, "bursty")
+    b = Broadcaster(db, poll_interval=30, buffer_size=100)
+    await b.start()
+    try:
+        sub = b.subscribe(customer, 0, EventFilter())
+        await asyncio.to_thread(write, db, customer, 1)  # after a quiet spell: read at once
+        assert [e.sequence for e in await asyncio.wait_for(sub.take(), 5)] == [1]
+        before = len(reads)
+        await asyncio.to_thread(write, db, customer, 5)  # five commits, five rings
+        assert [e.sequence for e in await asyncio.wait_for(sub.take(), 10)] == [2, 3, 4, 5, 6]
+        assert len(reads) == before + 1, "the burst was read at once, in one statement"
+    finally:
+        await b.stop()

@@ -58,6 +58,23 @@ class Authenticator(Protocol):
         """The caller a token belongs to, or None. Called on the event loop: must not wait on locks."""
 
 
+class Encoded:
+    """A streamed message already in its wire form, e.g. framed from stored bytes without a message built.
+
+    A server-streaming handler may yield these beside messages: the gRPC
+    transport writes `wire` as it is, the REST shim decodes `message()`.
+    """
+
+    __slots__ = ("message_cls", "wire")
+
+    def __init__(self, message_cls: type[Message], wire: bytes) -> None:
+        self.message_cls = message_cls
+        self.wire = wire
+
+    def message(self) -> Message:
+        return self.message_cls.FromString(self.wire)
+
+
 def may_run_on_loop(fn: F) -> F:
     """Mark a handler that never waits on a lock (reads only), so it may run inline on the event loop."""
     fn.convhub_may_run_on_loop = True  # type: ignore[attr-defined]
@@ -182,7 +199,7 @@ class Dispatcher:
         finally:
             leave_call_deadline(entered)
 
-    async def stream(self, method: Method, request: Message, token: str | None) -> AsyncIterator[Message]:
+    async def stream(self, method: Method, request: Message, token: str | None) -> AsyncIterator[Message | Encoded]:
         """Run a server-streaming method: authenticate first, then yield its messages."""
         caller = self.authenticate(token)
         check_request(request)  # text, Struct and declared limits on every field (request_rules.py)

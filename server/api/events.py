@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 
 from convhub.server.api import pagination, validation
-from convhub.server.api.dispatch import Caller, may_run_on_loop
+from convhub.server.api.dispatch import Caller, Encoded, may_run_on_loop
 from convhub.server.errors import FieldViolation, InvalidArgument, OutOfRange, ResourceExhausted, Unavailable
 from convhub.server.events.broadcaster import EventFilter, SubscriptionEnded
 from convhub.server.events.outbox import EVENT_TYPE_NAMES
@@ -65,14 +65,13 @@ class EventMethods:
         token = "" if last is None else encode_token(scope, last)
         return pb.ListEventsResponse(result=events, next_page_token=token)
 
-    async def SubscribeEvents(
-        self, request: pb.SubscribeEventsRequest, caller: Caller
-    ) -> AsyncIterator[pb.SubscribeEventsResponse]:
+    async def SubscribeEvents(self, request: pb.SubscribeEventsRequest, caller: Caller) -> AsyncIterator[Encoded]:
         filters = event_filter(request.event_types, request.conversation_id)
         after = after_sequence(request.after_sequence) if request.HasField("after_sequence") else None
         try:
             async for batch in self._reader.subscribe(caller.customer_id, after, filters):
-                yield pb.SubscribeEventsResponse(events=batch)
+                # `events` is the response's only field: its wire form is the events' frames, end to end.
+                yield Encoded(pb.SubscribeEventsResponse, b"".join([entry.frame for entry in batch]))
         except (EventsPruned, SequenceAhead) as exc:
             raise _out_of_range(exc) from None
         except SubscriptionEnded as ended:

@@ -21,7 +21,7 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from convhub.server.api.credentials import single_token
-from convhub.server.api.dispatch import Dispatcher, Method
+from convhub.server.api.dispatch import Dispatcher, Encoded, Method
 from convhub.server.errors import ApiError, InvalidArgument, internal_status
 from convhub.server.observability.error_log import log_unexpected
 
@@ -70,8 +70,8 @@ def _unary(dispatcher: Dispatcher, method: Method) -> Callable[..., Coroutine[An
     return handle
 
 
-def _streaming(dispatcher: Dispatcher, method: Method) -> Callable[..., AsyncIterator[Message]]:
-    async def handle(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
+def _streaming(dispatcher: Dispatcher, method: Method) -> Callable[..., AsyncIterator[Message | Encoded]]:
+    async def handle(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message | Encoded]:
         try:
             async for item in dispatcher.stream(method, decode_request(method, data), bearer_token(context)):
                 yield item
@@ -79,6 +79,16 @@ def _streaming(dispatcher: Dispatcher, method: Method) -> Callable[..., AsyncIte
             await _abort(context, exc, method.full_name)
 
     return handle
+
+
+def _stream_serializer(message_cls: type[Message]) -> Callable[[Message | Encoded], bytes]:
+    """Serializes a streamed message; an `Encoded` one is written as it is."""
+    serialize = message_cls.SerializeToString
+
+    def serializer(item: Message | Encoded) -> bytes:
+        return item.wire if type(item) is Encoded else serialize(item)  # type: ignore[arg-type]
+
+    return serializer
 
 
 def generic_handlers(dispatcher: Dispatcher) -> list[grpc.GenericRpcHandler]:
@@ -89,7 +99,7 @@ def generic_handlers(dispatcher: Dispatcher) -> list[grpc.GenericRpcHandler]:
             handler = grpc.unary_stream_rpc_method_handler(
                 _streaming(dispatcher, method),
                 request_deserializer=None,  # raw bytes: decode_request answers what cannot be decoded
-                response_serializer=method.response_cls.SerializeToString,
+                response_serializer=_stream_serializer(method.response_cls),
             )
         else:
             handler = grpc.unary_unary_rpc_method_handler(

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from convhub.server.events.broadcaster import Broadcaster, EventFilter, SubscriptionEnded
+from convhub.server.events.broadcaster import Broadcaster, EventFilter, LogEntry, SubscriptionEnded
 from convhub.server.store import event_log
 from convhub.server.store.db import Database
 from convhub.v1 import event_pb2
@@ -67,7 +67,7 @@ class EventReader:
 
     async def subscribe(
         self, customer_id: str, after: int | None, event_filter: EventFilter
-    ) -> AsyncGenerator[list[event_pb2.Event], None]:
+    ) -> AsyncGenerator[list[LogEntry], None]:
         """Events after `after` (None: from now on), replayed from the table and then live, each once, in order.
 
         Yields them in batches of at most MAX_BATCH: what was ready together.
@@ -92,7 +92,7 @@ class EventReader:
                     first = False
                     for start in range(0, len(rows), MAX_BATCH):
                         chunk = rows[start : start + MAX_BATCH]
-                        yield [event_pb2.Event.FromString(row.payload) for row in chunk]
+                        yield [LogEntry(row.sequence, row.payload) for row in chunk]
                         sent = chunk[-1].sequence
                     if len(rows) < REPLAY_PAGE:
                         break

@@ -38,7 +38,7 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 
 from convhub.server.api.credentials import single_token
-from convhub.server.api.dispatch import Dispatcher, Method
+from convhub.server.api.dispatch import Dispatcher, Encoded, Method
 from convhub.server.errors import InvalidArgument
 from convhub.server.gateway import codec, voipbin_names
 from convhub.server.gateway.cookies import credential_cookies
@@ -364,12 +364,13 @@ class Gateway:
         def frame(obj: Any) -> bytes:
             return prefix + dumps(obj) + suffix
 
-        def item_frames(message: Message) -> bytes:
+        def item_frames(item: Message | Encoded) -> bytes:
+            message = item.message() if isinstance(item, Encoded) else item
             if framing is not None:
                 return b"".join(framing.frame(i, dumps({"result": plan.encode(i)})) for i in plan.stream_items(message))
             return b"".join(frame({"result": plan.encode(i)}) for i in plan.stream_items(message))
 
-        async def next_item(pending: Awaitable[Message]) -> Message:
+        async def next_item(pending: Awaitable[Message | Encoded]) -> Message | Encoded:
             """The next item; on a quiet SSE stream, a keepalive comment every `keepalive` seconds meanwhile."""
             if not keepalive:
                 return await pending
@@ -397,7 +398,7 @@ class Gateway:
                     return
 
         watcher = asyncio.create_task(watch_disconnect())
-        items: AsyncIterator[Message] = self.dispatcher.stream(plan.method, request, token)
+        items: AsyncIterator[Message | Encoded] = self.dispatcher.stream(plan.method, request, token)
         started = False
         try:
             async with asyncio.timeout_at(expires):

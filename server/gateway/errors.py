@@ -99,6 +99,10 @@ def simple_status(code: int, message: str) -> status_pb2.Status:
     return status_pb2.Status(code=code, message=message)
 
 
+# One encoder for every call: `json.dumps` with options builds a new one each time (~2 us of ~8 per body).
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def dumps(obj: Any) -> bytes:
     """Compact UTF-8 JSON, the one serializer for every gateway response."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return _JSON.encode(obj).encode("utf-8")

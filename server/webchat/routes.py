@@ -36,7 +36,7 @@ from starlette.routing import Mount, Route
 
 from convhub.server.config import Settings
 from convhub.server.errors import ApiError, InvalidArgument, ResourceExhausted
-from convhub.server.events.broadcaster import EventFilter, SubscriptionEnded
+from convhub.server.events.broadcaster import EventFilter, LogEntry, SubscriptionEnded
 from convhub.server.events.stream import EventReader, EventsPruned, SequenceAhead
 from convhub.server.gateway.errors import dumps, error_payload, http_status, simple_status
 from convhub.server.services.ingest import InboundMessage, IngestService
@@ -259,7 +259,7 @@ class WebchatRoutes:
         yield b"retry: 2000\n\n"
         while True:
             source = self.reader.subscribe(customer_id, after, event_filter)
-            pending: asyncio.Future[list[event_pb2.Event]] | None = None
+            pending: asyncio.Future[list[LogEntry]] | None = None
             try:
                 while True:
                     if pending is None:
@@ -276,7 +276,7 @@ class WebchatRoutes:
                     pending = None
                     if batch:
                         after = batch[-1].sequence
-                        yield b"".join(_frame(event) for event in batch)
+                        yield b"".join(_frame(entry.event) for entry in batch)
             except EventsPruned:
                 after = 0  # replay what is kept; the page skips messages it already shows
                 continue
