@@ -55,7 +55,8 @@ POLL_INTERVAL = 1.0
 LOCKED_RETRY = 0.01  # fan-out found the endpoints behind locked: how soon it looks again
 MAX_LEASED = 512  # in flight or queued, over all endpoints
 PER_ENDPOINT = 16
-# Leased with each chain head: its next pending deliveries, sent back to back after it (store.claim_due).
+# Leased with each chain head while the API is not busy: its next pending deliveries, sent back to back
+# after it (store.claim_due).
 FOLLOW = 8
 # Leased ahead per endpoint beyond the attempts in flight: a finished attempt's slot is refilled
 # at once from these, instead of idling while the next cycle's transaction runs. As many as the
@@ -176,9 +177,9 @@ class WebhookEmitter:
     # -- delivery -------------------------------------------------------------
 
     def _cycle(
-        self, outcomes: list[store.Outcome], given_back: list[str], free: int, room: dict[str, int]
+        self, outcomes: list[store.Outcome], given_back: list[str], free: int, room: dict[str, int], follow: int
     ) -> list[store.ClaimedDelivery]:
-        """Record `outcomes` and release `given_back`; lease up to `free` due chain heads (with FOLLOW followers
+        """Record `outcomes` and release `given_back`; lease up to `free` due chain heads (with `follow` followers
         each), at most `room` more per endpoint (see `_room`)."""
         with self._db.writer.begin() as conn:
             store.record_outcomes(conn, self.worker_id, outcomes, given_back)
@@ -194,7 +195,7 @@ class WebhookEmitter:
                 lambda e: room.get(e, default),
                 self._open_secret,
                 full,
-                follow=FOLLOW,
+                follow=follow,
             )
 
     def _room(self) -> dict[str, int]:
@@ -243,7 +244,9 @@ class WebhookEmitter:
             if outcomes or given_back or free > 0:
                 last_cycle = loop.time()
                 try:
-                    claimed = await self._in_thread(self._cycle, outcomes, given_back, free, self._room())
+                    # While the API is busy, heads only: a conversation's events go one per cycle (they give way).
+                    follow = 0 if self._busy() else FOLLOW
+                    claimed = await self._in_thread(self._cycle, outcomes, given_back, free, self._room(), follow)
                 except Exception as exc:
                     log_unexpected(log, "a webhook delivery cycle (retrying)", exc)
                     self._outcomes[:0] = outcomes
