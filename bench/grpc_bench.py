@@ -590,13 +590,18 @@ def measure_observability_cost(
     """
     servers = {label: start(database_url, data_dir, env) for label, env in OBSERVABILITY_SERVERS}
     measured: list[tuple[str, Result, float]] = []
+    profile_dir: Path | None = None
+    if args.profile:
+        profile_dir = Path(args.profile) / f"{database_url.split(':')[0].split('+')[0]}-observability"
+        profile_dir.mkdir(parents=True, exist_ok=True)
     try:
         for round_no in range(args.observability_rounds):
             for label in ("off", "on") if round_no % 2 == 0 else ("on", "off"):
                 name = f"GetConversation, metrics + access log {label}"
                 pid = servers[label].proc.pid
                 cpu_before, wall_before = proc_cpu_seconds(pid), time.monotonic()
-                result = run_in(pool, scenario(name, "get", servers[label].grpc_target, seeded, args), args)
+                with profiler(pid, profile_dir, f"{label}-{round_no + 1}", args.seconds, args.warmup):
+                    result = run_in(pool, scenario(name, "get", servers[label].grpc_target, seeded, args), args)
                 cpu, wall = proc_cpu_seconds(pid) - cpu_before, time.monotonic() - wall_before
                 cpu_ms = 1000 * cpu / (result.rate * wall) if result.rate else math.nan
                 print(
