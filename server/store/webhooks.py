@@ -321,14 +321,18 @@ class ClaimedDelivery:
     followers: tuple[ClaimedDelivery, ...] = ()
 
 
+# What an attempt needs of a delivery (ClaimedDelivery's first fields), for heads and followers alike.
+_SENT_COLUMNS = (
+    deliveries.c.id,
+    deliveries.c.endpoint_id,
+    deliveries.c.ordering_key,
+    deliveries.c.event_id,
+    deliveries.c.body,
+    deliveries.c.attempts,
+)
 _claim_due = (
     select(
-        deliveries.c.id,
-        deliveries.c.endpoint_id,
-        deliveries.c.ordering_key,
-        deliveries.c.event_id,
-        deliveries.c.body,
-        deliveries.c.attempts,
+        *_SENT_COLUMNS,
         endpoints.c.url,
         endpoints.c.secret,
         endpoints.c.previous_secret,
@@ -355,12 +359,7 @@ _lease = (
 )
 _ranked = (
     select(
-        deliveries.c.id,
-        deliveries.c.endpoint_id,
-        deliveries.c.ordering_key,
-        deliveries.c.event_id,
-        deliveries.c.body,
-        deliveries.c.attempts,
+        *_SENT_COLUMNS,
         func.row_number()
         .over(partition_by=(deliveries.c.endpoint_id, deliveries.c.ordering_key), order_by=deliveries.c.event_sequence)
         .label("place"),
