@@ -42,6 +42,12 @@ class DoorbellListener:
         self._rung.clear()
         return True
 
+    def take(self) -> bool:
+        """True when rung since the previous wait or take, without waiting (and, like wait, clears it)."""
+        rung = self._rung.is_set()
+        self._rung.clear()
+        return rung
+
     def wake(self) -> None:
         """Wake this listener alone (its consumer has work of its own, e.g. outcomes to record); loop thread only."""
         self._rung.set()

@@ -46,6 +46,7 @@ from convhub.server.events.webhooks.sender import ATTEMPT_TIMEOUT, WebhookSender
 from convhub.server.observability.error_log import log_unexpected
 from convhub.server.store import webhooks as store
 from convhub.server.store.db import Database
+from convhub.server.store.doorbell import DoorbellListener
 
 log = logging.getLogger("convhub.webhooks")
 
@@ -153,7 +154,7 @@ class WebhookEmitter:
     def _busy(self) -> bool:
         return asyncio.get_running_loop().time() < self._busy_until
 
-    async def _fan_out_loop(self, listener: Any) -> None:
+    async def _fan_out_loop(self, listener: DoorbellListener) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping:
             started = loop.time()
@@ -166,7 +167,9 @@ class WebhookEmitter:
                 self._wake.set()
             elif more:  # locked by another transaction: try again shortly, not at the next ring or poll
                 await asyncio.sleep(LOCKED_RETRY)
-            if not more and await listener.wait(POLL_INTERVAL):
+            # With more to do the next pass starts now, but a ring still counts: a backlog that outgrows one
+            # pass while the API keeps writing is the busiest case, not a quiet one.
+            if listener.take() if more else await listener.wait(POLL_INTERVAL):
                 rung = loop.time()
                 if rung < self._busy_until or rung - started < BUSY_WINDOW:
                     self._busy_until = rung + BUSY_WINDOW  # rings keep coming: the API is writing
