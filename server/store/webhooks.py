@@ -243,11 +243,15 @@ def fan_out(
     *,
     endpoint_limit: int = 50,
     event_limit: int = 500,
-) -> tuple[int, bool]:
-    """Turn new events into deliveries for a batch of endpoints; (deliveries made, more work left)."""
+) -> tuple[int, bool] | None:
+    """Turn new events into deliveries for a batch of endpoints; (deliveries made, more work left).
+
+    None when no endpoint behind could be claimed: there is none, or other
+    transactions hold them all (SKIP LOCKED).
+    """
     claimed = conn.execute(_claim_behind, {"limit": endpoint_limit}).all()
     if not claimed:
-        return 0, False
+        return None
     by_customer: dict[str, list[Any]] = {}
     for row in claimed:
         by_customer.setdefault(row.customer_id, []).append(row)
@@ -380,6 +384,11 @@ _followers = (
 )
 
 
+def _claimed(r: Any, url: str, secrets: tuple[str, ...]) -> ClaimedDelivery:
+    """A delivery row read with `_SENT_COLUMNS`, going to `url` signed with `secrets`."""
+    return ClaimedDelivery(r.id, r.endpoint_id, r.ordering_key, r.event_id, r.body, r.attempts, url, secrets)
+
+
 def claim_due(
     conn: Connection,
     worker: str,
@@ -410,25 +419,14 @@ def claim_due(
         secrets = [open_secret(r.secret)]
         if r.previous_secret and (r.previous_secret_expires or 0) > now:
             secrets.append(open_secret(r.previous_secret))
-        heads.append(
-            ClaimedDelivery(r.id, r.endpoint_id, r.ordering_key, r.event_id, r.body, r.attempts, r.url, tuple(secrets))
-        )
+        heads.append(_claimed(r, r.url, tuple(secrets)))
     if heads and follow > 0:
-        chains: dict[tuple[str, str], list[ClaimedDelivery]] = {(h.endpoint_id, h.ordering_key): [] for h in heads}
+        chains = {(h.endpoint_id, h.ordering_key): h for h in heads}
+        followers: dict[tuple[str, str], list[ClaimedDelivery]] = {chain: [] for chain in chains}
         for f in conn.execute(_followers, {"chains": list(chains), "follow": follow}):
-            chains[(f.endpoint_id, f.ordering_key)].append(
-                ClaimedDelivery(f.id, f.endpoint_id, f.ordering_key, f.event_id, f.body, f.attempts, "", ())
-            )
-        heads = [
-            dataclasses.replace(
-                h,
-                followers=tuple(
-                    dataclasses.replace(f, url=h.url, secrets=h.secrets)
-                    for f in chains[(h.endpoint_id, h.ordering_key)]
-                ),
-            )
-            for h in heads
-        ]
+            head = chains[(f.endpoint_id, f.ordering_key)]
+            followers[(f.endpoint_id, f.ordering_key)].append(_claimed(f, head.url, head.secrets))
+        heads = [dataclasses.replace(h, followers=tuple(followers[chain])) for chain, h in chains.items()]
     leased = [d.id for h in heads for d in (h, *h.followers)]
     if leased:
         conn.execute(_lease, [{"delivery_id": i, "worker": worker, "until": now + lease_us} for i in leased])

@@ -141,15 +141,15 @@ class WebhookEmitter:
     # -- fan-out --------------------------------------------------------------
 
     def _fan_out_once(self) -> tuple[int, bool]:
-        """One fan-out pass: (deliveries made, more to do). Work seen but not claimed counts as more to do: the
-        endpoints behind were locked (a delivery cycle recording outcomes, another replica's fan-out)."""
+        """One fan-out pass: (deliveries made, more to do). Endpoints seen behind but not claimed count as more to
+        do: they were locked (a delivery cycle recording outcomes, another replica's fan-out)."""
         with self._db.read() as conn:
             if not store.fan_out_pending(conn):
                 return 0, False
         first = self._policy.schedule.delay_before(0) or 0.0
         with self._db.writer.begin() as conn:
-            made, more = store.fan_out(conn, _render, int(first * 1_000_000))
-        return made, more or not made
+            done = store.fan_out(conn, _render, int(first * 1_000_000))
+        return (0, True) if done is None else done
 
     def _busy(self) -> bool:
         return asyncio.get_running_loop().time() < self._busy_until
