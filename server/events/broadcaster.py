@@ -42,6 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from convhub.server.events.wire import length_delimited
 from convhub.server.store import event_log
 from convhub.server.store.db import Database
 from convhub.server.store.doorbell import DoorbellListener
@@ -54,14 +55,7 @@ log = logging.getLogger("convhub.events")
 BUSY_INTERVAL = 0.01
 
 
-def _frame_header(size: int) -> bytes:
-    """Tag of `SubscribeEventsResponse.events` (field 1, length-delimited) and the varint length."""
-    out = bytearray(b"\x0a")
-    while size > 0x7F:
-        out.append(0x80 | (size & 0x7F))
-        size >>= 7
-    out.append(size)
-    return bytes(out)
+_EVENTS_TAG = b"\x0a"  # SubscribeEventsResponse.events: field 1, length-delimited
 
 
 class LogEntry:
@@ -77,7 +71,7 @@ class LogEntry:
     def __init__(self, sequence: int, payload: bytes) -> None:
         self.sequence = sequence
         self.payload = payload
-        self.frame = _frame_header(len(payload)) + payload
+        self.frame = length_delimited(_EVENTS_TAG, payload)
         self._event: event_pb2.Event | None = None
 
     @property

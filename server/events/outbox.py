@@ -15,6 +15,7 @@ from typing import TypeAlias
 from google.protobuf.message import Message
 from sqlalchemy import Connection, bindparam, insert, update
 
+from convhub.server.events.wire import length_delimited, varint
 from convhub.server.store.db import new_id, now_us
 from convhub.server.store.doorbell import mark_events_written
 from convhub.server.store.models import Customer, Event, table
@@ -46,20 +47,10 @@ _RESOURCE_FIELD = {
 _CONVERSATION_FIELD = {"conversation": "id", "message": "conversation_id", "participant": "conversation_id"}
 
 
-def _varint(value: int) -> bytes:
-    """Protobuf's base-128 varint (wire format), for the resource field's tag and length."""
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 # Per resource type: its Event field's wire tag (length-delimited) and the field naming its conversation.
 _RESOURCE_WIRE = {
     type_name: (
-        _varint(event_pb2.Event.DESCRIPTOR.fields_by_name[field].number << 3 | 2),
+        varint(event_pb2.Event.DESCRIPTOR.fields_by_name[field].number << 3 | 2),
         _CONVERSATION_FIELD.get(field),
     )
     for type_name, field in _RESOURCE_FIELD.items()
@@ -78,12 +69,8 @@ def conversation_of(event: event_pb2.Event) -> str | None:
     return getattr(getattr(event, field), _CONVERSATION_FIELD[field]) or None
 
 
-def _length_delimited(tag: bytes, value: bytes) -> bytes:
-    return tag + _varint(len(value)) + value
-
-
 def _field_tag(name: str, wire_type: int) -> bytes:
-    return _varint(event_pb2.Event.DESCRIPTOR.fields_by_name[name].number << 3 | wire_type)
+    return varint(event_pb2.Event.DESCRIPTOR.fields_by_name[name].number << 3 | wire_type)
 
 
 # The envelope's fields (1-5), written by hand: an Event built, timed and serialized per event cost
@@ -91,23 +78,23 @@ def _field_tag(name: str, wire_type: int) -> bytes:
 # (ids are UUIDs, sequences start at 1, event types are never UNSPECIFIED), times are after 1970.
 _ID, _CUSTOMER_ID, _TM_CREATE = _field_tag("id", 2), _field_tag("customer_id", 2), _field_tag("tm_create", 2)
 _SEQUENCE = _field_tag("sequence", 0)
-_TYPE = {number: _field_tag("type", 0) + _varint(number) for number in EVENT_TYPE_NAMES}
+_TYPE = {number: _field_tag("type", 0) + varint(number) for number in EVENT_TYPE_NAMES}
 
 
 def _timestamp(us: int) -> bytes:
     """A google.protobuf.Timestamp's bytes (seconds = 1, nanos = 2; zeros left out) for `us` microseconds."""
     seconds, micros = divmod(us, 1_000_000)
-    body = (b"\x08" + _varint(seconds) if seconds else b"") + (b"\x10" + _varint(micros * 1000) if micros else b"")
-    return _length_delimited(_TM_CREATE, body)
+    body = (b"\x08" + varint(seconds) if seconds else b"") + (b"\x10" + varint(micros * 1000) if micros else b"")
+    return length_delimited(_TM_CREATE, body)
 
 
 def _envelope(event_id: str, customer: bytes, sequence: int, event_type: int, tm_create: bytes) -> bytes:
     """Event{id, customer_id, sequence, type, tm_create} serialized, `customer` and `tm_create` pre-encoded."""
     return (
-        _length_delimited(_ID, event_id.encode())
+        length_delimited(_ID, event_id.encode())
         + customer
         + _SEQUENCE
-        + _varint(sequence)
+        + varint(sequence)
         + _TYPE[event_type]
         + tm_create
     )
@@ -138,12 +125,12 @@ def append_event_groups(conn: Connection, groups: Sequence[tuple[str, Sequence[C
         last = conn.execute(_allocate, {"customer_id": customer_id, "count": len(changes)}).scalar_one()
         first = last - len(changes) + 1
         now = now_us()  # after the counter lock: event times follow sequence order
-        customer, tm_create = _length_delimited(_CUSTOMER_ID, customer_id.encode()), _timestamp(now)
+        customer, tm_create = length_delimited(_CUSTOMER_ID, customer_id.encode()), _timestamp(now)
         for offset, (event_type, resource) in enumerate(changes):
             tag, conversation_field = _RESOURCE_WIRE[resource.DESCRIPTOR.name]
             body = serialized.get(id(resource))
             if body is None:
-                body = serialized[id(resource)] = _length_delimited(tag, resource.SerializeToString())
+                body = serialized[id(resource)] = length_delimited(tag, resource.SerializeToString())
             event_id = new_id()
             rows.append(
                 {
