@@ -190,8 +190,7 @@ class DeliveryWorker:
             return
         if outcome is not None:
             # Appended after the await: the record loop swaps `_outcomes` for a new list while attempts run.
-            self._outcomes.append(outcome)
-            self._outcomes_ready.set()
+            self._outcomes.append(outcome)  # the task's done callback (`_finished`) wakes the record loop
 
     async def _attempt(self, work: Work) -> Outcome | None:
         """One attempt; its outcome for the record loop (None: given back unstarted on stop)."""

@@ -276,7 +276,7 @@ def migrate(url: str, timeouts: DatabaseTimeouts, *, forked: bool = False) -> No
     `forked`: a schema that is behind is upgraded in a forked child (store/forked.py), so a server that
     started on a fresh database does not keep alembic resident; call it only before any thread exists.
     """
-    engine = create_db_engine(url, pool_size=1, timeouts=dataclasses.replace(timeouts, statement=None))
+    engine = _migration_engine(url, timeouts)
     try:
         if schema_is_current(engine):  # the usual start: one SELECT, and alembic is never imported
             return
@@ -289,8 +289,12 @@ def migrate(url: str, timeouts: DatabaseTimeouts, *, forked: bool = False) -> No
         upgrade()
 
 
+def _migration_engine(url: str, timeouts: DatabaseTimeouts) -> Engine:
+    return create_db_engine(url, pool_size=1, timeouts=dataclasses.replace(timeouts, statement=None))
+
+
 def _upgrade(url: str, timeouts: DatabaseTimeouts) -> None:
-    engine = create_db_engine(url, pool_size=1, timeouts=dataclasses.replace(timeouts, statement=None))
+    engine = _migration_engine(url, timeouts)  # its own: a forked child must not use the parent's connections
     try:
         upgrade_schema(engine)
     finally:
