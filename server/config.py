@@ -187,7 +187,7 @@ class Settings(BaseSettings):
     db_read_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 2.0
     # One write statement (PostgreSQL statement_timeout).
     db_statement_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 15.0
-    # A write waiting for a lock held elsewhere (SQLite busy_timeout, PostgreSQL lock_timeout).
+    # A write waiting for a lock held elsewhere (SQLite BEGIN IMMEDIATE, PostgreSQL lock_timeout).
     db_lock_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 10.0
     # How long events are kept (7d, 12h, 30m, 45s or seconds); older ones are pruned in small batches.
     event_retention: Annotated[float, BeforeValidator(_duration), Field(gt=0, allow_inf_nan=False)] = 7 * 86400.0

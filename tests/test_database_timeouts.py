@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -48,13 +51,33 @@ def test_migrations_run_without_the_statement_limit(tmp_path: Path) -> None:
 
 
 def test_sqlite_writers_wait_for_the_lock_and_readers_never(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'timeouts.db'}"
+    """Another process's write lock: a writer waits for it (retrying BEGIN IMMEDIATE, not SQLite's sleeping
+    busy handler) and gets in soon after it is freed; a reader never waits; past the lock timeout, DatabaseBusy."""
+    path = tmp_path / "timeouts.db"
+    url = f"sqlite:///{path}"
     migrate(url, TIMEOUTS)
     db = open_database(url, workers=1, secrets=secret_box_for_tests(), timeouts=TIMEOUTS)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # as another process would
     try:
-        with db.writer.connect() as conn:  # off the event loop: waits up to the lock timeout
-            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 3000
+        other.execute("BEGIN IMMEDIATE")
+        held = 0.34  # SQLite's busy handler would try at 328 ms, then at 428 ms
+        released: list[float] = []
+        threading.Timer(held, lambda: (other.execute("ROLLBACK"), released.append(time.monotonic()))).start()
+        started = time.monotonic()
         with db.read() as conn:
-            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 0
+            assert conn.execute(text("SELECT count(*) FROM customers")).scalar() == 0
+        assert time.monotonic() - started < held / 2, "a reader waited for the writer"
+        with db.writer.begin() as conn:
+            conn.execute(text("CREATE TABLE probe (x INTEGER)"))
+        late = time.monotonic() - released[0]
+        # SQLite's busy handler sleeps up to 100 ms at a time; the retries come every few milliseconds.
+        assert late < 0.05, f"the writer got the lock {late * 1000:.0f} ms after it was freed"
+        other.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        with pytest.raises(DatabaseBusy), db.writer.begin() as conn:
+            conn.execute(text("INSERT INTO probe VALUES (1)"))
+        assert TIMEOUTS.lock <= time.monotonic() - started < TIMEOUTS.lock + 1
+        other.execute("ROLLBACK")
     finally:
+        other.close()
         db.dispose()

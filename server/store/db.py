@@ -24,7 +24,7 @@ from convhub.server.store.faults import is_deadlock
 from convhub.server.store.forked import run_forked
 from convhub.server.store.schema_version import schema_is_current
 from convhub.server.store.secrets import SecretBox
-from convhub.server.store.sqlite_locks import begin_immediate_off_loop, set_busy_timeout
+from convhub.server.store.sqlite_locks import begin_immediate_off_loop
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -59,14 +59,13 @@ class DatabaseTimeouts:
     connect: float = 5.0  # opening a PostgreSQL connection (libpq connect_timeout, at least 2)
     read: float = 2.0  # one read; reads run on the event loop, so also the longest it stalls once per outage
     statement: float | None = 15.0  # one write statement (PostgreSQL statement_timeout); None: no limit
-    lock: float = 10.0  # a write waiting for a lock (SQLite busy_timeout, PostgreSQL lock_timeout)
+    lock: float = 10.0  # a write waiting for a lock (SQLite BEGIN IMMEDIATE, PostgreSQL lock_timeout)
 
 
-def _sqlite_pragmas(busy_ms: int) -> Callable[[Any, ConnectionPoolEntry], None]:
+def _sqlite_pragmas() -> Callable[[Any, ConnectionPoolEntry], None]:
     def on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
         # WAL lets readers run beside the writer; NORMAL sync is durable across
         # process crashes (only an OS crash can lose the last commits).
-        set_busy_timeout(dbapi_conn, record.info, busy_ms)
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
@@ -107,15 +106,16 @@ def create_db_engine(
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        busy_ms = 0 if read_only else round(timeouts.lock * 1000)  # readers in WAL mode never wait for writers
         engine = create_engine(
             url,
             hide_parameters=True,  # error texts would quote message text and credentials
             pool_size=pool_size,
             max_overflow=pool_size,
-            connect_args={"check_same_thread": False, "timeout": busy_ms / 1000},
+            # timeout 0: no busy handler. Readers in WAL mode never wait for writers, and writers wait at
+            # BEGIN IMMEDIATE, polling more often than SQLite's handler would (sqlite_locks.py).
+            connect_args={"check_same_thread": False, "timeout": 0},
         )
-        event.listen(engine, "connect", _sqlite_pragmas(busy_ms))
+        event.listen(engine, "connect", _sqlite_pragmas())
         if not read_only:
             begin_immediate_off_loop(engine, lock_timeout=timeouts.lock)
         return engine
