@@ -344,6 +344,15 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def child_pids(pid: int) -> list[int]:
+    """The process's children (e.g. `serve`'s webhook worker process), from /proc/<pid>/task/*/children."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
 def proc_status_mb(pid: int, key: str) -> float:
     """VmRSS / VmHWM etc. from /proc/<pid>/status, in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -171,19 +171,37 @@ def _webhooks_stub(grpc_target: str, token: str) -> tuple[Any, Any]:
     return channel, webhook_service_pb2_grpc.WebhookServiceStub(channel)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def webhook_process(server: grpc_bench.Server) -> int | None:
+    """The pid of `serve`'s webhook worker process (CONVHUB_WEBHOOK_WORKER=process, the default), if any."""
+    for pid in grpc_bench.child_pids(server.proc.pid):
+        with contextlib.suppress(OSError):
+            if b"webhook-worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+    return None
+
+
+def cpu_seconds(*pids: int | None) -> list[float]:
+    """CPU seconds each process has used so far (0 for None)."""
+    return [grpc_bench.proc_cpu_seconds(pid) if pid else 0.0 for pid in pids]
+
+
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far (/proc/stat)."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(ticks)
+    return total - ticks[3] - ticks[4], total  # idle, iowait
 
 
 @contextlib.contextmanager
-def server_cpu(pid: int) -> Iterator[list[float]]:
-    """The server's CPU seconds and wall seconds over the block, filled in as [cpu, wall] when it ends."""
+def server_cpu(server: grpc_bench.Server) -> Iterator[list[float]]:
+    """[API process CPU s, wall s, webhook process CPU s, machine busy cores] over the block, filled in at its end."""
     out: list[float] = []
-    cpu, wall = cpu_seconds(pid), time.perf_counter()
+    pids = (server.proc.pid, webhook_process(server))
+    cpu, wall, machine = cpu_seconds(*pids), time.perf_counter(), machine_busy()
     yield out
-    out.extend((cpu_seconds(pid) - cpu, time.perf_counter() - wall))
+    api, hooks = (after - before for after, before in zip(cpu_seconds(*pids), cpu, strict=True))
+    busy, total = (after - before for after, before in zip(machine_busy(), machine, strict=True))
+    out.extend((api, time.perf_counter() - wall, hooks, (os.cpu_count() or 1) * busy / max(total, 1)))
 
 
 def per_call(cpu: list[float], result: grpc_bench.Result) -> str:
@@ -191,9 +209,14 @@ def per_call(cpu: list[float], result: grpc_bench.Result) -> str:
 
     Less noisy than rates on a shared machine: compare these between phases and runs.
     """
-    used, wall = cpu
+    used, wall, hooks, machine = cpu
     calls = result.rate * wall
-    return f"server CPU {used / wall:.0%} of a core, {1000 * used / calls:.2f} ms per call" if calls else ""
+    if not calls:
+        return ""
+    return (
+        f"API process CPU {used / wall:.0%} of a core, {1000 * used / calls:.2f} ms per call;"
+        f" webhook process {hooks / wall:.0%} of a core; machine {machine:.1f} of {os.cpu_count()} cores busy"
+    )
 
 
 @contextlib.contextmanager
@@ -242,8 +265,8 @@ def measure_deliveries(
             peer = f"+1555{grpc_bench.ROOM_PEER_BASE + i % grpc_bench.SEEDED_ROOMS:07d}"
             api.sms(peer=peer, self_=grpc_bench.SELF_NUMBER, text=f"backlog {i}")
         before = received(url)
-        cpu_before = cpu_seconds(server.proc.pid)
-        with sampling(server.proc.pid, profile, "deliveries"):
+        # Where the deliveries' work runs: the webhook process when there is one.
+        with server_cpu(server) as cpu, sampling(webhook_process(server) or server.proc.pid, profile, "deliveries"):
             start = time.perf_counter()
             stub.UpdateWebhookEndpoint(
                 webhook_service_pb2.UpdateWebhookEndpointRequest(
@@ -257,8 +280,8 @@ def measure_deliveries(
                 time.sleep(0.02)
             got = received(url) - before
             elapsed = time.perf_counter() - start
-        cpu = cpu_seconds(server.proc.pid) - cpu_before
-        print(f"    server CPU while draining: {cpu:.1f} s in {elapsed:.1f} s", flush=True)
+        api, _, hooks, _ = cpu
+        print(f"    CPU while draining: API process {api:.1f} s, webhook process {hooks:.1f} s, in {elapsed:.1f} s")
         return got / elapsed
 
 
@@ -348,7 +371,7 @@ def bench_backend(backend: str, args: argparse.Namespace, pool: ProcessPoolExecu
                 rate = measure_deliveries(server, backlog, url, args.events, profile)
                 print(f"  (b) webhook deliveries: {rate:,.0f}/s", flush=True)
                 none = grpc_bench.seed(database_url, server.grpc_target)
-                with sampling(server.proc.pid, profile, "ingest_none"), server_cpu(server.proc.pid) as cpu_none:
+                with sampling(server.proc.pid, profile, "ingest_none"), server_cpu(server) as cpu_none:
                     ingest_none = ingest_load(pool, server, none, args, "ingest, no endpoint")
                 cost = per_call(cpu_none, ingest_none)
                 print(f"  ingest, no endpoint: {ingest_none.rate:,.0f}/s, {cost}", flush=True)
@@ -361,7 +384,7 @@ def bench_backend(backend: str, args: argparse.Namespace, pool: ProcessPoolExecu
                 subscribed = pool.submit(events_bench.run_subscribers, spec, ready)
                 if not ready.wait(timeout=120):
                     raise RuntimeError(f"subscriptions did not open: {subscribed.exception(timeout=1)}")
-                with sampling(server.proc.pid, profile, "ingest_with"), server_cpu(server.proc.pid) as cpu_with:
+                with sampling(server.proc.pid, profile, "ingest_with"), server_cpu(server) as cpu_with:
                     ingest_with = ingest_load(pool, server, attached, args, "ingest, endpoint + subscribers")
                 print(
                     f"  (c) ingest, one endpoint + {SUBSCRIBERS} subscribers attached: {ingest_with.rate:,.0f}/s,"

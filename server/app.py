@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,7 @@ from convhub.server.events.retention import EventPruner
 from convhub.server.events.stream import EventReader
 from convhub.server.events.webhooks.emitter import WebhookEmitter
 from convhub.server.events.webhooks.policy import WebhookPolicy
+from convhub.server.events.webhooks.sender import ATTEMPT_TIMEOUT
 from convhub.server.gateway import Gateway
 from convhub.server.gateway.media import media_mount
 from convhub.server.http_app import build_http_app
@@ -56,11 +58,13 @@ from convhub.server.services.webchat import WebchatService
 from convhub.server.sockets import bind_tcp
 from convhub.server.store.customers import ensure_default_customer
 from convhub.server.store.db import Database, DatabaseTimeouts, database_backend, migrate, open_database
+from convhub.server.store.doorbell import PipeDoorbell
 from convhub.server.store.media_files import MediaFiles
 from convhub.server.store.pg_doorbell import NotifyListener
 from convhub.server.store.sealed_columns import check_secrets_open, seal_plaintext_credentials
 from convhub.server.store.secrets import SecretBox, SecretKeyError, SecretUnreadable, load_secret_box
 from convhub.server.webchat.routes import WebchatRoutes
+from convhub.server.worker_process import WorkerProcess, die_with_parent
 from convhub.server.workers import Supervisor, Worker
 
 log = logging.getLogger("convhub")
@@ -158,7 +162,18 @@ def build_supervisor(db: Database, settings: Settings, *workers: Worker) -> Supe
     if db.backend == "postgresql":
         # First: consumers added after it are woken by what other replicas commit.
         supervisor.add(NotifyListener(db.writer.url, db.doorbell))
-    supervisor.add(WebhookEmitter(db, WebhookPolicy.from_settings(settings)))
+    if settings.webhook_worker == "inline":
+        supervisor.add(WebhookEmitter(db, WebhookPolicy.from_settings(settings)))
+    elif settings.webhook_worker == "process":
+        supervisor.add(
+            WorkerProcess(
+                "webhook-process",
+                ["webhook-worker"],
+                settings.resolved_database_url,
+                db.doorbell if db.backend == "sqlite" else None,  # PostgreSQL: the child LISTENs
+                stop_timeout=ATTEMPT_TIMEOUT + 10,
+            )
+        )
     for worker in workers:
         supervisor.add(worker)
     return supervisor
@@ -346,3 +361,43 @@ def freeze_startup_heap() -> None:
 def run(settings: Settings) -> None:
     configure_logging(settings.log_level_number, settings.log_format)
     asyncio.run(serve(settings))
+
+
+async def webhook_worker(settings: Settings, parent_pid: int | None, doorbell_fd: int | None) -> None:
+    """`convhub webhook-worker`: the webhook emitter alone, until SIGTERM/SIGINT (server/worker_process.py).
+
+    As `serve`'s child (`parent_pid`), the schema is already up to date; run on
+    its own, beside replicas with CONVHUB_WEBHOOK_WORKER=off, it upgrades it first.
+    """
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
+    url = settings.resolved_database_url
+    try:
+        backend = database_backend(url)
+    except ValueError as exc:
+        raise StartupError(f"CONVHUB_DATABASE_URL: {exc}") from None
+    if parent_pid is None:
+        migrate(url, database_timeouts(settings), forked=True)
+    db = open_database(url, workers=2, secrets=load_secrets(settings, backend), timeouts=database_timeouts(settings))
+    supervisor = Supervisor()
+    if backend == "postgresql":
+        supervisor.add(NotifyListener(db.writer.url, db.doorbell))
+    elif doorbell_fd is not None:
+        supervisor.add(PipeDoorbell(doorbell_fd, db.doorbell))
+    supervisor.add(WebhookEmitter(db, WebhookPolicy.from_settings(settings)))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await supervisor.start()
+    freeze_startup_heap()
+    log.info("webhook worker: running (pid %d)", os.getpid())
+    await stop.wait()
+    log.info("webhook worker: stopping")
+    await supervisor.stop()
+    db.dispose()
+
+
+def run_webhook_worker(settings: Settings, parent_pid: int | None, doorbell_fd: int | None) -> None:
+    configure_logging(settings.log_level_number, settings.log_format, process="webhook-worker")
+    asyncio.run(webhook_worker(settings, parent_pid, doorbell_fd))

@@ -50,6 +50,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhook_worker(args: argparse.Namespace) -> int:
+    without_httpx_cli()
+    from convhub.server.app import StartupError, run_webhook_worker
+
+    try:
+        run_webhook_worker(args.settings, args.parent_pid, args.doorbell_fd)
+    except StartupError as exc:
+        print(f"convhub: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     _engine(args).dispose()
     print("convhub: schema is up to date")
@@ -115,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-address", help="host:port for REST (default 127.0.0.1:8080; empty disables)")
     serve.set_defaults(func=cmd_serve)
 
+    worker = sub.add_parser(
+        "webhook-worker",
+        help="deliver webhooks only (serve starts one as its child; run it yourself beside CONVHUB_WEBHOOK_WORKER=off)",
+    )
+    # Set by `serve` for its child (server/worker_process.py), not meant to be typed.
+    worker.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+    worker.add_argument("--doorbell-fd", type=int, help=argparse.SUPPRESS)
+    worker.set_defaults(func=cmd_webhook_worker)
     sub.add_parser("migrate", help="upgrade the database schema and exit").set_defaults(func=cmd_migrate)
 
     customer = sub.add_parser("customer", help="manage customers").add_subparsers(dest="action", required=True)

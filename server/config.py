@@ -172,6 +172,10 @@ class Settings(BaseSettings):
     webhook_retry_schedule: Annotated[str, AfterValidator(_retry_schedule)] = "0,5,300,1800,7200,18000,36000,36000"
     # Seconds a rotated-out webhook secret still signs deliveries (at most 30 days).
     webhook_rotation_grace: Annotated[float, Field(ge=0, le=30 * 86400, allow_inf_nan=False)] = 86400.0
+    # Where this replica's webhook emitter runs: `process`, a child process `serve` starts (and restarts),
+    # so delivering webhooks takes no CPU from the API's process; `inline`, in the API's process; `off`,
+    # nowhere (run `convhub webhook-worker` elsewhere, on the same database).
+    webhook_worker: Literal["process", "inline", "off"] = "process"
     # CIDRs webhook URLs may point into although they are not public (e.g. `10.0.0.0/8`), comma-separated.
     webhook_allowed_networks: Annotated[str, AfterValidator(_networks)] = ""
     # Where media bytes (provider content, email attachments) are kept (store/media_files.py); empty:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from convhub.server.store.db import open_database, upgrade_schema
-from convhub.server.store.doorbell import mark_events_written
+from convhub.server.store.doorbell import Doorbell, PipeDoorbell, mark_events_written
 from tests.conftest import secret_box_for_tests
 
 
@@ -48,3 +49,28 @@ async def test_ring_from_another_thread_wakes_a_waiting_listener(db) -> None:  #
     await asyncio.sleep(0)
     await asyncio.to_thread(db.doorbell.ring)
     assert await asyncio.wait_for(waiter, 2)
+
+
+async def test_rings_reach_another_process_through_a_pipe(db) -> None:  # type: ignore[no-untyped-def]
+    """`serve` on SQLite wakes its webhook worker process this way (server/worker_process.py)."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    there = Doorbell()  # the other process's doorbell, read from the pipe
+    pipe = PipeDoorbell(read_end, there)
+    await pipe.start()
+    try:
+        listener = there.listener()
+        db.doorbell.forward_to(write_end)
+        with db.writer.begin() as conn:
+            mark_events_written(conn)
+        assert await listener.wait(2), "the ring did not cross the pipe"
+        db.doorbell.forward_to(None)
+        with db.writer.begin() as conn:
+            mark_events_written(conn)
+        assert not await listener.wait(0.2), "rang after forwarding stopped"
+        os.close(write_end)  # the writer went away: the reader stops watching, nothing breaks
+        db.doorbell.ring()
+        await asyncio.sleep(0.05)
+    finally:
+        await pipe.stop()
+        os.close(read_end)

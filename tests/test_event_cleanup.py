@@ -64,6 +64,8 @@ class ProbedHub:
                     text(
                         "SELECT count(*) FROM pg_stat_activity"
                         " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        # serve's own connections: not its webhook worker process's (server/worker_process.py)
+                        " AND application_name <> 'convhub-webhook-worker'"
                     )
                 ).scalar_one()
         inside = json.loads(self.probe.read_text())

@@ -195,7 +195,7 @@ def test_sigterm_drains_in_order_while_slow_rest_and_grpc_calls_finish_with_thei
         "health NOT_SERVING",
         "ending event subscriptions",
         "REST stops accepting connections",
-        "stopping workers: doorbell-listener, webhooks, event-broadcaster, event-pruner",
+        "stopping workers: doorbell-listener, webhook-process, event-broadcaster, event-pruner",
         "gRPC stops accepting calls",
         "closing the database",
     ]

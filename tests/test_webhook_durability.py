@@ -29,8 +29,8 @@ deliveries_table = WebhookDelivery.__table__
 class Server:
     """One `convhub serve` process whose output is drained."""
 
-    def __init__(self, url: str, data_dir: Path) -> None:
-        self.proc, self.grpc_target, _, self.lines = start_server(url, data_dir=data_dir, env=ENV)
+    def __init__(self, url: str, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.proc, self.grpc_target, _, self.lines = start_server(url, data_dir=data_dir, env={**ENV, **(env or {})})
         drain_output(self.proc, self.lines)
         self.channel = grpc.insecure_channel(self.grpc_target)
 

@@ -28,6 +28,10 @@ _HANDLER: logging.StreamHandler[Any] | None = None
 class JsonLineFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, the call's fields, any exception."""
 
+    def __init__(self, process: str = "") -> None:
+        super().__init__()
+        self._process = process
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -35,16 +39,23 @@ class JsonLineFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self._process:
+            entry["process"] = self._process
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure_logging(level: int, log_format: str) -> None:
-    """Send every log record to stderr in `log_format` ("text" or "json") from `level` up."""
+def configure_logging(level: int, log_format: str, process: str = "") -> None:
+    """Send every log record to stderr in `log_format` ("text" or "json") from `level` up.
+
+    `process` labels the records of a process other than `serve` sharing its
+    stderr (the webhook worker): `[webhook-worker]` in text, `"process"` in JSON.
+    """
     global _HANDLER
     handler = _HANDLER = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLineFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    text_format = TEXT_FORMAT.replace("%(name)s", f"[{process}] %(name)s") if process else TEXT_FORMAT
+    handler.setFormatter(JsonLineFormatter(process) if log_format == "json" else logging.Formatter(text_format))
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import uuid
 import weakref
@@ -66,6 +67,11 @@ class Doorbell:
         # Names this doorbell in the NOTIFYs its engine's transactions send (pg_doorbell.py), so the
         # process's NotifyListener can skip its own: the ring after commit has woken everyone here already.
         self.token = uuid.uuid4().hex
+        self._forward_fd: int | None = None
+
+    def forward_to(self, fd: int | None) -> None:
+        """Also ring another process through the write end of a pipe (`PipeDoorbell` reads the other end)."""
+        self._forward_fd = fd
 
     def listener(self) -> DoorbellListener:
         """A new listener bound to the running loop (kept while the caller holds it)."""
@@ -79,6 +85,11 @@ class Doorbell:
             listeners = list(self._listeners)
         for listener in listeners:
             listener._ring()
+        fd = self._forward_fd
+        if fd is not None:
+            # Full: rings are pending there already. Closed: the other process is gone (and restarted with a new pipe).
+            with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
+                os.write(fd, b"\0")
 
     def attach(self, engine: Engine) -> None:
         """Ring after every transaction on `engine` that called mark_events_written, once it committed."""
@@ -98,6 +109,37 @@ class Doorbell:
         def _ring_after_commit(_dbapi_conn: Any, record: Any) -> None:
             if record is not None and record.info.pop(_MARK, False):
                 self.ring()
+
+
+class PipeDoorbell:
+    """Worker: ring `doorbell` whenever the process at the pipe's other end rang its own (`Doorbell.forward_to`).
+
+    How a `serve` process on SQLite wakes its webhook worker process: SQLite
+    has no NOTIFY, and the worker's re-poll alone would cost up to a second.
+    """
+
+    name = "doorbell-pipe"
+
+    def __init__(self, fd: int, doorbell: Doorbell) -> None:
+        self._fd = fd
+        self._doorbell = doorbell
+
+    async def start(self) -> None:
+        os.set_blocking(self._fd, False)
+        asyncio.get_running_loop().add_reader(self._fd, self._readable)
+
+    async def stop(self) -> None:
+        asyncio.get_running_loop().remove_reader(self._fd)
+
+    def _readable(self) -> None:
+        try:
+            rings = os.read(self._fd, 4096)
+        except BlockingIOError:
+            return
+        if rings:
+            self._doorbell.ring()
+        else:  # the writer closed it: nothing more will come (the re-poll timers go on)
+            asyncio.get_running_loop().remove_reader(self._fd)
 
 
 def mark_events_written(conn: Connection) -> None:

@@ -79,6 +79,7 @@ def begin_immediate_off_loop(engine: Engine, *, lock_timeout: float) -> None:
         # "database is locked" on lock upgrade. On the DB-API connection: a refused attempt is routine
         # here, not an error for SQLAlchemy to handle.
         dbapi_conn = conn.connection.dbapi_connection
+        assert dbapi_conn is not None  # checked out
         pause = POLL_MIN
         while True:
             try:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import (
     ColumnElement,
@@ -174,19 +174,13 @@ _behind_condition = and_(
     endpoints.c.tm_delete.is_(None), endpoints.c.disabled.is_(False), endpoints.c.cursor < _customers.c.event_seq
 )
 _behind = (
-    select(endpoints.c.id)
-    .join(_customers, _customers.c.id == endpoints.c.customer_id)
-    .where(_behind_condition)
-    .limit(1)
-)
-_claim_behind = (
     select(endpoints.c.id, endpoints.c.customer_id, endpoints.c.cursor, endpoints.c.event_types)
     .join(_customers, _customers.c.id == endpoints.c.customer_id)
     .where(_behind_condition)
     .order_by(endpoints.c.cursor)
     .limit(bindparam("limit"))
-    .with_for_update(of=endpoints, skip_locked=True)
 )
+_claim_behind = _behind.with_for_update(of=endpoints, skip_locked=True)
 _events_after = (
     select(_events.c.sequence, _events.c.type, _events.c.payload)
     .where(_events.c.customer_id == bindparam("customer_id"), _events.c.sequence > bindparam("after"))
@@ -224,9 +218,36 @@ def _mark_heads(conn: Connection, endpoint_id: str, new_rows: list[dict[str, Any
             busy.add(row["ordering_key"])
 
 
-def fan_out_pending(conn: Connection) -> bool:
-    """Whether some live endpoint is behind its customer's events (a cheap, lock-free read)."""
-    return conn.execute(_behind).first() is not None
+# An event's rendered body by (customer id, sequence), made before fan-out's write transaction.
+Rendered: TypeAlias = dict[tuple[str, int], "RenderedBody"]
+
+
+def render_behind(
+    conn: Connection, render: Callable[[bytes], RenderedBody], *, endpoint_limit: int = 50, event_limit: int = 500
+) -> Rendered | None:
+    """Render, on a read connection, the bodies the next `fan_out` will most likely need; None: no endpoint is behind.
+
+    Rendering is most of a fan-out's work; done here, it stays out of the
+    write transaction and so out of the write lock's time (one lock, on
+    SQLite, that the API's writes wait for). What `fan_out` then finds
+    unrendered (an event committed meanwhile) it renders itself.
+    """
+    behind = conn.execute(_behind, {"limit": endpoint_limit}).all()
+    if not behind:
+        return None
+    by_customer: dict[str, list[Any]] = {}
+    for row in behind:
+        by_customer.setdefault(row.customer_id, []).append(row)
+    bodies: Rendered = {}
+    for customer_id, group in by_customer.items():
+        after = min(r.cursor for r in group)
+        # The types some endpoint of the group wants; None: one wants every type.
+        wanted = None if any(not e.event_types for e in group) else {t for e in group for t in e.event_types}
+        params = {"customer_id": customer_id, "after": after, "limit": event_limit}
+        for ev in conn.execute(_events_after, params):
+            if wanted is None or ev.type in wanted:
+                bodies[(customer_id, ev.sequence)] = render(ev.payload)
+    return bodies
 
 
 @dataclass(frozen=True)
@@ -241,13 +262,15 @@ def fan_out(
     render: Callable[[bytes], RenderedBody],
     first_delay_us: int,
     *,
+    rendered: Rendered | None = None,
     endpoint_limit: int = 50,
     event_limit: int = 500,
 ) -> tuple[int, bool] | None:
     """Turn new events into deliveries for a batch of endpoints; (deliveries made, more work left).
 
-    None when no endpoint behind could be claimed: there is none, or other
-    transactions hold them all (SKIP LOCKED).
+    Bodies come from `rendered` (`render_behind`) where they are there, else
+    from `render`. None when no endpoint behind could be claimed: there is
+    none, or other transactions hold them all (SKIP LOCKED).
     """
     claimed = conn.execute(_claim_behind, {"limit": endpoint_limit}).all()
     if not claimed:
@@ -259,7 +282,7 @@ def fan_out(
     rows: list[dict[str, Any]] = []
     cursors: list[dict[str, Any]] = []
     more = len(claimed) == endpoint_limit
-    rendered: dict[int, RenderedBody] = {}
+    bodies: Rendered = rendered if rendered is not None else {}
     for customer_id, group in by_customer.items():
         after = min(r.cursor for r in group)
         events = conn.execute(_events_after, {"customer_id": customer_id, "after": after, "limit": event_limit}).all()
@@ -273,9 +296,9 @@ def fan_out(
             for ev in events:
                 if ev.sequence <= endpoint.cursor or (wanted and ev.type not in wanted):
                     continue
-                body = rendered.get(ev.sequence)
+                body = bodies.get((customer_id, ev.sequence))
                 if body is None:
-                    body = rendered[ev.sequence] = render(ev.payload)
+                    body = bodies[(customer_id, ev.sequence)] = render(ev.payload)
                 new_rows.append(
                     {
                         "id": new_id(),
