@@ -261,6 +261,7 @@ class Broadcaster:
         self._listener = self._db.doorbell.listener()
         if self._db.backend == "postgresql":
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="convhub-events")
+            self._reader.submit(int)  # its one thread starts now, not at the first read: a fixed footprint
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:

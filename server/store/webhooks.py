@@ -218,6 +218,14 @@ def _mark_heads(conn: Connection, endpoint_id: str, new_rows: list[dict[str, Any
             busy.add(row["ordering_key"])
 
 
+def _by_customer(endpoints_behind: Sequence[Any]) -> dict[str, list[Any]]:
+    """Endpoint rows (`_behind`'s columns) grouped by customer: one read of each customer's events serves them all."""
+    groups: dict[str, list[Any]] = {}
+    for row in endpoints_behind:
+        groups.setdefault(row.customer_id, []).append(row)
+    return groups
+
+
 # An event's rendered body by (customer id, sequence), made before fan-out's write transaction.
 Rendered: TypeAlias = dict[tuple[str, int], "RenderedBody"]
 
@@ -235,11 +243,8 @@ def render_behind(
     behind = conn.execute(_behind, {"limit": endpoint_limit}).all()
     if not behind:
         return None
-    by_customer: dict[str, list[Any]] = {}
-    for row in behind:
-        by_customer.setdefault(row.customer_id, []).append(row)
     bodies: Rendered = {}
-    for customer_id, group in by_customer.items():
+    for customer_id, group in _by_customer(behind).items():
         after = min(r.cursor for r in group)
         # The types some endpoint of the group wants; None: one wants every type.
         wanted = None if any(not e.event_types for e in group) else {t for e in group for t in e.event_types}
@@ -275,9 +280,7 @@ def fan_out(
     claimed = conn.execute(_claim_behind, {"limit": endpoint_limit}).all()
     if not claimed:
         return None
-    by_customer: dict[str, list[Any]] = {}
-    for row in claimed:
-        by_customer.setdefault(row.customer_id, []).append(row)
+    by_customer = _by_customer(claimed)
     now = now_us()
     rows: list[dict[str, Any]] = []
     cursors: list[dict[str, Any]] = []
