@@ -125,13 +125,18 @@ def database_timeouts(settings: Settings) -> DatabaseTimeouts:
     )
 
 
+def backend_of(url: str) -> str:
+    """`sqlite` or `postgresql`; an unsupported or malformed URL stops the start, naming the setting."""
+    try:
+        return database_backend(url)
+    except ValueError as exc:
+        raise StartupError(f"CONVHUB_DATABASE_URL: {exc}") from None
+
+
 def prepare_database(settings: Settings) -> Database:
     """Open the database and upgrade its schema; on an empty one, print the default customer's token once."""
     url = settings.resolved_database_url
-    try:
-        backend = database_backend(url)
-    except ValueError as exc:  # an unsupported or malformed URL
-        raise StartupError(f"CONVHUB_DATABASE_URL: {exc}") from None
+    backend = backend_of(url)
     db = open_database(
         url,
         workers=settings.db_workers,
@@ -364,7 +369,9 @@ def run(settings: Settings) -> None:
 
 
 async def webhook_worker(settings: Settings, parent_pid: int | None, doorbell_fd: int | None) -> None:
-    """`convhub webhook-worker`: the webhook emitter alone, until SIGTERM/SIGINT (server/worker_process.py).
+    """`convhub webhook-worker`: the webhook emitter alone, until SIGTERM (or SIGINT when run on its own).
+
+    See server/worker_process.py.
 
     As `serve`'s child (`parent_pid`), the schema is already up to date; run on
     its own, beside replicas with CONVHUB_WEBHOOK_WORKER=off, it upgrades it first.
@@ -372,10 +379,7 @@ async def webhook_worker(settings: Settings, parent_pid: int | None, doorbell_fd
     if parent_pid is not None:
         die_with_parent(parent_pid)
     url = settings.resolved_database_url
-    try:
-        backend = database_backend(url)
-    except ValueError as exc:
-        raise StartupError(f"CONVHUB_DATABASE_URL: {exc}") from None
+    backend = backend_of(url)
     if parent_pid is None:
         migrate(url, database_timeouts(settings), forked=True)
     db = open_database(url, workers=2, secrets=load_secrets(settings, backend), timeouts=database_timeouts(settings))
@@ -387,7 +391,9 @@ async def webhook_worker(settings: Settings, parent_pid: int | None, doorbell_fd
     supervisor.add(WebhookEmitter(db, WebhookPolicy.from_settings(settings)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    if parent_pid is not None:  # Ctrl-C reaches the whole process group: serve stops its child, in its turn
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGTERM,) if parent_pid is not None else (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await supervisor.start()
     freeze_startup_heap()
