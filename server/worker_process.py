@@ -57,13 +57,8 @@ class WorkerProcess:
         self._doorbell = doorbell  # forwarded through a pipe (SQLite); None: the child hears NOTIFY
         self._stop_timeout = stop_timeout
         self._proc: asyncio.subprocess.Process | None = None
-        self._pipe: int | None = None  # write end of the doorbell pipe
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
 
     async def start(self) -> None:
         await self._spawn()
@@ -72,29 +67,30 @@ class WorkerProcess:
     async def _spawn(self) -> None:
         args = [sys.executable, "-m", "convhub.server.cli", *self._command, "--parent-pid", str(os.getpid())]
         pass_fds: tuple[int, ...] = ()
-        read_end = None
+        read_end = write_end = None
         if self._doorbell is not None:
-            read_end, self._pipe = os.pipe()
-            os.set_blocking(self._pipe, False)
+            read_end, write_end = os.pipe()
+            os.set_blocking(write_end, False)
             args += ["--doorbell-fd", str(read_end)]
             pass_fds = (read_end,)
         # PGAPPNAME: its PostgreSQL connections show as this in pg_stat_activity.
         env = {**os.environ, "CONVHUB_DATABASE_URL": self._database_url, "PGAPPNAME": f"convhub-{self._command[0]}"}
         try:
             self._proc = await asyncio.create_subprocess_exec(*args, pass_fds=pass_fds, env=env)
+        except BaseException:
+            if write_end is not None:
+                os.close(write_end)
+            raise
         finally:
             if read_end is not None:
                 os.close(read_end)  # the child's now
         if self._doorbell is not None:
-            self._doorbell.forward_to(self._pipe)
+            self._doorbell.forward_to(write_end)  # the doorbell owns (and closes) it from now on
         log.info("%s: started process %d", self.name, self._proc.pid)
 
-    def _close_pipe(self) -> None:
-        if self._pipe is not None:
-            if self._doorbell is not None:
-                self._doorbell.forward_to(None)
-            os.close(self._pipe)
-            self._pipe = None
+    def _stop_forwarding(self) -> None:
+        if self._doorbell is not None:
+            self._doorbell.forward_to(None)
 
     async def _keep_running(self) -> None:
         loop = asyncio.get_running_loop()
@@ -103,7 +99,7 @@ class WorkerProcess:
             assert self._proc is not None
             started = loop.time()
             code = await self._proc.wait()
-            self._close_pipe()
+            self._stop_forwarding()
             if self._stopping:
                 return
             if loop.time() - started > RESTART_MAX:  # it had been running well: not a crash loop
@@ -132,7 +128,7 @@ class WorkerProcess:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        self._close_pipe()
+        self._stop_forwarding()
 
 
 def die_with_parent(parent_pid: int) -> None:

@@ -67,11 +67,18 @@ class Doorbell:
         # Names this doorbell in the NOTIFYs its engine's transactions send (pg_doorbell.py), so the
         # process's NotifyListener can skip its own: the ring after commit has woken everyone here already.
         self.token = uuid.uuid4().hex
-        self._forward_fd: int | None = None
+        self._forward_fd: int | None = None  # guarded by _lock
 
     def forward_to(self, fd: int | None) -> None:
-        """Also ring another process through the write end of a pipe (`PipeDoorbell` reads the other end)."""
-        self._forward_fd = fd
+        """Also ring another process through the write end of a pipe (`PipeDoorbell` reads the other end).
+
+        The doorbell owns `fd` from now on, and closes the one it replaces
+        under its lock: no ring can then write to a closed (perhaps reused) fd.
+        """
+        with self._lock:
+            old, self._forward_fd = self._forward_fd, fd
+            if old is not None:
+                os.close(old)
 
     def listener(self) -> DoorbellListener:
         """A new listener bound to the running loop (kept while the caller holds it)."""
@@ -83,13 +90,12 @@ class Doorbell:
     def ring(self) -> None:
         with self._lock:
             listeners = list(self._listeners)
+            if self._forward_fd is not None:
+                # Full: rings are pending there already. Broken: the other process is gone (a new one gets a new pipe).
+                with contextlib.suppress(OSError):
+                    os.write(self._forward_fd, b"\0")
         for listener in listeners:
             listener._ring()
-        fd = self._forward_fd
-        if fd is not None:
-            # Full: rings are pending there already. Closed: the other process is gone (and restarted with a new pipe).
-            with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
-                os.write(fd, b"\0")
 
     def attach(self, engine: Engine) -> None:
         """Ring after every transaction on `engine` that called mark_events_written, once it committed."""

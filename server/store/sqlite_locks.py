@@ -88,9 +88,9 @@ def begin_immediate_off_loop(engine: Engine, *, lock_timeout: float) -> None:
             except sqlite3.OperationalError as exc:
                 if not is_sqlite_busy(exc):
                     raise
-                left = deadline - time.monotonic()
                 if inline:
                     raise WriteWouldWait() from None
+                left = deadline - time.monotonic()
                 if left <= 0:
                     raise DatabaseBusy("the database stayed locked by another writer") from None
             time.sleep(min(pause, left))
