@@ -75,12 +75,13 @@ class SubscriberReport:
     cpu_share: float = 0.0  # this process's CPU time / wall time while the load ran: is the measuring side busy?
 
 
-def run_subscribers(spec: Subscribers, ready: Any) -> SubscriberReport:
-    """Entry point in the subscriber process: open the streams, set `ready`, read for hold_seconds."""
-    return asyncio.run(_subscribers(spec, ready))
+def run_subscribers(spec: Subscribers, ready: Any, stop: Any = None) -> SubscriberReport:
+    """Entry point in the subscriber process: open the streams, set `ready`, read for hold_seconds (or until
+    `stop`, a multiprocessing Event, is set)."""
+    return asyncio.run(_subscribers(spec, ready, stop))
 
 
-async def _subscribers(spec: Subscribers, ready: Any) -> SubscriberReport:
+async def _subscribers(spec: Subscribers, ready: Any, stop: Any = None) -> SubscriberReport:
     import grpc
 
     from convhub.v1 import event_service_pb2, event_service_pb2_grpc
@@ -123,7 +124,10 @@ async def _subscribers(spec: Subscribers, ready: Any) -> SubscriberReport:
     await asyncio.sleep(spec.settle)  # every stream registered with the server's broadcaster by then
     ready.set()
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    await asyncio.sleep(spec.hold_seconds)
+    if stop is None:
+        await asyncio.sleep(spec.hold_seconds)
+    else:
+        await asyncio.to_thread(stop.wait, spec.hold_seconds)
     report.cpu_share = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
     for call in calls:
         call.cancel()

@@ -13,7 +13,9 @@ For each backend (SQLite, PostgreSQL), with the server started exactly as a user
   (c) IngestMessage calls/s into 100 existing rooms for a tenant with one webhook endpoint and
       10 live SubscribeEvents streams (every event, drained by a separate process) attached, its
       deliveries running meanwhile, as a ratio to the same load for a tenant with neither (issue 7
-      (c)); both on the same server, one after the other.
+      (c)); both on the same server, in `--rounds` pairs of alternating order (none, with, then with,
+      none, ...) so that drift (a growing database, a neighbour's load) hits both alike; a phase with
+      the endpoint is followed by a wait until its deliveries have drained.
 
 Ratios, not absolute rates, are the result (DESIGN.md, "Performance notes"). Targets: (b) >= 0.6,
 (c) >= 0.8. Benchmarks never fail CI: the exit code is 0 unless a server fails to start.
@@ -93,13 +95,13 @@ def run_receiver(port_queue: Any) -> None:
 
 
 @contextlib.contextmanager
-def receiver() -> Iterator[str]:
+def receiver() -> Iterator[tuple[str, int]]:
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=run_receiver, args=(queue,), daemon=True)
     proc.start()
     try:
-        yield f"http://127.0.0.1:{queue.get(timeout=30)}"
+        yield f"http://127.0.0.1:{queue.get(timeout=30)}", proc.pid or 0
     finally:
         proc.terminate()
         proc.join(10)
@@ -155,11 +157,23 @@ class Report:
     plain_posts: float
     deliveries: float
     delivery_events: int
-    ingest_none: grpc_bench.Result
-    ingest_with: grpc_bench.Result
+    ingest_none: list[Phase]  # one per round
+    ingest_with: list[Phase]
     subscribed_events: int
+
+
+@dataclass
+class Phase:
+    """One ingest load phase of (c): its result, the API process's CPU per call, the webhook lag it left."""
+
+    result: grpc_bench.Result
+    api_ms_per_call: float
     pending_after: int
     drain_seconds: float
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
 
 
 def _webhooks_stub(grpc_target: str, token: str) -> tuple[Any, Any]:
@@ -192,6 +206,48 @@ def machine_busy() -> tuple[int, int]:
     return total - ticks[3] - ticks[4], total  # idle, iowait
 
 
+def cpu_by_process() -> dict[int, tuple[str, float]]:
+    """Every process's (command name, CPU seconds so far), by pid."""
+    out: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                out[int(entry.name)] = (name, grpc_bench.proc_cpu_seconds(int(entry.name)))
+    return out
+
+
+def process_labels(server: grpc_bench.Server, receiver_pid: int) -> dict[int, str]:
+    """Names for the processes a phase involves: the server's two, the receiver, this benchmark's load processes."""
+    labels: dict[int, str] = {}
+    todo = grpc_bench.child_pids(os.getpid())
+    while todo:  # every descendant of this process (load processes, their helpers)
+        pid = todo.pop()
+        labels[pid] = "bench load/subscribers"
+        with contextlib.suppress(OSError):
+            todo += grpc_bench.child_pids(pid)
+    labels |= {os.getpid(): "bench", receiver_pid: "receiver", server.proc.pid: "API"}
+    hooks = webhook_process(server)
+    if hooks:
+        labels[hooks] = "webhook process"
+    return labels
+
+
+@contextlib.contextmanager
+def where_cpu_goes(labels: dict[int, str]) -> Iterator[None]:
+    """Print the cores each process group used over the block: the named pids, the rest by command name."""
+    before, wall = cpu_by_process(), time.perf_counter()
+    yield
+    after, wall = cpu_by_process(), time.perf_counter() - wall
+    groups: dict[str, float] = {}
+    for pid, (name, cpu) in after.items():
+        group = labels.get(pid, name)
+        groups[group] = groups.get(group, 0.0) + cpu - before.get(pid, (name, 0.0))[1]
+    shares = sorted(((cpu / wall, group) for group, cpu in groups.items() if cpu / wall >= 0.01), reverse=True)
+    print("      cores used: " + ", ".join(f"{group} {share:.2f}" for share, group in shares), flush=True)
+
+
 @contextlib.contextmanager
 def server_cpu(server: grpc_bench.Server) -> Iterator[list[float]]:
     """[API process CPU s, wall s, webhook process CPU s, machine busy cores] over the block, filled in at its end."""
@@ -204,17 +260,22 @@ def server_cpu(server: grpc_bench.Server) -> Iterator[list[float]]:
     out.extend((api, time.perf_counter() - wall, hooks, (os.cpu_count() or 1) * busy / max(total, 1)))
 
 
+def api_ms_per_call(cpu: list[float], result: grpc_bench.Result) -> float:
+    used, wall, _, _ = cpu
+    calls = result.rate * wall
+    return 1000 * used / calls if calls else float("nan")
+
+
 def per_call(cpu: list[float], result: grpc_bench.Result) -> str:
     """Server CPU per call over the whole load phase (warm-up included: calls estimated at the measured rate).
 
     Less noisy than rates on a shared machine: compare these between phases and runs.
     """
     used, wall, hooks, machine = cpu
-    calls = result.rate * wall
-    if not calls:
+    if not result.rate:
         return ""
     return (
-        f"API process CPU {used / wall:.0%} of a core, {1000 * used / calls:.2f} ms per call;"
+        f"API process CPU {used / wall:.0%} of a core, {api_ms_per_call(cpu, result):.2f} ms per call;"
         f" webhook process {hooks / wall:.0%} of a core; machine {machine:.1f} of {os.cpu_count()} cores busy"
     )
 
@@ -360,7 +421,7 @@ def bench_backend(backend: str, args: argparse.Namespace, pool: ProcessPoolExecu
             return None
         server = grpc_bench.start(database_url, Path(tmp))
         try:
-            with receiver() as url:
+            with receiver() as (url, receiver_pid):
                 print(f"\n## {backend}: server pid {server.proc.pid}, receiver {url}", flush=True)
                 plain = pool.submit(plain_posts, url, args.seconds, PER_ENDPOINT_IN_FLIGHT).result()
                 print(f"  plain httpx POSTs, {PER_ENDPOINT_IN_FLIGHT} in flight: {plain:,.0f}/s", flush=True)
@@ -371,38 +432,55 @@ def bench_backend(backend: str, args: argparse.Namespace, pool: ProcessPoolExecu
                 rate = measure_deliveries(server, backlog, url, args.events, profile)
                 print(f"  (b) webhook deliveries: {rate:,.0f}/s", flush=True)
                 none = grpc_bench.seed(database_url, server.grpc_target)
-                with sampling(server.proc.pid, profile, "ingest_none"), server_cpu(server) as cpu_none:
-                    ingest_none = ingest_load(pool, server, none, args, "ingest, no endpoint")
-                cost = per_call(cpu_none, ingest_none)
-                print(f"  ingest, no endpoint: {ingest_none.rate:,.0f}/s, {cost}", flush=True)
                 attached = grpc_bench.seed(database_url, server.grpc_target)
                 attach_endpoint(server, attached, url)
-                # The subscribers stay open through the load (and its drain), in their own process.
-                hold = args.warmup + args.seconds + 3
-                spec = events_bench.Subscribers(server.grpc_target, attached.token, ("",) * SUBSCRIBERS, False, hold)
-                ready = manager.Event()
-                subscribed = pool.submit(events_bench.run_subscribers, spec, ready)
+                # The subscribers stay open through every round (idle while the other tenant is loaded),
+                # in their own process, until `stop` is set.
+                longest = args.rounds * 2 * (args.warmup + args.seconds + 130) + 60
+                spec = events_bench.Subscribers(server.grpc_target, attached.token, ("",) * SUBSCRIBERS, False, longest)
+                ready, stop = manager.Event(), manager.Event()
+                subscribed = pool.submit(events_bench.run_subscribers, spec, ready, stop)
                 if not ready.wait(timeout=120):
                     raise RuntimeError(f"subscriptions did not open: {subscribed.exception(timeout=1)}")
-                with sampling(server.proc.pid, profile, "ingest_with"), server_cpu(server) as cpu_with:
-                    ingest_with = ingest_load(pool, server, attached, args, "ingest, endpoint + subscribers")
-                print(
-                    f"  (c) ingest, one endpoint + {SUBSCRIBERS} subscribers attached: {ingest_with.rate:,.0f}/s,"
-                    f" {per_call(cpu_with, ingest_with)}",
-                    flush=True,
-                )
-                left, drained = drain_after_load(database_url, attached.customer_id)
-                print(f"      pending when the load ended: {left}, all sent {drained:.1f} s later", flush=True)
-                subs = subscribed.result(timeout=hold + 120)
+                phases: dict[str, list[Phase]] = {"none": [], "with": []}
+                labels = process_labels(server, receiver_pid)
+                for round_no in range(args.rounds):
+                    # Alternating order (none, with, then with, none, ...): drift hits both alike.
+                    for kind in ("none", "with") if round_no % 2 == 0 else ("with", "none"):
+                        tag = f"ingest_{kind}" if round_no == 0 else f"ingest_{kind}_{round_no + 1}"
+                        tenant = none if kind == "none" else attached
+                        with (
+                            sampling(server.proc.pid, profile if round_no == 0 else None, tag),
+                            server_cpu(server) as cpu,
+                            where_cpu_goes(labels),
+                        ):
+                            result = ingest_load(pool, server, tenant, args, f"ingest, {kind}")
+                        what = "no endpoint" if kind == "none" else f"one endpoint + {SUBSCRIBERS} subscribers"
+                        print(
+                            f"  round {round_no + 1}, ingest, {what}: {result.rate:,.0f}/s, {per_call(cpu, result)}",
+                            flush=True,
+                        )
+                        left, drained = (0, 0.0)
+                        if kind == "with":  # let its deliveries drain, so the next phase starts quiet
+                            left, drained = drain_after_load(database_url, attached.customer_id)
+                            print(f"      pending when the load ended: {left}, all sent {drained:.1f} s later")
+                        phases[kind].append(Phase(result, api_ms_per_call(cpu, result), left, drained))
+                stop.set()
+                subs = subscribed.result(timeout=120)
                 print(f"      {subs.opened} subscribers received {subs.events} events {subs.errors or ''}", flush=True)
-                return Report(backend, plain, rate, args.events, ingest_none, ingest_with, subs.events, left, drained)
+                return Report(backend, plain, rate, args.events, phases["none"], phases["with"], subs.events)
         finally:
             grpc_bench.stop(server)
 
 
 def print_table(r: Report) -> None:
     b = r.deliveries / r.plain_posts if r.plain_posts else float("nan")
-    c = r.ingest_with.rate / r.ingest_none.rate if r.ingest_none.rate else float("nan")
+    none = mean([p.result.rate for p in r.ingest_none])
+    with_ = mean([p.result.rate for p in r.ingest_with])
+    c = with_ / none if none else float("nan")
+    rounds = ", ".join(
+        f"{w.result.rate / n.result.rate:.2f}" for n, w in zip(r.ingest_none, r.ingest_with, strict=True)
+    )
     print(f"\n### {r.backend}\n")
     print("| measurement | rate/s | ratio | target | pass? |")
     print("|---|---:|---:|---|---|")
@@ -414,21 +492,26 @@ def print_table(r: Report) -> None:
         f"| (b) webhook deliveries ({r.delivery_events} events, one endpoint) | {r.deliveries:,.0f} | {b:.2f}"
         f" | >= {DELIVERY_TARGET:.2f} | {'yes' if b >= DELIVERY_TARGET else 'NO'} |"
     )
-    print(f"| IngestMessage, no endpoint | {r.ingest_none.rate:,.0f} | | | |")
-    errors = r.ingest_none.errors + r.ingest_with.errors
+    print(f"| IngestMessage, no endpoint (mean of {len(r.ingest_none)} rounds) | {none:,.0f} | | | |")
+    errors = sum(p.result.errors for p in r.ingest_none + r.ingest_with)
     verdict = ("yes" if c >= INGEST_TARGET else "NO") + (f" ({errors} errors!)" if errors else "")
     print(
-        f"| (c) IngestMessage, one endpoint + {SUBSCRIBERS} subscribers attached | {r.ingest_with.rate:,.0f} | {c:.2f}"
+        f"| (c) IngestMessage, one endpoint + {SUBSCRIBERS} subscribers attached (mean) | {with_:,.0f} | {c:.2f}"
         f" | >= {INGEST_TARGET:.2f} | {verdict} |"
     )
+    print(f"\n(c) by round: {rounds}.")
+    cpu_none = mean([p.api_ms_per_call for p in r.ingest_none])
+    cpu_with = mean([p.api_ms_per_call for p in r.ingest_with])
+    print(f"API process CPU per call: {cpu_none:.2f} ms without, {cpu_with:.2f} ms with (mean).")
+    p99_none = mean([p.result.p99_ms for p in r.ingest_none])
+    p99_with = mean([p.result.p99_ms for p in r.ingest_with])
     print(
-        f"\nIngest p99: {r.ingest_none.p99_ms:.1f} ms without, {r.ingest_with.p99_ms:.1f} ms with the endpoint and"
-        f" subscribers; the {SUBSCRIBERS} subscribers received {r.subscribed_events} events in all."
+        f"Ingest p99: {p99_none:.1f} ms without, {p99_with:.1f} ms with the endpoint and subscribers (mean);"
+        f" the {SUBSCRIBERS} subscribers received {r.subscribed_events} events in all."
     )
-    print(
-        f"Webhook lag after (c): {r.pending_after} deliveries pending when the load ended,"
-        f" all sent {r.drain_seconds:.1f} s later."
-    )
+    left = max(p.pending_after for p in r.ingest_with)
+    drained = max(p.drain_seconds for p in r.ingest_with)
+    print(f"Webhook lag after (c): at most {left} deliveries pending when a load ended, sent {drained:.1f} s later.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -437,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up before each ingest phase (default 1)")
     parser.add_argument("--events", type=int, default=3000, help="backlog size for (b) (default 3000)")
     parser.add_argument("--concurrency", type=int, default=32, help="ingest calls in flight (default 32)")
+    parser.add_argument("--rounds", type=int, default=3, help="(c): none/with pairs, alternating order (default 3)")
     parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite,postgresql")
     parser.add_argument("--profile", metavar="DIR", help="sample the server with py-spy per phase into DIR")
     args = parser.parse_args(argv)
