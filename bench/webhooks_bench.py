@@ -520,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up before each ingest phase (default 1)")
     parser.add_argument("--events", type=int, default=3000, help="backlog size for (b) (default 3000)")
     parser.add_argument("--concurrency", type=int, default=32, help="ingest calls in flight (default 32)")
-    parser.add_argument("--rounds", type=int, default=3, help="(c): none/with pairs, alternating order (default 3)")
+    parser.add_argument("--rounds", type=int, default=4, help="(c): none/with pairs, alternating order (default 4)")
     parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite,postgresql")
     parser.add_argument("--profile", metavar="DIR", help="sample the server with py-spy per phase into DIR")
     args = parser.parse_args(argv)
