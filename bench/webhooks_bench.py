@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import multiprocessing
 import os
 import shutil
@@ -36,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,11 +236,13 @@ def process_labels(server: grpc_bench.Server, receiver_pid: int) -> dict[int, st
 
 
 @contextlib.contextmanager
-def where_cpu_goes(labels: dict[int, str]) -> Iterator[None]:
-    """Print the cores each process group used over the block: the named pids, the rest by command name."""
+def where_cpu_goes(labelled: Callable[[], dict[int, str]]) -> Iterator[None]:
+    """Print the cores each process group used over the block: pids named by `labelled()` (asked at the end, so
+    processes started meanwhile, such as the pool's load process on first use, are named too), the rest by
+    command name."""
     before, wall = cpu_by_process(), time.perf_counter()
     yield
-    after, wall = cpu_by_process(), time.perf_counter() - wall
+    after, wall, labels = cpu_by_process(), time.perf_counter() - wall, labelled()
     groups: dict[str, float] = {}
     for pid, (name, cpu) in after.items():
         group = labels.get(pid, name)
@@ -443,7 +446,7 @@ def bench_backend(backend: str, args: argparse.Namespace, pool: ProcessPoolExecu
                 if not ready.wait(timeout=120):
                     raise RuntimeError(f"subscriptions did not open: {subscribed.exception(timeout=1)}")
                 phases: dict[str, list[Phase]] = {"none": [], "with": []}
-                labels = process_labels(server, receiver_pid)
+                labels = functools.partial(process_labels, server, receiver_pid)
                 for round_no in range(args.rounds):
                     # Alternating order (none, with, then with, none, ...): drift hits both alike.
                     for kind in ("none", "with") if round_no % 2 == 0 else ("with", "none"):
