@@ -93,25 +93,35 @@ class WorkerProcess:
             self._doorbell.forward_to(None)
 
     async def _keep_running(self) -> None:
+        """Wait for the child to exit, then start it again after a pause; a start that fails is retried alike.
+
+        Only the first start (`start`) fails `serve`: a later one that cannot
+        start (no fds, no memory, the interpreter replaced by an upgrade) must
+        not leave `serve` running without webhooks for the rest of its life.
+        """
         loop = asyncio.get_running_loop()
         pause = RESTART_MIN
         while True:
-            assert self._proc is not None
-            started = loop.time()
-            code = await self._proc.wait()
-            self._stop_forwarding()
-            if self._stopping:
-                return
-            if loop.time() - started > RESTART_MAX:  # it had been running well: not a crash loop
-                pause = RESTART_MIN
-            log.warning(
-                "%s: process %d exited (%s); starting it again in %.0f s", self.name, self._proc.pid, code, pause
-            )
+            if self._proc is not None:
+                started = loop.time()
+                code = await self._proc.wait()
+                self._stop_forwarding()
+                if self._stopping:
+                    return
+                if loop.time() - started > RESTART_MAX:  # it had been running well: not a crash loop
+                    pause = RESTART_MIN
+                log.warning(
+                    "%s: process %d exited (%s); starting it again in %.0f s", self.name, self._proc.pid, code, pause
+                )
             await asyncio.sleep(pause)
             pause = min(pause * 2, RESTART_MAX)
             if self._stopping:
                 return
-            await self._spawn()
+            try:
+                await self._spawn()
+            except OSError as exc:
+                self._proc = None
+                log.warning("%s: could not start its process (%s); trying again in %.0f s", self.name, exc, pause)
 
     async def stop(self) -> None:
         self._stopping = True

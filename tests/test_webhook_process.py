@@ -3,7 +3,9 @@ started again when it dies and dies with `serve`; in `serve` itself; or in a `co
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from convhub.server import worker_process
 from tests.conftest import TEST_SECRET_KEY, create_database
 from tests.test_webhook_durability import ENV, Server, add_endpoint, event_log, make_tenant, wait_all
 from tests.webhook_receiver import run_receiver
@@ -138,3 +141,45 @@ def test_replicas_running_none_are_served_by_a_webhook_worker_of_its_own(databas
                 worker.wait()
             server.stop()
     engine.dispose()
+
+
+def test_a_restart_that_cannot_start_the_process_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A child that dies when it cannot be started again (here: the interpreter is gone) is retried, not given up."""
+    url = f"sqlite:///{tmp_path / 'convhub.db'}"
+    _, engine = make_tenant(url)  # the schema up to date, as `serve` leaves it before starting its child
+    engine.dispose()
+    monkeypatch.setenv("CONVHUB_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("CONVHUB_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(worker_process, "RESTART_MIN", 0.2)
+    caplog.set_level(logging.WARNING, logger="convhub.workers")
+    python = sys.executable
+
+    async def eventually(predicate, what: str):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def scenario() -> None:
+        worker = worker_process.WorkerProcess("webhook-process", ["webhook-worker"], url, None, stop_timeout=15)
+        await worker.start()
+        try:
+            [first] = await eventually(lambda: webhook_children(os.getpid()), "the webhook worker process")
+            monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+            os.kill(first, signal.SIGKILL)
+            await eventually(lambda: "could not start its process" in caplog.text, "the failed start to be logged")
+            monkeypatch.setattr(sys, "executable", python)
+            await eventually(
+                lambda: [p for p in webhook_children(os.getpid()) if p != first and not gone(p)],
+                "a webhook worker started after the failed start",
+            )
+        finally:
+            monkeypatch.setattr(sys, "executable", python)
+            await worker.stop()
+
+    asyncio.run(scenario())
