@@ -93,7 +93,7 @@ def test_the_child_delivers_is_restarted_when_it_dies_and_dies_with_serve(databa
     engine.dispose()
 
 
-@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"], indirect=True)
 def test_inline_runs_no_child_and_still_delivers(database: str, tmp_path: Path) -> None:
     url = database
     tenant, engine = make_tenant(url)
