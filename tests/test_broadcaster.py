@@ -112,6 +112,7 @@ async def test_a_subscriber_whose_buffer_overflows_while_replaying_replays_again
     # Reads at once on every ring: a coalesced read may bring more than this tiny buffer holds of
     # what the replay already sent, overflowing the subscriber once live.
     monkeypatch.setattr(broadcaster_module, "BUSY_INTERVAL", 0)
+    monkeypatch.setattr(broadcaster_module, "HEAVY_INTERVAL", 0)
     writer = threading.Thread(target=keep_writing)
     stream = EventReader(db, broadcaster).subscribe(customer, 0, EventFilter())
     got: list[int] = []
@@ -240,5 +241,36 @@ async def test_commits_arriving_while_busy_are_read_together(db: Database, monke
         await asyncio.to_thread(write, db, customer, 5)  # five commits, five rings
         assert [e.sequence for e in await asyncio.wait_for(sub.take(), 10)] == [2, 3, 4, 5, 6]
         assert len(reads) == before + 1, "the burst was read at once, in one statement"
+    finally:
+        await b.stop()
+
+
+@pytest.mark.parametrize("first_batch", [1, 3], ids=["light", "heavy"])
+async def test_a_heavy_read_stretches_the_wait_before_the_next(
+    db: Database, monkeypatch: pytest.MonkeyPatch, first_batch: int
+) -> None:
+    """After a read that fanned out HEAVY_BATCH events or more, the next waits HEAVY_INTERVAL; after a light one,
+    BUSY_INTERVAL (zero here: every paced commit is read on its own)."""
+    monkeypatch.setattr(broadcaster_module, "BUSY_INTERVAL", 0)
+    monkeypatch.setattr(broadcaster_module, "HEAVY_INTERVAL", 2.0)
+    monkeypatch.setattr(broadcaster_module, "HEAVY_BATCH", 3)
+    reads = count_reads(monkeypatch)
+    customer = create_customer(db.writer, "heavy")
+    b = Broadcaster(db, poll_interval=30, buffer_size=100)
+    await b.start()
+    try:
+        sub = b.subscribe(customer, 0, EventFilter())
+        await asyncio.to_thread(write, db, customer, first_batch, per_tx=first_batch)  # one commit, one read
+        assert len(await asyncio.wait_for(sub.take(), 5)) == first_batch
+        before = len(reads)
+        await asyncio.to_thread(write, db, customer, 3, pause=0.1)  # three commits, 100 ms apart
+        got: list[int] = []
+        while len(got) < 3:
+            got.extend(e.sequence for e in await asyncio.wait_for(sub.take(), 10))
+        assert got == [first_batch + 1, first_batch + 2, first_batch + 3]
+        if first_batch >= broadcaster_module.HEAVY_BATCH:
+            assert len(reads) == before + 1, "the paced commits after a heavy read were read together"
+        else:
+            assert len(reads) >= before + 3, "each paced commit after a light read was read on its own"
     finally:
         await b.stop()
