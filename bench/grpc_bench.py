@@ -344,6 +344,66 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_by_process() -> dict[int, tuple[str, float]]:
+    """Every process's (command name, CPU seconds so far), by pid."""
+    out: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                out[int(entry.name)] = (name, proc_cpu_seconds(int(entry.name)))
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every descendant of the process (children, their children, ...)."""
+    found: list[int] = []
+    todo = child_pids(pid)
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        with contextlib.suppress(OSError):
+            todo += child_pids(child)
+    return found
+
+
+@dataclass(frozen=True)
+class CallCost:
+    """CPU milliseconds per call of a scenario, by who spent them: the server (with its child processes),
+    PostgreSQL's processes, the load process. Steadier than rates on a shared machine: compare these."""
+
+    server: float
+    database: float
+    load: float
+
+
+@contextlib.contextmanager
+def call_cost(server_pid: int) -> Iterator[list[CallCost]]:
+    """Cores each group used over the block (server and its children, PostgreSQL, this benchmark's load
+    processes), put into the yielded list at its end; `per_call` turns them into CPU ms per call."""
+    before, wall = cpu_by_process(), time.perf_counter()
+    out: list[CallCost] = []
+    yield out
+    after, wall = cpu_by_process(), time.perf_counter() - wall
+    server = {server_pid, *descendants(server_pid)}
+    load = set(descendants(os.getpid()))
+    spent = {"server": 0.0, "database": 0.0, "load": 0.0}
+    for pid, (name, cpu) in after.items():
+        group = "server" if pid in server else "load" if pid in load else "database" if name == "postgres" else None
+        if group is not None:
+            spent[group] += cpu - before.get(pid, (name, 0.0))[1]
+    out.append(CallCost(**{group: seconds / wall for group, seconds in spent.items()}))  # cores, until scaled
+
+
+def per_call(cores: CallCost, result: Result) -> CallCost:
+    """Cores used over the block (warm-up included) as CPU ms per call at the measured rate."""
+    if not result.rate:
+        return CallCost(math.nan, math.nan, math.nan)
+    scale = 1000 / result.rate
+    return CallCost(cores.server * scale, cores.database * scale, cores.load * scale)
+
+
 def child_pids(pid: int) -> list[int]:
     """The process's children (e.g. `serve`'s webhook worker process), from /proc/<pid>/task/*/children."""
     found: list[int] = []
@@ -476,6 +536,7 @@ class BackendReport:
     peak_rss_mb: float
     rest_note: str
     seeded: Seeded | None = None
+    costs: dict[str, CallCost] = field(default_factory=dict)  # by scenario kind
     # GetConversation with metrics + access log off and on: (label, result) per round.
     observability: list[tuple[str, Result, float]] = field(default_factory=list)  # and server CPU ms per call
 
@@ -546,20 +607,23 @@ def _measure(
         profile_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Result] = {}
     run_tag = f"{os.getpid()}-{int(time.time())}"
+    costs: dict[str, CallCost] = {}
     for name, kind in plan:
         target = (server.http_base or "") if kind.startswith("rest_") else server.grpc_target
-        with profiler(pid, profile_dir, kind, args.seconds, args.warmup):
+        with profiler(pid, profile_dir, kind, args.seconds, args.warmup), call_cost(pid) as cores:
             result = run_in(pool, scenario(name, kind, target, seeded, args, run_tag), args)
         results[kind] = result
+        cost = costs[kind] = per_call(cores[0], result)
         print(
             f"  {name}: {result.rate:,.0f}/s p50 {result.p50_ms:.2f} ms p99 {result.p99_ms:.2f} ms"
-            f" errors {result.errors}",
+            f" errors {result.errors}; CPU ms per call: server {cost.server:.3f}, PostgreSQL {cost.database:.3f},"
+            f" load {cost.load:.3f}",
             flush=True,
         )
         for sample in result.error_samples:
             print(f"    ERROR {sample}")
     peak_rss = proc_status_mb(pid, "VmHWM")
-    return BackendReport(backend, results, idle_rss, peak_rss, server.rest_note, seeded)
+    return BackendReport(backend, results, idle_rss, peak_rss, server.rest_note, seeded, costs)
 
 
 def scenario(
@@ -663,8 +727,11 @@ def print_table(report: BackendReport) -> None:
         "ingest_new": ingest_target,
     }
     print(f"\n### {report.backend}\n")
-    print("| scenario | calls/s | p50 ms | p99 ms | ratio to baseline | target | pass? |")
-    print("|---|---:|---:|---:|---:|---|---|")
+    print(
+        "| scenario | calls/s | p50 ms | p99 ms | ratio to baseline | target | pass? |"
+        " CPU ms/call: server | PostgreSQL | load |"
+    )
+    print("|---|---:|---:|---:|---:|---|---|---:|---:|---:|")
     for kind, r in res.items():
         ratio = r.rate / base if base else math.nan
         target = "-"
@@ -680,6 +747,10 @@ def print_table(report: BackendReport) -> None:
         if r.errors:
             verdict += f" ({r.errors} errors!)"
         cells = [r.name, f"{r.rate:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", _fmt_ratio(ratio), target, verdict]
+        cost = report.costs.get(kind)
+        if cost is not None:
+            cells += [f"{cost.server:.3f}", f"{cost.database:.3f}" if report.backend == "postgresql" else "-"]
+            cells += [f"{cost.load:.3f}"]
         print("| " + " | ".join(cells) + " |")
     idle_ok = "yes" if report.idle_rss_mb < IDLE_RSS_TARGET_MB else "NO"
     print(f"| server idle RSS (MB) | {report.idle_rss_mb:.1f} | | | | < {IDLE_RSS_TARGET_MB:.0f} MB | {idle_ok} |")

@@ -207,27 +207,9 @@ def machine_busy() -> tuple[int, int]:
     return total - ticks[3] - ticks[4], total  # idle, iowait
 
 
-def cpu_by_process() -> dict[int, tuple[str, float]]:
-    """Every process's (command name, CPU seconds so far), by pid."""
-    out: dict[int, tuple[str, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = (entry / "stat").read_text()
-                name = stat[stat.index("(") + 1 : stat.rindex(")")]
-                out[int(entry.name)] = (name, grpc_bench.proc_cpu_seconds(int(entry.name)))
-    return out
-
-
 def process_labels(server: grpc_bench.Server, receiver_pid: int) -> dict[int, str]:
     """Names for the processes a phase involves: the server's two, the receiver, this benchmark's load processes."""
-    labels: dict[int, str] = {}
-    todo = grpc_bench.child_pids(os.getpid())
-    while todo:  # every descendant of this process (load processes, their helpers)
-        pid = todo.pop()
-        labels[pid] = "bench load/subscribers"
-        with contextlib.suppress(OSError):
-            todo += grpc_bench.child_pids(pid)
+    labels = dict.fromkeys(grpc_bench.descendants(os.getpid()), "bench load/subscribers")
     labels |= {os.getpid(): "bench", receiver_pid: "receiver", server.proc.pid: "API"}
     hooks = webhook_process(server)
     if hooks:
@@ -240,9 +222,9 @@ def where_cpu_goes(labelled: Callable[[], dict[int, str]]) -> Iterator[None]:
     """Print the cores each process group used over the block: pids named by `labelled()` (asked at the end, so
     processes started meanwhile, such as the pool's load process on first use, are named too), the rest by
     command name."""
-    before, wall = cpu_by_process(), time.perf_counter()
+    before, wall = grpc_bench.cpu_by_process(), time.perf_counter()
     yield
-    after, wall, labels = cpu_by_process(), time.perf_counter() - wall, labelled()
+    after, wall, labels = grpc_bench.cpu_by_process(), time.perf_counter() - wall, labelled()
     groups: dict[str, float] = {}
     for pid, (name, cpu) in after.items():
         group = labels.get(pid, name)
