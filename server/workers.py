@@ -11,9 +11,16 @@ broadcaster that it wakes).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from typing import Protocol
 
 log = logging.getLogger("convhub.workers")
+
+
+def claimer_id() -> str:
+    """Who holds a lease (`locked_by`, at most 64 characters): host, process and a random tag per worker."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{os.urandom(4).hex()}"
 
 
 class Worker(Protocol):

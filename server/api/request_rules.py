@@ -24,7 +24,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from google.api import field_info_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
@@ -82,12 +81,13 @@ def declared_rules(f: FieldDescriptor) -> field_rules_pb2.FieldRules | None:
 
 
 def is_uuid(f: FieldDescriptor) -> bool:
-    """Whether the contract says the field holds a UUID (`(google.api.field_info).format = UUID4`)."""
-    opts = f.GetOptions()
-    return (
-        opts.HasExtension(field_info_pb2.field_info)
-        and opts.Extensions[field_info_pb2.field_info].format == field_info_pb2.FieldInfo.UUID4
-    )
+    """Whether the contract says the field holds a UUID (`(convhub.v1.rules).uuid = true`, any version).
+
+    Not google.api's `field_info.format = UUID4`: that names version 4, and the
+    ids this server issues are version 7 (store/db.py new_id).
+    """
+    rules = declared_rules(f)
+    return rules is not None and rules.uuid
 
 
 def _join(path: str, name: str) -> str:

@@ -31,8 +31,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
-import socket
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -46,9 +44,9 @@ from convhub.server.config import Settings
 from convhub.server.domain import delivery as rules
 from convhub.server.domain.addresses import Address
 from convhub.server.services.delivery import DeliveryService, Outcome, Work
-from convhub.server.store.db import new_id
 from convhub.server.store.delivery_jobs import JobRow
 from convhub.server.store.doorbell import Doorbell
+from convhub.server.workers import claimer_id
 
 log = logging.getLogger("convhub.delivery")
 
@@ -75,7 +73,7 @@ class DeliveryWorker:
         self.bell = bell
         self.settings = settings
         self.executor = executor
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[:8]}"
+        self.worker_id = claimer_id()
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._unstarted: list[str] = []
         self._outcomes: list[Outcome] = []  # finished attempts, for the record loop

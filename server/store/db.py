@@ -43,9 +43,17 @@ def now_us() -> int:
 
 
 def new_id() -> str:
-    """A random (version 4) UUID string; formatted by hand, at a third of uuid4()'s cost (ids are hot)."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+    """A time-ordered (version 7) UUID string: 48 bits of Unix milliseconds, then 74 random bits (RFC 9562).
+
+    Ids made close in time sort close together, so each table's primary-key
+    index grows at its right edge: a commit of N new rows dirties a few index
+    pages instead of up to N scattered ones (random version 4 ids), and that
+    is what SQLite writes to its WAL while it holds the one write lock, and
+    PostgreSQL to its WAL and full-page images. Formatted by hand, at a third
+    of the uuid module's cost (ids are hot).
+    """
+    h = f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    return f"{h[:8]}-{h[8:12]}-7{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 # RFC 9562 variant bits (10xx) for the first hex digit of the fourth group.

@@ -25,11 +25,10 @@ _sym_db = _symbol_database.Default()
 from convhub.v1 import common_pb2 as convhub_dot_v1_dot_common__pb2
 from convhub.v1 import field_rules_pb2 as convhub_dot_v1_dot_field__rules__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
-from google.api import field_info_pb2 as google_dot_api_dot_field__info__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63onvhub/v1/account.proto\x12\nconvhub.v1\x1a\x17\x63onvhub/v1/common.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x07\n\x07\x41\x63\x63ount\x12\x1c\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x03\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\x02id\x12%\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\ncustomerId\x12\x32\n\x04type\x18\x03 \x01(\x0e\x32\x17.convhub.v1.AccountTypeB\x05\xe2\x41\x02\x02\x05R\x04type\x12\x1b\n\x04name\x18\x04 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01R\x04name\x12\x1f\n\x06\x64\x65tail\x18\x05 \x01(\tB\x07\x82\x80\x19\x03\x08\x80 R\x06\x64\x65tail\x12-\n\x07\x61\x64\x64ress\x18\x06 \x01(\x0b\x32\x13.convhub.v1.AddressR\x07\x61\x64\x64ress\x12Y\n\x0b\x63redentials\x18\x07 \x03(\x0b\x32$.convhub.v1.Account.CredentialsEntryB\x11\xe2\x41\x01\x04\x82\x80\x19\t\x08\x80 \x10\x14\x18@0\x01R\x0b\x63redentials\x12=\n\ttm_create\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmCreate\x12=\n\ttm_update\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmUpdate\x12=\n\ttm_delete\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmDelete\x12\x30\n\x0fmessage_flow_id\x18\x0b \x01(\tB\x08\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\rmessageFlowId\x12L\n\x08provider\x18\x0c \x01(\tB0\xe2\x41\x01\x05\x82\x80\x19(\x08\x10:$^(twilio|telnyx|line|smtp|webchat)?$R\x08provider\x12\x1d\n\x07\x65nabled\x18\r \x01(\x08H\x00R\x07\x65nabled\x88\x01\x01\x12\x44\n\x1ainactivity_timeout_seconds\x18\x0e \x01(\x03\x42\x06\x82\x80\x19\x02 \x00R\x18inactivityTimeoutSeconds\x12#\n\x06secret\x18\x0f \x01(\tB\x0b\xe2\x41\x01\x04\x82\x80\x19\x03\x08\x80 R\x06secret\x12!\n\x05token\x18\x10 \x01(\tB\x0b\xe2\x41\x01\x04\x82\x80\x19\x03\x08\x80 R\x05token\x12#\n\nwidget_key\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03R\twidgetKey\x1a>\n\x10\x43redentialsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x42\n\n\x08_enabled*\xa5\x01\n\x0b\x41\x63\x63ountType\x12\x1c\n\x18\x41\x43\x43OUNT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41\x43\x43OUNT_TYPE_SMS\x10\x01\x12\x15\n\x11\x41\x43\x43OUNT_TYPE_LINE\x10\x02\x12\x16\n\x12\x41\x43\x43OUNT_TYPE_EMAIL\x10\x03\x12\x18\n\x14\x41\x43\x43OUNT_TYPE_WEBCHAT\x10\x04\x12\x19\n\x15\x41\x43\x43OUNT_TYPE_WHATSAPP\x10\x05\x42x\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63onvhub/v1/account.proto\x12\nconvhub.v1\x1a\x17\x63onvhub/v1/common.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x07\n\x07\x41\x63\x63ount\x12\x1a\n\x02id\x18\x01 \x01(\tB\n\xe2\x41\x01\x03\x82\x80\x19\x02@\x01R\x02id\x12%\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\ncustomerId\x12\x32\n\x04type\x18\x03 \x01(\x0e\x32\x17.convhub.v1.AccountTypeB\x05\xe2\x41\x02\x02\x05R\x04type\x12\x1b\n\x04name\x18\x04 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01R\x04name\x12\x1f\n\x06\x64\x65tail\x18\x05 \x01(\tB\x07\x82\x80\x19\x03\x08\x80 R\x06\x64\x65tail\x12-\n\x07\x61\x64\x64ress\x18\x06 \x01(\x0b\x32\x13.convhub.v1.AddressR\x07\x61\x64\x64ress\x12Y\n\x0b\x63redentials\x18\x07 \x03(\x0b\x32$.convhub.v1.Account.CredentialsEntryB\x11\xe2\x41\x01\x04\x82\x80\x19\t\x08\x80 \x10\x14\x18@0\x01R\x0b\x63redentials\x12=\n\ttm_create\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmCreate\x12=\n\ttm_update\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmUpdate\x12=\n\ttm_delete\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmDelete\x12.\n\x0fmessage_flow_id\x18\x0b \x01(\tB\x06\x82\x80\x19\x02@\x01R\rmessageFlowId\x12L\n\x08provider\x18\x0c \x01(\tB0\xe2\x41\x01\x05\x82\x80\x19(\x08\x10:$^(twilio|telnyx|line|smtp|webchat)?$R\x08provider\x12\x1d\n\x07\x65nabled\x18\r \x01(\x08H\x00R\x07\x65nabled\x88\x01\x01\x12\x44\n\x1ainactivity_timeout_seconds\x18\x0e \x01(\x03\x42\x06\x82\x80\x19\x02 \x00R\x18inactivityTimeoutSeconds\x12#\n\x06secret\x18\x0f \x01(\tB\x0b\xe2\x41\x01\x04\x82\x80\x19\x03\x08\x80 R\x06secret\x12!\n\x05token\x18\x10 \x01(\tB\x0b\xe2\x41\x01\x04\x82\x80\x19\x03\x08\x80 R\x05token\x12#\n\nwidget_key\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03R\twidgetKey\x1a>\n\x10\x43redentialsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x42\n\n\x08_enabled*\xa5\x01\n\x0b\x41\x63\x63ountType\x12\x1c\n\x18\x41\x43\x43OUNT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41\x43\x43OUNT_TYPE_SMS\x10\x01\x12\x15\n\x11\x41\x43\x43OUNT_TYPE_LINE\x10\x02\x12\x16\n\x12\x41\x43\x43OUNT_TYPE_EMAIL\x10\x03\x12\x18\n\x14\x41\x43\x43OUNT_TYPE_WEBCHAT\x10\x04\x12\x19\n\x15\x41\x43\x43OUNT_TYPE_WHATSAPP\x10\x05\x42x\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,7 +39,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCOUNT_CREDENTIALSENTRY']._loaded_options = None
   _globals['_ACCOUNT_CREDENTIALSENTRY']._serialized_options = b'8\001'
   _globals['_ACCOUNT'].fields_by_name['id']._loaded_options = None
-  _globals['_ACCOUNT'].fields_by_name['id']._serialized_options = b'\342A\001\003\342\214\317\327\010\002\010\001'
+  _globals['_ACCOUNT'].fields_by_name['id']._serialized_options = b'\342A\001\003\202\200\031\002@\001'
   _globals['_ACCOUNT'].fields_by_name['customer_id']._loaded_options = None
   _globals['_ACCOUNT'].fields_by_name['customer_id']._serialized_options = b'\342A\001\003'
   _globals['_ACCOUNT'].fields_by_name['type']._loaded_options = None
@@ -58,7 +57,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCOUNT'].fields_by_name['tm_delete']._loaded_options = None
   _globals['_ACCOUNT'].fields_by_name['tm_delete']._serialized_options = b'\342A\001\003'
   _globals['_ACCOUNT'].fields_by_name['message_flow_id']._loaded_options = None
-  _globals['_ACCOUNT'].fields_by_name['message_flow_id']._serialized_options = b'\342\214\317\327\010\002\010\001'
+  _globals['_ACCOUNT'].fields_by_name['message_flow_id']._serialized_options = b'\202\200\031\002@\001'
   _globals['_ACCOUNT'].fields_by_name['provider']._loaded_options = None
   _globals['_ACCOUNT'].fields_by_name['provider']._serialized_options = b'\342A\001\005\202\200\031(\010\020:$^(twilio|telnyx|line|smtp|webchat)?$'
   _globals['_ACCOUNT'].fields_by_name['inactivity_timeout_seconds']._loaded_options = None
@@ -69,10 +68,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCOUNT'].fields_by_name['token']._serialized_options = b'\342A\001\004\202\200\031\003\010\200 '
   _globals['_ACCOUNT'].fields_by_name['widget_key']._loaded_options = None
   _globals['_ACCOUNT'].fields_by_name['widget_key']._serialized_options = b'\342A\001\003'
-  _globals['_ACCOUNTTYPE']._serialized_start=1127
-  _globals['_ACCOUNTTYPE']._serialized_end=1292
-  _globals['_ACCOUNT']._serialized_start=191
-  _globals['_ACCOUNT']._serialized_end=1124
-  _globals['_ACCOUNT_CREDENTIALSENTRY']._serialized_start=1050
-  _globals['_ACCOUNT_CREDENTIALSENTRY']._serialized_end=1112
+  _globals['_ACCOUNTTYPE']._serialized_start=1094
+  _globals['_ACCOUNTTYPE']._serialized_end=1259
+  _globals['_ACCOUNT']._serialized_start=162
+  _globals['_ACCOUNT']._serialized_end=1091
+  _globals['_ACCOUNT_CREDENTIALSENTRY']._serialized_start=1017
+  _globals['_ACCOUNT_CREDENTIALSENTRY']._serialized_end=1079
 # @@protoc_insertion_point(module_scope)

@@ -26,11 +26,10 @@ from convhub.v1 import account_pb2 as convhub_dot_v1_dot_account__pb2
 from convhub.v1 import field_rules_pb2 as convhub_dot_v1_dot_field__rules__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
-from google.api import field_info_pb2 as google_dot_api_dot_field__info__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n convhub/v1/account_service.proto\x12\nconvhub.v1\x1a\x18\x63onvhub/v1/account.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a google/protobuf/field_mask.proto\"|\n\x14\x43reateAccountRequest\x12\x33\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x13.convhub.v1.AccountB\x04\xe2\x41\x01\x02R\x07\x61\x63\x63ount\x12/\n\nrequest_id\x18\x02 \x01(\tB\x10\x82\x80\x19\x0c\x08@:\x08^[ -~]*$R\trequestId\"b\n\x13ListAccountsRequest\x12#\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00R\x08pageSize\x12&\n\npage_token\x18\x02 \x01(\tB\x07\x82\x80\x19\x03\x08\x80\x04R\tpageToken\"k\n\x14ListAccountsResponse\x12+\n\x06result\x18\x01 \x03(\x0b\x32\x13.convhub.v1.AccountR\x06result\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"1\n\x11GetAccountRequest\x12\x1c\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\x02id\"\x88\x01\n\x14UpdateAccountRequest\x12\x33\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x13.convhub.v1.AccountB\x04\xe2\x41\x01\x02R\x07\x61\x63\x63ount\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"4\n\x14\x44\x65leteAccountRequest\x12\x1c\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\x02id2\x95\x05\n\x0e\x41\x63\x63ountService\x12t\n\rCreateAccount\x12 .convhub.v1.CreateAccountRequest\x1a\x13.convhub.v1.Account\",\x82\xd3\xe4\x93\x02&\"\x1b/v1.0/conversation_accounts:\x07\x61\x63\x63ount\x12v\n\x0cListAccounts\x12\x1f.convhub.v1.ListAccountsRequest\x1a .convhub.v1.ListAccountsResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1.0/conversation_accounts\x12j\n\nGetAccount\x12\x1d.convhub.v1.GetAccountRequest\x1a\x13.convhub.v1.Account\"(\x82\xd3\xe4\x93\x02\"\x12 /v1.0/conversation_accounts/{id}\x12\xb6\x01\n\rUpdateAccount\x12 .convhub.v1.UpdateAccountRequest\x1a\x13.convhub.v1.Account\"n\x82\xd3\xe4\x93\x02h\x1a(/v1.0/conversation_accounts/{account.id}:\x07\x61\x63\x63ountZ32(/v1.0/conversation_accounts/{account.id}:\x07\x61\x63\x63ount\x12p\n\rDeleteAccount\x12 .convhub.v1.DeleteAccountRequest\x1a\x13.convhub.v1.Account\"(\x82\xd3\xe4\x93\x02\"* /v1.0/conversation_accounts/{id}Bx\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n convhub/v1/account_service.proto\x12\nconvhub.v1\x1a\x18\x63onvhub/v1/account.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\"|\n\x14\x43reateAccountRequest\x12\x33\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x13.convhub.v1.AccountB\x04\xe2\x41\x01\x02R\x07\x61\x63\x63ount\x12/\n\nrequest_id\x18\x02 \x01(\tB\x10\x82\x80\x19\x0c\x08@:\x08^[ -~]*$R\trequestId\"b\n\x13ListAccountsRequest\x12#\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00R\x08pageSize\x12&\n\npage_token\x18\x02 \x01(\tB\x07\x82\x80\x19\x03\x08\x80\x04R\tpageToken\"k\n\x14ListAccountsResponse\x12+\n\x06result\x18\x01 \x03(\x0b\x32\x13.convhub.v1.AccountR\x06result\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"/\n\x11GetAccountRequest\x12\x1a\n\x02id\x18\x01 \x01(\tB\n\xe2\x41\x01\x02\x82\x80\x19\x02@\x01R\x02id\"\x88\x01\n\x14UpdateAccountRequest\x12\x33\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x13.convhub.v1.AccountB\x04\xe2\x41\x01\x02R\x07\x61\x63\x63ount\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"2\n\x14\x44\x65leteAccountRequest\x12\x1a\n\x02id\x18\x01 \x01(\tB\n\xe2\x41\x01\x02\x82\x80\x19\x02@\x01R\x02id2\x95\x05\n\x0e\x41\x63\x63ountService\x12t\n\rCreateAccount\x12 .convhub.v1.CreateAccountRequest\x1a\x13.convhub.v1.Account\",\x82\xd3\xe4\x93\x02&\"\x1b/v1.0/conversation_accounts:\x07\x61\x63\x63ount\x12v\n\x0cListAccounts\x12\x1f.convhub.v1.ListAccountsRequest\x1a .convhub.v1.ListAccountsResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1.0/conversation_accounts\x12j\n\nGetAccount\x12\x1d.convhub.v1.GetAccountRequest\x1a\x13.convhub.v1.Account\"(\x82\xd3\xe4\x93\x02\"\x12 /v1.0/conversation_accounts/{id}\x12\xb6\x01\n\rUpdateAccount\x12 .convhub.v1.UpdateAccountRequest\x1a\x13.convhub.v1.Account\"n\x82\xd3\xe4\x93\x02h\x1a(/v1.0/conversation_accounts/{account.id}:\x07\x61\x63\x63ountZ32(/v1.0/conversation_accounts/{account.id}:\x07\x61\x63\x63ount\x12p\n\rDeleteAccount\x12 .convhub.v1.DeleteAccountRequest\x1a\x13.convhub.v1.Account\"(\x82\xd3\xe4\x93\x02\"* /v1.0/conversation_accounts/{id}Bx\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,11 +46,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTACCOUNTSREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTACCOUNTSREQUEST'].fields_by_name['page_token']._serialized_options = b'\202\200\031\003\010\200\004'
   _globals['_GETACCOUNTREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_GETACCOUNTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\342\214\317\327\010\002\010\001'
+  _globals['_GETACCOUNTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\202\200\031\002@\001'
   _globals['_UPDATEACCOUNTREQUEST'].fields_by_name['account']._loaded_options = None
   _globals['_UPDATEACCOUNTREQUEST'].fields_by_name['account']._serialized_options = b'\342A\001\002'
   _globals['_DELETEACCOUNTREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_DELETEACCOUNTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\342\214\317\327\010\002\010\001'
+  _globals['_DELETEACCOUNTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\202\200\031\002@\001'
   _globals['_ACCOUNTSERVICE'].methods_by_name['CreateAccount']._loaded_options = None
   _globals['_ACCOUNTSERVICE'].methods_by_name['CreateAccount']._serialized_options = b'\202\323\344\223\002&\"\033/v1.0/conversation_accounts:\007account'
   _globals['_ACCOUNTSERVICE'].methods_by_name['ListAccounts']._loaded_options = None
@@ -62,18 +61,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCOUNTSERVICE'].methods_by_name['UpdateAccount']._serialized_options = b'\202\323\344\223\002h\032(/v1.0/conversation_accounts/{account.id}:\007accountZ32(/v1.0/conversation_accounts/{account.id}:\007account'
   _globals['_ACCOUNTSERVICE'].methods_by_name['DeleteAccount']._loaded_options = None
   _globals['_ACCOUNTSERVICE'].methods_by_name['DeleteAccount']._serialized_options = b'\202\323\344\223\002\"* /v1.0/conversation_accounts/{id}'
-  _globals['_CREATEACCOUNTREQUEST']._serialized_start=230
-  _globals['_CREATEACCOUNTREQUEST']._serialized_end=354
-  _globals['_LISTACCOUNTSREQUEST']._serialized_start=356
-  _globals['_LISTACCOUNTSREQUEST']._serialized_end=454
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=456
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=563
-  _globals['_GETACCOUNTREQUEST']._serialized_start=565
-  _globals['_GETACCOUNTREQUEST']._serialized_end=614
-  _globals['_UPDATEACCOUNTREQUEST']._serialized_start=617
-  _globals['_UPDATEACCOUNTREQUEST']._serialized_end=753
-  _globals['_DELETEACCOUNTREQUEST']._serialized_start=755
-  _globals['_DELETEACCOUNTREQUEST']._serialized_end=807
-  _globals['_ACCOUNTSERVICE']._serialized_start=810
-  _globals['_ACCOUNTSERVICE']._serialized_end=1471
+  _globals['_CREATEACCOUNTREQUEST']._serialized_start=201
+  _globals['_CREATEACCOUNTREQUEST']._serialized_end=325
+  _globals['_LISTACCOUNTSREQUEST']._serialized_start=327
+  _globals['_LISTACCOUNTSREQUEST']._serialized_end=425
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=427
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=534
+  _globals['_GETACCOUNTREQUEST']._serialized_start=536
+  _globals['_GETACCOUNTREQUEST']._serialized_end=583
+  _globals['_UPDATEACCOUNTREQUEST']._serialized_start=586
+  _globals['_UPDATEACCOUNTREQUEST']._serialized_end=722
+  _globals['_DELETEACCOUNTREQUEST']._serialized_start=724
+  _globals['_DELETEACCOUNTREQUEST']._serialized_end=774
+  _globals['_ACCOUNTSERVICE']._serialized_start=777
+  _globals['_ACCOUNTSERVICE']._serialized_end=1438
 # @@protoc_insertion_point(module_scope)

@@ -25,12 +25,11 @@ _sym_db = _symbol_database.Default()
 from convhub.v1 import common_pb2 as convhub_dot_v1_dot_common__pb2
 from convhub.v1 import field_rules_pb2 as convhub_dot_v1_dot_field__rules__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
-from google.api import field_info_pb2 as google_dot_api_dot_field__info__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63onvhub/v1/conversation.proto\x12\nconvhub.v1\x1a\x17\x63onvhub/v1/common.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\x05\n\x0c\x43onversation\x12\x1c\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x03\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\x02id\x12%\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\ncustomerId\x12#\n\naccount_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03R\taccountId\x12\x1b\n\x04name\x18\x04 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01R\x04name\x12\x1f\n\x06\x64\x65tail\x18\x05 \x01(\tB\x07\x82\x80\x19\x03\x08\x80 R\x06\x64\x65tail\x12\x36\n\x04type\x18\x06 \x01(\x0e\x32\x1c.convhub.v1.ConversationTypeB\x04\xe2\x41\x01\x03R\x04type\x12-\n\x04self\x18\x07 \x01(\x0b\x32\x13.convhub.v1.AddressB\x04\xe2\x41\x01\x03R\x04self\x12-\n\x04peer\x18\x08 \x01(\x0b\x32\x13.convhub.v1.AddressB\x04\xe2\x41\x01\x03R\x04peer\x12%\n\nowner_type\x18\t \x01(\tB\x06\x82\x80\x19\x02\x08@R\townerType\x12\"\n\x08owner_id\x18\n \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01R\x07ownerId\x12\x33\n\x08metadata\x18\x0b \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12\x1e\n\x04tags\x18\x0c \x03(\tB\n\x82\x80\x19\x06\x08@\x10\x32(\x01R\x04tags\x12\x39\n\x05state\x18\r \x01(\x0e\x32\x1d.convhub.v1.ConversationStateB\x04\xe2\x41\x01\x02R\x05state\x12=\n\ttm_create\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmCreate\x12=\n\ttm_update\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmUpdate\x12=\n\ttm_delete\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmDelete*s\n\x11\x43onversationState\x12\"\n\x1e\x43ONVERSATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43ONVERSATION_STATE_OPEN\x10\x01\x12\x1d\n\x19\x43ONVERSATION_STATE_CLOSED\x10\x02\x42x\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63onvhub/v1/conversation.proto\x12\nconvhub.v1\x1a\x17\x63onvhub/v1/common.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x05\n\x0c\x43onversation\x12\x1a\n\x02id\x18\x01 \x01(\tB\n\xe2\x41\x01\x03\x82\x80\x19\x02@\x01R\x02id\x12%\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\ncustomerId\x12#\n\naccount_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03R\taccountId\x12\x1b\n\x04name\x18\x04 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01R\x04name\x12\x1f\n\x06\x64\x65tail\x18\x05 \x01(\tB\x07\x82\x80\x19\x03\x08\x80 R\x06\x64\x65tail\x12\x36\n\x04type\x18\x06 \x01(\x0e\x32\x1c.convhub.v1.ConversationTypeB\x04\xe2\x41\x01\x03R\x04type\x12-\n\x04self\x18\x07 \x01(\x0b\x32\x13.convhub.v1.AddressB\x04\xe2\x41\x01\x03R\x04self\x12-\n\x04peer\x18\x08 \x01(\x0b\x32\x13.convhub.v1.AddressB\x04\xe2\x41\x01\x03R\x04peer\x12%\n\nowner_type\x18\t \x01(\tB\x06\x82\x80\x19\x02\x08@R\townerType\x12\"\n\x08owner_id\x18\n \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01R\x07ownerId\x12\x33\n\x08metadata\x18\x0b \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12\x1e\n\x04tags\x18\x0c \x03(\tB\n\x82\x80\x19\x06\x08@\x10\x32(\x01R\x04tags\x12\x39\n\x05state\x18\r \x01(\x0e\x32\x1d.convhub.v1.ConversationStateB\x04\xe2\x41\x01\x02R\x05state\x12=\n\ttm_create\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmCreate\x12=\n\ttm_update\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmUpdate\x12=\n\ttm_delete\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmDelete*s\n\x11\x43onversationState\x12\"\n\x1e\x43ONVERSATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43ONVERSATION_STATE_OPEN\x10\x01\x12\x1d\n\x19\x43ONVERSATION_STATE_CLOSED\x10\x02\x42x\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,7 +38,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.convhub.v1P\001Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\242\002\003CVH\252\002\nConvhub.V1\312\002\nConvhub\\V1\352\002\013Convhub::V1'
   _globals['_CONVERSATION'].fields_by_name['id']._loaded_options = None
-  _globals['_CONVERSATION'].fields_by_name['id']._serialized_options = b'\342A\001\003\342\214\317\327\010\002\010\001'
+  _globals['_CONVERSATION'].fields_by_name['id']._serialized_options = b'\342A\001\003\202\200\031\002@\001'
   _globals['_CONVERSATION'].fields_by_name['customer_id']._loaded_options = None
   _globals['_CONVERSATION'].fields_by_name['customer_id']._serialized_options = b'\342A\001\003'
   _globals['_CONVERSATION'].fields_by_name['account_id']._loaded_options = None
@@ -68,8 +67,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONVERSATION'].fields_by_name['tm_update']._serialized_options = b'\342A\001\003'
   _globals['_CONVERSATION'].fields_by_name['tm_delete']._loaded_options = None
   _globals['_CONVERSATION'].fields_by_name['tm_delete']._serialized_options = b'\342A\001\003'
-  _globals['_CONVERSATIONSTATE']._serialized_start=968
-  _globals['_CONVERSATIONSTATE']._serialized_end=1083
-  _globals['_CONVERSATION']._serialized_start=226
-  _globals['_CONVERSATION']._serialized_end=966
+  _globals['_CONVERSATIONSTATE']._serialized_start=937
+  _globals['_CONVERSATIONSTATE']._serialized_end=1052
+  _globals['_CONVERSATION']._serialized_start=197
+  _globals['_CONVERSATION']._serialized_end=935
 # @@protoc_insertion_point(module_scope)

@@ -25,10 +25,9 @@ _sym_db = _symbol_database.Default()
 from convhub.v1 import event_pb2 as convhub_dot_v1_dot_event__pb2
 from convhub.v1 import field_rules_pb2 as convhub_dot_v1_dot_field__rules__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
-from google.api import field_info_pb2 as google_dot_api_dot_field__info__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63onvhub/v1/event_service.proto\x12\nconvhub.v1\x1a\x16\x63onvhub/v1/event.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1bgoogle/api/field_info.proto\"\x82\x02\n\x11ListEventsRequest\x12-\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x42\x06\x82\x80\x19\x02 \x00R\rafterSequence\x12>\n\x0b\x65vent_types\x18\x02 \x03(\x0e\x32\x15.convhub.v1.EventTypeB\x06\x82\x80\x19\x02\x10 R\neventTypes\x12\x31\n\x0f\x63onversation_id\x18\x03 \x01(\tB\x08\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\x0e\x63onversationId\x12#\n\tpage_size\x18\x04 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00R\x08pageSize\x12&\n\npage_token\x18\x05 \x01(\tB\x07\x82\x80\x19\x03\x08\x80\x04R\tpageToken\"g\n\x12ListEventsResponse\x12)\n\x06result\x18\x01 \x03(\x0b\x32\x11.convhub.v1.EventR\x06result\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd2\x01\n\x16SubscribeEventsRequest\x12\x32\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x42\x06\x82\x80\x19\x02 \x00H\x00R\rafterSequence\x88\x01\x01\x12>\n\x0b\x65vent_types\x18\x02 \x03(\x0e\x32\x15.convhub.v1.EventTypeB\x06\x82\x80\x19\x02\x10 R\neventTypes\x12\x31\n\x0f\x63onversation_id\x18\x03 \x01(\tB\x08\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\x0e\x63onversationIdB\x11\n\x0f_after_sequence\"D\n\x17SubscribeEventsResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x11.convhub.v1.EventR\x06\x65vents2\xf8\x01\n\x0c\x45ventService\x12\x61\n\nListEvents\x12\x1d.convhub.v1.ListEventsRequest\x1a\x1e.convhub.v1.ListEventsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1.0/events\x12\x84\x01\n\x0fSubscribeEvents\x12\".convhub.v1.SubscribeEventsRequest\x1a#.convhub.v1.SubscribeEventsResponse\"&\x82\xd3\xe4\x93\x02 \x12\x16/v1.0/events:subscribeb\x06\x65vents0\x01\x42x\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63onvhub/v1/event_service.proto\x12\nconvhub.v1\x1a\x16\x63onvhub/v1/event.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1cgoogle/api/annotations.proto\"\x80\x02\n\x11ListEventsRequest\x12-\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x42\x06\x82\x80\x19\x02 \x00R\rafterSequence\x12>\n\x0b\x65vent_types\x18\x02 \x03(\x0e\x32\x15.convhub.v1.EventTypeB\x06\x82\x80\x19\x02\x10 R\neventTypes\x12/\n\x0f\x63onversation_id\x18\x03 \x01(\tB\x06\x82\x80\x19\x02@\x01R\x0e\x63onversationId\x12#\n\tpage_size\x18\x04 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00R\x08pageSize\x12&\n\npage_token\x18\x05 \x01(\tB\x07\x82\x80\x19\x03\x08\x80\x04R\tpageToken\"g\n\x12ListEventsResponse\x12)\n\x06result\x18\x01 \x03(\x0b\x32\x11.convhub.v1.EventR\x06result\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd0\x01\n\x16SubscribeEventsRequest\x12\x32\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x42\x06\x82\x80\x19\x02 \x00H\x00R\rafterSequence\x88\x01\x01\x12>\n\x0b\x65vent_types\x18\x02 \x03(\x0e\x32\x15.convhub.v1.EventTypeB\x06\x82\x80\x19\x02\x10 R\neventTypes\x12/\n\x0f\x63onversation_id\x18\x03 \x01(\tB\x06\x82\x80\x19\x02@\x01R\x0e\x63onversationIdB\x11\n\x0f_after_sequence\"D\n\x17SubscribeEventsResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x11.convhub.v1.EventR\x06\x65vents2\xf8\x01\n\x0c\x45ventService\x12\x61\n\nListEvents\x12\x1d.convhub.v1.ListEventsRequest\x1a\x1e.convhub.v1.ListEventsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1.0/events\x12\x84\x01\n\x0fSubscribeEvents\x12\".convhub.v1.SubscribeEventsRequest\x1a#.convhub.v1.SubscribeEventsResponse\"&\x82\xd3\xe4\x93\x02 \x12\x16/v1.0/events:subscribeb\x06\x65vents0\x01\x42x\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,7 +40,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTEVENTSREQUEST'].fields_by_name['event_types']._loaded_options = None
   _globals['_LISTEVENTSREQUEST'].fields_by_name['event_types']._serialized_options = b'\202\200\031\002\020 '
   _globals['_LISTEVENTSREQUEST'].fields_by_name['conversation_id']._loaded_options = None
-  _globals['_LISTEVENTSREQUEST'].fields_by_name['conversation_id']._serialized_options = b'\342\214\317\327\010\002\010\001'
+  _globals['_LISTEVENTSREQUEST'].fields_by_name['conversation_id']._serialized_options = b'\202\200\031\002@\001'
   _globals['_LISTEVENTSREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTEVENTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\202\200\031\002 \000'
   _globals['_LISTEVENTSREQUEST'].fields_by_name['page_token']._loaded_options = None
@@ -51,19 +50,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBSCRIBEEVENTSREQUEST'].fields_by_name['event_types']._loaded_options = None
   _globals['_SUBSCRIBEEVENTSREQUEST'].fields_by_name['event_types']._serialized_options = b'\202\200\031\002\020 '
   _globals['_SUBSCRIBEEVENTSREQUEST'].fields_by_name['conversation_id']._loaded_options = None
-  _globals['_SUBSCRIBEEVENTSREQUEST'].fields_by_name['conversation_id']._serialized_options = b'\342\214\317\327\010\002\010\001'
+  _globals['_SUBSCRIBEEVENTSREQUEST'].fields_by_name['conversation_id']._serialized_options = b'\202\200\031\002@\001'
   _globals['_EVENTSERVICE'].methods_by_name['ListEvents']._loaded_options = None
   _globals['_EVENTSERVICE'].methods_by_name['ListEvents']._serialized_options = b'\202\323\344\223\002\016\022\014/v1.0/events'
   _globals['_EVENTSERVICE'].methods_by_name['SubscribeEvents']._loaded_options = None
   _globals['_EVENTSERVICE'].methods_by_name['SubscribeEvents']._serialized_options = b'\202\323\344\223\002 \022\026/v1.0/events:subscribeb\006events'
-  _globals['_LISTEVENTSREQUEST']._serialized_start=160
-  _globals['_LISTEVENTSREQUEST']._serialized_end=418
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=420
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=523
-  _globals['_SUBSCRIBEEVENTSREQUEST']._serialized_start=526
-  _globals['_SUBSCRIBEEVENTSREQUEST']._serialized_end=736
-  _globals['_SUBSCRIBEEVENTSRESPONSE']._serialized_start=738
-  _globals['_SUBSCRIBEEVENTSRESPONSE']._serialized_end=806
-  _globals['_EVENTSERVICE']._serialized_start=809
-  _globals['_EVENTSERVICE']._serialized_end=1057
+  _globals['_LISTEVENTSREQUEST']._serialized_start=131
+  _globals['_LISTEVENTSREQUEST']._serialized_end=387
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=389
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=492
+  _globals['_SUBSCRIBEEVENTSREQUEST']._serialized_start=495
+  _globals['_SUBSCRIBEEVENTSREQUEST']._serialized_end=703
+  _globals['_SUBSCRIBEEVENTSRESPONSE']._serialized_start=705
+  _globals['_SUBSCRIBEEVENTSRESPONSE']._serialized_end=773
+  _globals['_EVENTSERVICE']._serialized_start=776
+  _globals['_EVENTSERVICE']._serialized_end=1024
 # @@protoc_insertion_point(module_scope)

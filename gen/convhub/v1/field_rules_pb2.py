@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63onvhub/v1/field_rules.proto\x12\nconvhub.v1\x1a google/protobuf/descriptor.proto\"\xf8\x01\n\nFieldRules\x12\x1d\n\nmax_length\x18\x01 \x01(\rR\tmaxLength\x12\x1b\n\tmax_items\x18\x02 \x01(\rR\x08maxItems\x12$\n\x0emax_key_length\x18\x03 \x01(\rR\x0cmaxKeyLength\x12\x1d\n\x07minimum\x18\x04 \x01(\x03H\x00R\x07minimum\x88\x01\x01\x12\x1d\n\nmin_length\x18\x05 \x01(\rR\tminLength\x12$\n\x0emin_key_length\x18\x06 \x01(\rR\x0cminKeyLength\x12\x18\n\x07pattern\x18\x07 \x01(\tR\x07patternB\n\n\x08_minimum:M\n\x05rules\x12\x1d.google.protobuf.FieldOptions\x18\x80\x90\x03 \x01(\x0b\x32\x16.convhub.v1.FieldRulesR\x05rulesBx\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63onvhub/v1/field_rules.proto\x12\nconvhub.v1\x1a google/protobuf/descriptor.proto\"\x8c\x02\n\nFieldRules\x12\x1d\n\nmax_length\x18\x01 \x01(\rR\tmaxLength\x12\x1b\n\tmax_items\x18\x02 \x01(\rR\x08maxItems\x12$\n\x0emax_key_length\x18\x03 \x01(\rR\x0cmaxKeyLength\x12\x1d\n\x07minimum\x18\x04 \x01(\x03H\x00R\x07minimum\x88\x01\x01\x12\x1d\n\nmin_length\x18\x05 \x01(\rR\tminLength\x12$\n\x0emin_key_length\x18\x06 \x01(\rR\x0cminKeyLength\x12\x18\n\x07pattern\x18\x07 \x01(\tR\x07pattern\x12\x12\n\x04uuid\x18\x08 \x01(\x08R\x04uuidB\n\n\x08_minimum:M\n\x05rules\x12\x1d.google.protobuf.FieldOptions\x18\x80\x90\x03 \x01(\x0b\x32\x16.convhub.v1.FieldRulesR\x05rulesBx\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.convhub.v1P\001Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\242\002\003CVH\252\002\nConvhub.V1\312\002\nConvhub\\V1\352\002\013Convhub::V1'
   _globals['_FIELDRULES']._serialized_start=79
-  _globals['_FIELDRULES']._serialized_end=327
+  _globals['_FIELDRULES']._serialized_end=347
 # @@protoc_insertion_point(module_scope)

@@ -36,6 +36,7 @@ class FieldRules(_message.Message):
     MIN_LENGTH_FIELD_NUMBER: _builtins.int
     MIN_KEY_LENGTH_FIELD_NUMBER: _builtins.int
     PATTERN_FIELD_NUMBER: _builtins.int
+    UUID_FIELD_NUMBER: _builtins.int
     max_length: _builtins.int
     """Longest accepted string, in characters (Unicode code points). For a
     repeated string it applies to each element, for a map to each value.
@@ -57,6 +58,11 @@ class FieldRules(_message.Message):
     """A regular expression a non-empty string must match as a whole; the
     common subset of ECMA 262 (OpenAPI) and Python `re` only.
     """
+    uuid: _builtins.bool
+    """A non-empty string must be a UUID (RFC 9562, any version; OpenAPI
+    `format: uuid`). The ids this server issues are version 7: time-ordered,
+    so the database's primary-key indexes grow at one edge.
+    """
     def __init__(
         self,
         *,
@@ -67,10 +73,11 @@ class FieldRules(_message.Message):
         min_length: _builtins.int = ...,
         min_key_length: _builtins.int = ...,
         pattern: _builtins.str = ...,
+        uuid: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_minimum", b"_minimum", "minimum", b"minimum"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_minimum", b"_minimum", "max_items", b"max_items", "max_key_length", b"max_key_length", "max_length", b"max_length", "min_key_length", b"min_key_length", "min_length", b"min_length", "minimum", b"minimum", "pattern", b"pattern"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_minimum", b"_minimum", "max_items", b"max_items", "max_key_length", b"max_key_length", "max_length", b"max_length", "min_key_length", b"min_key_length", "min_length", b"min_length", "minimum", b"minimum", "pattern", b"pattern", "uuid", b"uuid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__minimum: _TypeAlias = _typing.Literal["minimum"]  # noqa: Y015
     _WhichOneofArgType__minimum: _TypeAlias = _typing.Literal["_minimum", b"_minimum"]  # noqa: Y015

@@ -28,10 +28,9 @@ from convhub.v1 import field_rules_pb2 as convhub_dot_v1_dot_field__rules__pb2
 from convhub.v1 import message_pb2 as convhub_dot_v1_dot_message__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
-from google.api import field_info_pb2 as google_dot_api_dot_field__info__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onvhub/v1/ingest_service.proto\x12\nconvhub.v1\x1a\x17\x63onvhub/v1/common.proto\x1a\x1d\x63onvhub/v1/conversation.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x18\x63onvhub/v1/message.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\"\xa4\x03\n\x14IngestMessageRequest\x12\'\n\naccount_id\x18\x01 \x01(\tB\x08\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\taccountId\x12\'\n\x04self\x18\x02 \x01(\x0b\x32\x13.convhub.v1.AddressR\x04self\x12-\n\x04peer\x18\x03 \x01(\x0b\x32\x13.convhub.v1.AddressB\x04\xe2\x41\x01\x02R\x04peer\x12\x36\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x1c.convhub.v1.ConversationTypeR\x07\x63hannel\x12\x1c\n\x04text\x18\x05 \x01(\tB\x08\x82\x80\x19\x04\x08\x80\x80\x01R\x04text\x12!\n\x07subject\x18\x06 \x01(\tB\x07\x82\x80\x19\x03\x08\xe6\x07R\x07subject\x12\x31\n\x06medias\x18\x07 \x03(\x0b\x32\x11.convhub.v1.MediaB\x06\x82\x80\x19\x02\x10\x14R\x06medias\x12.\n\x0etransaction_id\x18\x08 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01R\rtransactionId\x12/\n\nrequest_id\x18\t \x01(\tB\x10\x82\x80\x19\x0c\x08@:\x08^[ -~]*$R\trequestId\"\xd5\x01\n\x15IngestMessageResponse\x12-\n\x07message\x18\x01 \x01(\x0b\x32\x13.convhub.v1.MessageR\x07message\x12<\n\x0c\x63onversation\x18\x02 \x01(\x0b\x32\x18.convhub.v1.ConversationR\x0c\x63onversation\x12\x31\n\x14\x63onversation_created\x18\x03 \x01(\x08R\x13\x63onversationCreated\x12\x1c\n\tduplicate\x18\x04 \x01(\x08R\tduplicate2\x95\x01\n\rIngestService\x12\x83\x01\n\rIngestMessage\x12 .convhub.v1.IngestMessageRequest\x1a!.convhub.v1.IngestMessageResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1.0/conversation_messages:ingest:\x01*Bx\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onvhub/v1/ingest_service.proto\x12\nconvhub.v1\x1a\x17\x63onvhub/v1/common.proto\x1a\x1d\x63onvhub/v1/conversation.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x18\x63onvhub/v1/message.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"\xa2\x03\n\x14IngestMessageRequest\x12%\n\naccount_id\x18\x01 \x01(\tB\x06\x82\x80\x19\x02@\x01R\taccountId\x12\'\n\x04self\x18\x02 \x01(\x0b\x32\x13.convhub.v1.AddressR\x04self\x12-\n\x04peer\x18\x03 \x01(\x0b\x32\x13.convhub.v1.AddressB\x04\xe2\x41\x01\x02R\x04peer\x12\x36\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x1c.convhub.v1.ConversationTypeR\x07\x63hannel\x12\x1c\n\x04text\x18\x05 \x01(\tB\x08\x82\x80\x19\x04\x08\x80\x80\x01R\x04text\x12!\n\x07subject\x18\x06 \x01(\tB\x07\x82\x80\x19\x03\x08\xe6\x07R\x07subject\x12\x31\n\x06medias\x18\x07 \x03(\x0b\x32\x11.convhub.v1.MediaB\x06\x82\x80\x19\x02\x10\x14R\x06medias\x12.\n\x0etransaction_id\x18\x08 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01R\rtransactionId\x12/\n\nrequest_id\x18\t \x01(\tB\x10\x82\x80\x19\x0c\x08@:\x08^[ -~]*$R\trequestId\"\xd5\x01\n\x15IngestMessageResponse\x12-\n\x07message\x18\x01 \x01(\x0b\x32\x13.convhub.v1.MessageR\x07message\x12<\n\x0c\x63onversation\x18\x02 \x01(\x0b\x32\x18.convhub.v1.ConversationR\x0c\x63onversation\x12\x31\n\x14\x63onversation_created\x18\x03 \x01(\x08R\x13\x63onversationCreated\x12\x1c\n\tduplicate\x18\x04 \x01(\x08R\tduplicate2\x95\x01\n\rIngestService\x12\x83\x01\n\rIngestMessage\x12 .convhub.v1.IngestMessageRequest\x1a!.convhub.v1.IngestMessageResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1.0/conversation_messages:ingest:\x01*Bx\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,7 +39,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.convhub.v1P\001Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\242\002\003CVH\252\002\nConvhub.V1\312\002\nConvhub\\V1\352\002\013Convhub::V1'
   _globals['_INGESTMESSAGEREQUEST'].fields_by_name['account_id']._loaded_options = None
-  _globals['_INGESTMESSAGEREQUEST'].fields_by_name['account_id']._serialized_options = b'\342\214\317\327\010\002\010\001'
+  _globals['_INGESTMESSAGEREQUEST'].fields_by_name['account_id']._serialized_options = b'\202\200\031\002@\001'
   _globals['_INGESTMESSAGEREQUEST'].fields_by_name['peer']._loaded_options = None
   _globals['_INGESTMESSAGEREQUEST'].fields_by_name['peer']._serialized_options = b'\342A\001\002'
   _globals['_INGESTMESSAGEREQUEST'].fields_by_name['text']._loaded_options = None
@@ -55,10 +54,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INGESTMESSAGEREQUEST'].fields_by_name['request_id']._serialized_options = b'\202\200\031\014\010@:\010^[ -~]*$'
   _globals['_INGESTSERVICE'].methods_by_name['IngestMessage']._loaded_options = None
   _globals['_INGESTSERVICE'].methods_by_name['IngestMessage']._serialized_options = b'\202\323\344\223\002\'\"\"/v1.0/conversation_messages:ingest:\001*'
-  _globals['_INGESTMESSAGEREQUEST']._serialized_start=252
-  _globals['_INGESTMESSAGEREQUEST']._serialized_end=672
-  _globals['_INGESTMESSAGERESPONSE']._serialized_start=675
-  _globals['_INGESTMESSAGERESPONSE']._serialized_end=888
-  _globals['_INGESTSERVICE']._serialized_start=891
-  _globals['_INGESTSERVICE']._serialized_end=1040
+  _globals['_INGESTMESSAGEREQUEST']._serialized_start=223
+  _globals['_INGESTMESSAGEREQUEST']._serialized_end=641
+  _globals['_INGESTMESSAGERESPONSE']._serialized_start=644
+  _globals['_INGESTMESSAGERESPONSE']._serialized_end=857
+  _globals['_INGESTSERVICE']._serialized_start=860
+  _globals['_INGESTSERVICE']._serialized_end=1009
 # @@protoc_insertion_point(module_scope)

@@ -25,11 +25,10 @@ _sym_db = _symbol_database.Default()
 from convhub.v1 import common_pb2 as convhub_dot_v1_dot_common__pb2
 from convhub.v1 import field_rules_pb2 as convhub_dot_v1_dot_field__rules__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
-from google.api import field_info_pb2 as google_dot_api_dot_field__info__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63onvhub/v1/participant.proto\x12\nconvhub.v1\x1a\x17\x63onvhub/v1/common.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x06\n\x0bParticipant\x12\x1c\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x03\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\x02id\x12%\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\ncustomerId\x12\x35\n\x0f\x63onversation_id\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x03\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\x0e\x63onversationId\x12\x1b\n\x04name\x18\x04 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01R\x04name\x12=\n\taddresses\x18\x05 \x03(\x0b\x32\x13.convhub.v1.AddressB\n\xe2\x41\x01\x02\x82\x80\x19\x02\x10\x14R\taddresses\x12I\n\x11preferred_channel\x18\x06 \x01(\x0e\x32\x1c.convhub.v1.ConversationTypeR\x10preferredChannel\x12R\n\x13last_active_channel\x18\x07 \x01(\x0e\x32\x1c.convhub.v1.ConversationTypeB\x04\xe2\x41\x01\x03R\x11lastActiveChannel\x12\x46\n\x0etm_last_active\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x0ctmLastActive\x12=\n\ttm_create\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmCreate\x12=\n\ttm_update\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmUpdate\x12=\n\ttm_delete\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmDelete\x12R\n\x12opted_out_channels\x18\x0c \x03(\x0e\x32\x1c.convhub.v1.ConversationTypeB\x06\x82\x80\x19\x02\x10\x08R\x10optedOutChannels\x12#\n\ncontact_id\x18\r \x01(\tB\x04\xe2\x41\x01\x03R\tcontactIdBx\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63onvhub/v1/participant.proto\x12\nconvhub.v1\x1a\x17\x63onvhub/v1/common.proto\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x05\n\x0bParticipant\x12\x1a\n\x02id\x18\x01 \x01(\tB\n\xe2\x41\x01\x03\x82\x80\x19\x02@\x01R\x02id\x12%\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\ncustomerId\x12\x33\n\x0f\x63onversation_id\x18\x03 \x01(\tB\n\xe2\x41\x01\x03\x82\x80\x19\x02@\x01R\x0e\x63onversationId\x12\x1b\n\x04name\x18\x04 \x01(\tB\x07\x82\x80\x19\x03\x08\xff\x01R\x04name\x12=\n\taddresses\x18\x05 \x03(\x0b\x32\x13.convhub.v1.AddressB\n\xe2\x41\x01\x02\x82\x80\x19\x02\x10\x14R\taddresses\x12I\n\x11preferred_channel\x18\x06 \x01(\x0e\x32\x1c.convhub.v1.ConversationTypeR\x10preferredChannel\x12R\n\x13last_active_channel\x18\x07 \x01(\x0e\x32\x1c.convhub.v1.ConversationTypeB\x04\xe2\x41\x01\x03R\x11lastActiveChannel\x12\x46\n\x0etm_last_active\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x0ctmLastActive\x12=\n\ttm_create\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmCreate\x12=\n\ttm_update\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmUpdate\x12=\n\ttm_delete\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08tmDelete\x12R\n\x12opted_out_channels\x18\x0c \x03(\x0e\x32\x1c.convhub.v1.ConversationTypeB\x06\x82\x80\x19\x02\x10\x08R\x10optedOutChannels\x12#\n\ncontact_id\x18\r \x01(\tB\x04\xe2\x41\x01\x03R\tcontactIdBx\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,11 +37,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.convhub.v1P\001Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\242\002\003CVH\252\002\nConvhub.V1\312\002\nConvhub\\V1\352\002\013Convhub::V1'
   _globals['_PARTICIPANT'].fields_by_name['id']._loaded_options = None
-  _globals['_PARTICIPANT'].fields_by_name['id']._serialized_options = b'\342A\001\003\342\214\317\327\010\002\010\001'
+  _globals['_PARTICIPANT'].fields_by_name['id']._serialized_options = b'\342A\001\003\202\200\031\002@\001'
   _globals['_PARTICIPANT'].fields_by_name['customer_id']._loaded_options = None
   _globals['_PARTICIPANT'].fields_by_name['customer_id']._serialized_options = b'\342A\001\003'
   _globals['_PARTICIPANT'].fields_by_name['conversation_id']._loaded_options = None
-  _globals['_PARTICIPANT'].fields_by_name['conversation_id']._serialized_options = b'\342A\001\003\342\214\317\327\010\002\010\001'
+  _globals['_PARTICIPANT'].fields_by_name['conversation_id']._serialized_options = b'\342A\001\003\202\200\031\002@\001'
   _globals['_PARTICIPANT'].fields_by_name['name']._loaded_options = None
   _globals['_PARTICIPANT'].fields_by_name['name']._serialized_options = b'\202\200\031\003\010\377\001'
   _globals['_PARTICIPANT'].fields_by_name['addresses']._loaded_options = None
@@ -61,6 +60,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PARTICIPANT'].fields_by_name['opted_out_channels']._serialized_options = b'\202\200\031\002\020\010'
   _globals['_PARTICIPANT'].fields_by_name['contact_id']._loaded_options = None
   _globals['_PARTICIPANT'].fields_by_name['contact_id']._serialized_options = b'\342A\001\003'
-  _globals['_PARTICIPANT']._serialized_start=195
-  _globals['_PARTICIPANT']._serialized_end=965
+  _globals['_PARTICIPANT']._serialized_start=166
+  _globals['_PARTICIPANT']._serialized_end=932
 # @@protoc_insertion_point(module_scope)

@@ -26,11 +26,10 @@ from convhub.v1 import field_rules_pb2 as convhub_dot_v1_dot_field__rules__pb2
 from convhub.v1 import webhook_pb2 as convhub_dot_v1_dot_webhook__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
-from google.api import field_info_pb2 as google_dot_api_dot_field__info__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n convhub/v1/webhook_service.proto\x12\nconvhub.v1\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x18\x63onvhub/v1/webhook.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a google/protobuf/field_mask.proto\"\x9d\x01\n\x1c\x43reateWebhookEndpointRequest\x12L\n\x10webhook_endpoint\x18\x01 \x01(\x0b\x32\x1b.convhub.v1.WebhookEndpointB\x04\xe2\x41\x01\x02R\x0fwebhookEndpoint\x12/\n\nrequest_id\x18\x02 \x01(\tB\x10\x82\x80\x19\x0c\x08@:\x08^[ -~]*$R\trequestId\"j\n\x1bListWebhookEndpointsRequest\x12#\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00R\x08pageSize\x12&\n\npage_token\x18\x02 \x01(\tB\x07\x82\x80\x19\x03\x08\x80\x04R\tpageToken\"{\n\x1cListWebhookEndpointsResponse\x12\x33\n\x06result\x18\x01 \x03(\x0b\x32\x1b.convhub.v1.WebhookEndpointR\x06result\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"9\n\x19GetWebhookEndpointRequest\x12\x1c\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\x02id\"\xa9\x01\n\x1cUpdateWebhookEndpointRequest\x12L\n\x10webhook_endpoint\x18\x01 \x01(\x0b\x32\x1b.convhub.v1.WebhookEndpointB\x04\xe2\x41\x01\x02R\x0fwebhookEndpoint\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"<\n\x1c\x44\x65leteWebhookEndpointRequest\x12\x1c\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\x02id\":\n\x1aRotateWebhookSecretRequest\x12\x1c\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\x02id\"\xe4\x01\n\x1cListWebhookDeliveriesRequest\x12<\n\x13webhook_endpoint_id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\x11webhookEndpointId\x12\x39\n\x06status\x18\x02 \x01(\x0e\x32!.convhub.v1.WebhookDeliveryStatusR\x06status\x12#\n\tpage_size\x18\x03 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00R\x08pageSize\x12&\n\npage_token\x18\x04 \x01(\tB\x07\x82\x80\x19\x03\x08\x80\x04R\tpageToken\"|\n\x1dListWebhookDeliveriesResponse\x12\x33\n\x06result\x18\x01 \x03(\x0b\x32\x1b.convhub.v1.WebhookDeliveryR\x06result\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"y\n\x1bRetryWebhookDeliveryRequest\x12<\n\x13webhook_endpoint_id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\x11webhookEndpointId\x12\x1c\n\x02id\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x02\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\x02id2\x9b\n\n\x0eWebhookService\x12\x91\x01\n\x15\x43reateWebhookEndpoint\x12(.convhub.v1.CreateWebhookEndpointRequest\x1a\x1b.convhub.v1.WebhookEndpoint\"1\x82\xd3\xe4\x93\x02+\"\x17/v1.0/webhook_endpoints:\x10webhook_endpoint\x12\x8a\x01\n\x14ListWebhookEndpoints\x12\'.convhub.v1.ListWebhookEndpointsRequest\x1a(.convhub.v1.ListWebhookEndpointsResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1.0/webhook_endpoints\x12~\n\x12GetWebhookEndpoint\x12%.convhub.v1.GetWebhookEndpointRequest\x1a\x1b.convhub.v1.WebhookEndpoint\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1.0/webhook_endpoints/{id}\x12\xec\x01\n\x15UpdateWebhookEndpoint\x12(.convhub.v1.UpdateWebhookEndpointRequest\x1a\x1b.convhub.v1.WebhookEndpoint\"\x8b\x01\x82\xd3\xe4\x93\x02\x84\x01\x1a-/v1.0/webhook_endpoints/{webhook_endpoint.id}:\x10webhook_endpointZA2-/v1.0/webhook_endpoints/{webhook_endpoint.id}:\x10webhook_endpoint\x12\x84\x01\n\x15\x44\x65leteWebhookEndpoint\x12(.convhub.v1.DeleteWebhookEndpointRequest\x1a\x1b.convhub.v1.WebhookEndpoint\"$\x82\xd3\xe4\x93\x02\x1e*\x1c/v1.0/webhook_endpoints/{id}\x12\x91\x01\n\x13RotateWebhookSecret\x12&.convhub.v1.RotateWebhookSecretRequest\x1a\x1b.convhub.v1.WebhookEndpoint\"5\x82\xd3\xe4\x93\x02/\"*/v1.0/webhook_endpoints/{id}:rotate_secret:\x01*\x12\xae\x01\n\x15ListWebhookDeliveries\x12(.convhub.v1.ListWebhookDeliveriesRequest\x1a).convhub.v1.ListWebhookDeliveriesResponse\"@\x82\xd3\xe4\x93\x02:\x12\x38/v1.0/webhook_endpoints/{webhook_endpoint_id}/deliveries\x12\xac\x01\n\x14RetryWebhookDelivery\x12\'.convhub.v1.RetryWebhookDeliveryRequest\x1a\x1b.convhub.v1.WebhookDelivery\"N\x82\xd3\xe4\x93\x02H\"C/v1.0/webhook_endpoints/{webhook_endpoint_id}/deliveries/{id}:retry:\x01*Bx\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n convhub/v1/webhook_service.proto\x12\nconvhub.v1\x1a\x1c\x63onvhub/v1/field_rules.proto\x1a\x18\x63onvhub/v1/webhook.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\"\x9d\x01\n\x1c\x43reateWebhookEndpointRequest\x12L\n\x10webhook_endpoint\x18\x01 \x01(\x0b\x32\x1b.convhub.v1.WebhookEndpointB\x04\xe2\x41\x01\x02R\x0fwebhookEndpoint\x12/\n\nrequest_id\x18\x02 \x01(\tB\x10\x82\x80\x19\x0c\x08@:\x08^[ -~]*$R\trequestId\"j\n\x1bListWebhookEndpointsRequest\x12#\n\tpage_size\x18\x01 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00R\x08pageSize\x12&\n\npage_token\x18\x02 \x01(\tB\x07\x82\x80\x19\x03\x08\x80\x04R\tpageToken\"{\n\x1cListWebhookEndpointsResponse\x12\x33\n\x06result\x18\x01 \x03(\x0b\x32\x1b.convhub.v1.WebhookEndpointR\x06result\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"7\n\x19GetWebhookEndpointRequest\x12\x1a\n\x02id\x18\x01 \x01(\tB\n\xe2\x41\x01\x02\x82\x80\x19\x02@\x01R\x02id\"\xa9\x01\n\x1cUpdateWebhookEndpointRequest\x12L\n\x10webhook_endpoint\x18\x01 \x01(\x0b\x32\x1b.convhub.v1.WebhookEndpointB\x04\xe2\x41\x01\x02R\x0fwebhookEndpoint\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\":\n\x1c\x44\x65leteWebhookEndpointRequest\x12\x1a\n\x02id\x18\x01 \x01(\tB\n\xe2\x41\x01\x02\x82\x80\x19\x02@\x01R\x02id\"8\n\x1aRotateWebhookSecretRequest\x12\x1a\n\x02id\x18\x01 \x01(\tB\n\xe2\x41\x01\x02\x82\x80\x19\x02@\x01R\x02id\"\xe2\x01\n\x1cListWebhookDeliveriesRequest\x12:\n\x13webhook_endpoint_id\x18\x01 \x01(\tB\n\xe2\x41\x01\x02\x82\x80\x19\x02@\x01R\x11webhookEndpointId\x12\x39\n\x06status\x18\x02 \x01(\x0e\x32!.convhub.v1.WebhookDeliveryStatusR\x06status\x12#\n\tpage_size\x18\x03 \x01(\x05\x42\x06\x82\x80\x19\x02 \x00R\x08pageSize\x12&\n\npage_token\x18\x04 \x01(\tB\x07\x82\x80\x19\x03\x08\x80\x04R\tpageToken\"|\n\x1dListWebhookDeliveriesResponse\x12\x33\n\x06result\x18\x01 \x03(\x0b\x32\x1b.convhub.v1.WebhookDeliveryR\x06result\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"u\n\x1bRetryWebhookDeliveryRequest\x12:\n\x13webhook_endpoint_id\x18\x01 \x01(\tB\n\xe2\x41\x01\x02\x82\x80\x19\x02@\x01R\x11webhookEndpointId\x12\x1a\n\x02id\x18\x02 \x01(\tB\n\xe2\x41\x01\x02\x82\x80\x19\x02@\x01R\x02id2\x9b\n\n\x0eWebhookService\x12\x91\x01\n\x15\x43reateWebhookEndpoint\x12(.convhub.v1.CreateWebhookEndpointRequest\x1a\x1b.convhub.v1.WebhookEndpoint\"1\x82\xd3\xe4\x93\x02+\"\x17/v1.0/webhook_endpoints:\x10webhook_endpoint\x12\x8a\x01\n\x14ListWebhookEndpoints\x12\'.convhub.v1.ListWebhookEndpointsRequest\x1a(.convhub.v1.ListWebhookEndpointsResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1.0/webhook_endpoints\x12~\n\x12GetWebhookEndpoint\x12%.convhub.v1.GetWebhookEndpointRequest\x1a\x1b.convhub.v1.WebhookEndpoint\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1.0/webhook_endpoints/{id}\x12\xec\x01\n\x15UpdateWebhookEndpoint\x12(.convhub.v1.UpdateWebhookEndpointRequest\x1a\x1b.convhub.v1.WebhookEndpoint\"\x8b\x01\x82\xd3\xe4\x93\x02\x84\x01\x1a-/v1.0/webhook_endpoints/{webhook_endpoint.id}:\x10webhook_endpointZA2-/v1.0/webhook_endpoints/{webhook_endpoint.id}:\x10webhook_endpoint\x12\x84\x01\n\x15\x44\x65leteWebhookEndpoint\x12(.convhub.v1.DeleteWebhookEndpointRequest\x1a\x1b.convhub.v1.WebhookEndpoint\"$\x82\xd3\xe4\x93\x02\x1e*\x1c/v1.0/webhook_endpoints/{id}\x12\x91\x01\n\x13RotateWebhookSecret\x12&.convhub.v1.RotateWebhookSecretRequest\x1a\x1b.convhub.v1.WebhookEndpoint\"5\x82\xd3\xe4\x93\x02/\"*/v1.0/webhook_endpoints/{id}:rotate_secret:\x01*\x12\xae\x01\n\x15ListWebhookDeliveries\x12(.convhub.v1.ListWebhookDeliveriesRequest\x1a).convhub.v1.ListWebhookDeliveriesResponse\"@\x82\xd3\xe4\x93\x02:\x12\x38/v1.0/webhook_endpoints/{webhook_endpoint_id}/deliveries\x12\xac\x01\n\x14RetryWebhookDelivery\x12\'.convhub.v1.RetryWebhookDeliveryRequest\x1a\x1b.convhub.v1.WebhookDelivery\"N\x82\xd3\xe4\x93\x02H\"C/v1.0/webhook_endpoints/{webhook_endpoint_id}/deliveries/{id}:retry:\x01*Bx\n\x0e\x64\x65v.convhub.v1P\x01Z6github.com/convhub/convhub/gen/go/convhub/v1;convhubv1\xa2\x02\x03\x43VH\xaa\x02\nConvhub.V1\xca\x02\nConvhub\\V1\xea\x02\x0b\x43onvhub::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,23 +46,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTWEBHOOKENDPOINTSREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTWEBHOOKENDPOINTSREQUEST'].fields_by_name['page_token']._serialized_options = b'\202\200\031\003\010\200\004'
   _globals['_GETWEBHOOKENDPOINTREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_GETWEBHOOKENDPOINTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\342\214\317\327\010\002\010\001'
+  _globals['_GETWEBHOOKENDPOINTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\202\200\031\002@\001'
   _globals['_UPDATEWEBHOOKENDPOINTREQUEST'].fields_by_name['webhook_endpoint']._loaded_options = None
   _globals['_UPDATEWEBHOOKENDPOINTREQUEST'].fields_by_name['webhook_endpoint']._serialized_options = b'\342A\001\002'
   _globals['_DELETEWEBHOOKENDPOINTREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_DELETEWEBHOOKENDPOINTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\342\214\317\327\010\002\010\001'
+  _globals['_DELETEWEBHOOKENDPOINTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\202\200\031\002@\001'
   _globals['_ROTATEWEBHOOKSECRETREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_ROTATEWEBHOOKSECRETREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\342\214\317\327\010\002\010\001'
+  _globals['_ROTATEWEBHOOKSECRETREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\202\200\031\002@\001'
   _globals['_LISTWEBHOOKDELIVERIESREQUEST'].fields_by_name['webhook_endpoint_id']._loaded_options = None
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST'].fields_by_name['webhook_endpoint_id']._serialized_options = b'\342A\001\002\342\214\317\327\010\002\010\001'
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST'].fields_by_name['webhook_endpoint_id']._serialized_options = b'\342A\001\002\202\200\031\002@\001'
   _globals['_LISTWEBHOOKDELIVERIESREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTWEBHOOKDELIVERIESREQUEST'].fields_by_name['page_size']._serialized_options = b'\202\200\031\002 \000'
   _globals['_LISTWEBHOOKDELIVERIESREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTWEBHOOKDELIVERIESREQUEST'].fields_by_name['page_token']._serialized_options = b'\202\200\031\003\010\200\004'
   _globals['_RETRYWEBHOOKDELIVERYREQUEST'].fields_by_name['webhook_endpoint_id']._loaded_options = None
-  _globals['_RETRYWEBHOOKDELIVERYREQUEST'].fields_by_name['webhook_endpoint_id']._serialized_options = b'\342A\001\002\342\214\317\327\010\002\010\001'
+  _globals['_RETRYWEBHOOKDELIVERYREQUEST'].fields_by_name['webhook_endpoint_id']._serialized_options = b'\342A\001\002\202\200\031\002@\001'
   _globals['_RETRYWEBHOOKDELIVERYREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_RETRYWEBHOOKDELIVERYREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\342\214\317\327\010\002\010\001'
+  _globals['_RETRYWEBHOOKDELIVERYREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\202\200\031\002@\001'
   _globals['_WEBHOOKSERVICE'].methods_by_name['CreateWebhookEndpoint']._loaded_options = None
   _globals['_WEBHOOKSERVICE'].methods_by_name['CreateWebhookEndpoint']._serialized_options = b'\202\323\344\223\002+\"\027/v1.0/webhook_endpoints:\020webhook_endpoint'
   _globals['_WEBHOOKSERVICE'].methods_by_name['ListWebhookEndpoints']._loaded_options = None
@@ -80,26 +79,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WEBHOOKSERVICE'].methods_by_name['ListWebhookDeliveries']._serialized_options = b'\202\323\344\223\002:\0228/v1.0/webhook_endpoints/{webhook_endpoint_id}/deliveries'
   _globals['_WEBHOOKSERVICE'].methods_by_name['RetryWebhookDelivery']._loaded_options = None
   _globals['_WEBHOOKSERVICE'].methods_by_name['RetryWebhookDelivery']._serialized_options = b'\202\323\344\223\002H\"C/v1.0/webhook_endpoints/{webhook_endpoint_id}/deliveries/{id}:retry:\001*'
-  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_start=231
-  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_end=388
-  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_start=390
-  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_end=496
-  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_start=498
-  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_end=621
-  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_start=623
-  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_end=680
-  _globals['_UPDATEWEBHOOKENDPOINTREQUEST']._serialized_start=683
-  _globals['_UPDATEWEBHOOKENDPOINTREQUEST']._serialized_end=852
-  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_start=854
-  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_end=914
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=916
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=974
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=977
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=1205
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=1207
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=1331
-  _globals['_RETRYWEBHOOKDELIVERYREQUEST']._serialized_start=1333
-  _globals['_RETRYWEBHOOKDELIVERYREQUEST']._serialized_end=1454
-  _globals['_WEBHOOKSERVICE']._serialized_start=1457
-  _globals['_WEBHOOKSERVICE']._serialized_end=2764
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_start=202
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_end=359
+  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_start=361
+  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_end=467
+  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_start=469
+  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_end=592
+  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_start=594
+  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_end=649
+  _globals['_UPDATEWEBHOOKENDPOINTREQUEST']._serialized_start=652
+  _globals['_UPDATEWEBHOOKENDPOINTREQUEST']._serialized_end=821
+  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_start=823
+  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_end=881
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=883
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=939
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=942
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=1168
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=1170
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=1294
+  _globals['_RETRYWEBHOOKDELIVERYREQUEST']._serialized_start=1296
+  _globals['_RETRYWEBHOOKDELIVERYREQUEST']._serialized_end=1413
+  _globals['_WEBHOOKSERVICE']._serialized_start=1416
+  _globals['_WEBHOOKSERVICE']._serialized_end=2723
 # @@protoc_insertion_point(module_scope)

@@ -31,8 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -49,6 +47,7 @@ from convhub.server.observability.error_log import log_unexpected
 from convhub.server.store import webhooks as store
 from convhub.server.store.db import Database
 from convhub.server.store.doorbell import DoorbellListener
+from convhub.server.workers import claimer_id
 
 log = logging.getLogger("convhub.webhooks")
 
@@ -96,7 +95,7 @@ class WebhookEmitter:
     def __init__(self, db: Database, policy: WebhookPolicy) -> None:
         self._db = db
         self._policy = policy
-        self.worker_id = f"{socket.gethostname()[:32]}:{os.getpid()}:{os.urandom(4).hex()}"
+        self.worker_id = claimer_id()
         self._executor: ThreadPoolExecutor | None = None
         self._sender: WebhookSender | None = None
         self._tasks: list[asyncio.Task[None]] = []

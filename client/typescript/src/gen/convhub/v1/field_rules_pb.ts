@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file convhub/v1/field_rules.proto.
  */
 export const file_convhub_v1_field_rules: GenFile = /*@__PURE__*/
-  fileDesc("Chxjb252aHViL3YxL2ZpZWxkX3J1bGVzLnByb3RvEgpjb252aHViLnYxIqoBCgpGaWVsZFJ1bGVzEhIKCm1heF9sZW5ndGgYASABKA0SEQoJbWF4X2l0ZW1zGAIgASgNEhYKDm1heF9rZXlfbGVuZ3RoGAMgASgNEhQKB21pbmltdW0YBCABKANIAIgBARISCgptaW5fbGVuZ3RoGAUgASgNEhYKDm1pbl9rZXlfbGVuZ3RoGAYgASgNEg8KB3BhdHRlcm4YByABKAlCCgoIX21pbmltdW06TQoFcnVsZXMSHS5nb29nbGUucHJvdG9idWYuRmllbGRPcHRpb25zGICQAyABKAsyFi5jb252aHViLnYxLkZpZWxkUnVsZXNSBXJ1bGVzQngKDmRldi5jb252aHViLnYxUAFaNmdpdGh1Yi5jb20vY29udmh1Yi9jb252aHViL2dlbi9nby9jb252aHViL3YxO2NvbnZodWJ2MaICA0NWSKoCCkNvbnZodWIuVjHKAgpDb252aHViXFYx6gILQ29udmh1Yjo6VjFiBnByb3RvMw", [file_google_protobuf_descriptor]);
+  fileDesc("Chxjb252aHViL3YxL2ZpZWxkX3J1bGVzLnByb3RvEgpjb252aHViLnYxIrgBCgpGaWVsZFJ1bGVzEhIKCm1heF9sZW5ndGgYASABKA0SEQoJbWF4X2l0ZW1zGAIgASgNEhYKDm1heF9rZXlfbGVuZ3RoGAMgASgNEhQKB21pbmltdW0YBCABKANIAIgBARISCgptaW5fbGVuZ3RoGAUgASgNEhYKDm1pbl9rZXlfbGVuZ3RoGAYgASgNEg8KB3BhdHRlcm4YByABKAkSDAoEdXVpZBgIIAEoCEIKCghfbWluaW11bTpNCgVydWxlcxIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMYgJADIAEoCzIWLmNvbnZodWIudjEuRmllbGRSdWxlc1IFcnVsZXNCeAoOZGV2LmNvbnZodWIudjFQAVo2Z2l0aHViLmNvbS9jb252aHViL2NvbnZodWIvZ2VuL2dvL2NvbnZodWIvdjE7Y29udmh1YnYxogIDQ1ZIqgIKQ29udmh1Yi5WMcoCCkNvbnZodWJcVjHqAgtDb252aHViOjpWMWIGcHJvdG8z", [file_google_protobuf_descriptor]);
 
 /**
  * FieldRules are limits the server enforces on a request field beyond its
@@ -76,6 +76,15 @@ export type FieldRules = Message<"convhub.v1.FieldRules"> & {
    * @generated from field: string pattern = 7;
    */
   pattern: string;
+
+  /**
+   * A non-empty string must be a UUID (RFC 9562, any version; OpenAPI
+   * `format: uuid`). The ids this server issues are version 7: time-ordered,
+   * so the database's primary-key indexes grow at one edge.
+   *
+   * @generated from field: bool uuid = 8;
+   */
+  uuid: boolean;
 };
 
 /**
