@@ -187,7 +187,6 @@ _events_after = (
     .order_by(_events.c.sequence)
     .limit(bindparam("limit"))
 )
-_insert_delivery = insert(deliveries)
 _open_chains = (
     select(deliveries.c.ordering_key)
     .where(
@@ -202,20 +201,45 @@ _advance_cursor = (
 )
 
 
-def _mark_heads(conn: Connection, endpoint_id: str, new_rows: list[dict[str, Any]]) -> None:
-    """The first new delivery of each chain with nothing pending yet becomes its head.
+def _open_chain_keys(conn: Connection, endpoint_id: str, keys: set[str]) -> set[str]:
+    """Which of these chains (ordering keys) have a pending delivery already: a new one joins behind its head.
 
-    Runs under the endpoint's row lock, as does passing the head on
+    Fan-out asks this under the endpoint's row lock, as does passing the head on
     (`record_outcomes`), so a chain never ends up with no head or two.
     """
-    if not new_rows:
-        return
-    keys = list({r["ordering_key"] for r in new_rows})
-    busy = set(conn.execute(_open_chains, {"endpoint_id": endpoint_id, "keys": keys}).scalars())
-    for row in new_rows:
-        if row["ordering_key"] not in busy:
-            row["head"] = True
-            busy.add(row["ordering_key"])
+    if not keys:
+        return set()
+    return set(conn.execute(_open_chains, {"endpoint_id": endpoint_id, "keys": list(keys)}).scalars())
+
+
+# Fan-out's INSERT, written for the driver: rows go to executemany as plain tuples, without SQLAlchemy's
+# per-row parameter processing. Measured per delivery row, transaction included: SQLite 24.5 -> 23.1 us,
+# PostgreSQL 48.6 -> 44.0 us; on SQLite that transaction holds the one write lock the API's commits wait for.
+# Every column is a str, int or bool, which both drivers take as they are.
+_DELIVERY_COLUMNS = (
+    "id",
+    "customer_id",
+    "endpoint_id",
+    "event_id",
+    "event_sequence",
+    "event_type",
+    "ordering_key",
+    "body",
+    "status",
+    "head",
+    "attempts",
+    "next_attempt_at",
+    "last_response_code",
+    "last_error",
+    "tm_create",
+    "tm_update",
+)
+_PLACEHOLDER = {"sqlite": "?", "postgresql": "%s"}  # the drivers' positional paramstyles (qmark, format)
+
+
+def _insert_deliveries(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    marks = ", ".join([_PLACEHOLDER[conn.dialect.name]] * len(_DELIVERY_COLUMNS))
+    conn.exec_driver_sql(f"INSERT INTO {deliveries.name} ({', '.join(_DELIVERY_COLUMNS)}) VALUES ({marks})", rows)
 
 
 def _by_customer(endpoints_behind: Sequence[Any]) -> dict[str, list[Any]]:
@@ -282,7 +306,8 @@ def fan_out(
         return None
     by_customer = _by_customer(claimed)
     now = now_us()
-    rows: list[dict[str, Any]] = []
+    due = now + first_delay_us
+    rows: list[tuple[Any, ...]] = []
     cursors: list[dict[str, Any]] = []
     more = len(claimed) == endpoint_limit
     bodies: Rendered = rendered if rendered is not None else {}
@@ -295,39 +320,45 @@ def fan_out(
         more = more or len(events) == event_limit
         for endpoint in group:
             wanted = set(endpoint.event_types or ())
-            new_rows: list[dict[str, Any]] = []
+            picked: list[tuple[int, str, RenderedBody]] = []
             for ev in events:
                 if ev.sequence <= endpoint.cursor or (wanted and ev.type not in wanted):
                     continue
                 body = bodies.get((customer_id, ev.sequence))
                 if body is None:
                     body = bodies[(customer_id, ev.sequence)] = render(ev.payload)
-                new_rows.append(
-                    {
-                        "id": new_id(),
-                        "customer_id": customer_id,
-                        "endpoint_id": endpoint.id,
-                        "event_id": body.event_id,
-                        "event_sequence": ev.sequence,
-                        "event_type": ev.type,
-                        "ordering_key": body.ordering_key,
-                        "body": body.body,
-                        "status": PENDING,
-                        "head": False,
-                        "attempts": 0,
-                        "next_attempt_at": now + first_delay_us,
-                        "last_response_code": 0,
-                        "last_error": "",
-                        "tm_create": now,
-                        "tm_update": now,
-                    }
+                picked.append((ev.sequence, ev.type, body))
+            # The first new delivery of each chain with nothing pending yet becomes its head.
+            chains = _open_chain_keys(conn, endpoint.id, {body.ordering_key for _, _, body in picked})
+            for sequence, event_type, body in picked:
+                head = body.ordering_key not in chains
+                if head:
+                    chains.add(body.ordering_key)
+                # In _DELIVERY_COLUMNS' order.
+                rows.append(
+                    (
+                        new_id(),
+                        customer_id,
+                        endpoint.id,
+                        body.event_id,
+                        sequence,
+                        event_type,
+                        body.ordering_key,
+                        body.body,
+                        PENDING,
+                        head,
+                        0,
+                        due,
+                        0,
+                        "",
+                        now,
+                        now,
+                    )
                 )
-            _mark_heads(conn, endpoint.id, new_rows)
-            rows.extend(new_rows)
             if last > endpoint.cursor:
                 cursors.append({"endpoint_id": endpoint.id, "new_cursor": last})
     if rows:
-        conn.execute(_insert_delivery, rows)
+        _insert_deliveries(conn, rows)
     if cursors:
         conn.execute(_advance_cursor, cursors)
     return len(rows), more
