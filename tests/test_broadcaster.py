@@ -223,26 +223,38 @@ def test_a_batch_of_frames_is_the_wire_form_of_its_response(text_size: int) -> N
     assert [entry.event for entry in entries] == events
 
 
-async def test_commits_arriving_while_busy_are_read_together(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A ring soon after a read that fanned events out waits out BUSY_INTERVAL: a burst of commits is one read.
-
-    (The interval is stretched here so the five commits surely land within it; the re-poll tick is far away.)
-    """
-    monkeypatch.setattr(broadcaster_module, "BUSY_INTERVAL", 2.0)
-    reads = count_reads(monkeypatch)
-    customer = create_customer(db.writer, "bursty")
-    b = Broadcaster(db, poll_interval=30, buffer_size=100)
+async def reads_for_a_second_write(
+    db: Database, reads: list[Any], first: int, second: int, *, first_per_tx: int = 1, pause: float = 0
+) -> int:
+    """One subscriber; write `first` events (`first_per_tx` a commit) and take them, then `second` more, one a
+    commit `pause` apart, and take them all: how many reads the broadcaster made for the second write."""
+    customer = create_customer(db.writer, "paced")
+    b = Broadcaster(db, poll_interval=30, buffer_size=100)  # the re-poll tick is far away
     await b.start()
     try:
         sub = b.subscribe(customer, 0, EventFilter())
-        await asyncio.to_thread(write, db, customer, 1)  # after a quiet spell: read at once
-        assert [e.sequence for e in await asyncio.wait_for(sub.take(), 5)] == [1]
+        await asyncio.to_thread(write, db, customer, first, per_tx=first_per_tx)
+        assert len(await asyncio.wait_for(sub.take(), 5)) == first
         before = len(reads)
-        await asyncio.to_thread(write, db, customer, 5)  # five commits, five rings
-        assert [e.sequence for e in await asyncio.wait_for(sub.take(), 10)] == [2, 3, 4, 5, 6]
-        assert len(reads) == before + 1, "the burst was read at once, in one statement"
+        await asyncio.to_thread(write, db, customer, second, pause=pause)
+        got: list[int] = []
+        while len(got) < second:
+            got.extend(e.sequence for e in await asyncio.wait_for(sub.take(), 10))
+        assert got == list(range(first + 1, first + second + 1))
+        return len(reads) - before
     finally:
         await b.stop()
+
+
+async def test_commits_arriving_while_busy_are_read_together(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ring soon after a read that fanned events out waits out BUSY_INTERVAL: a burst of commits is one read.
+
+    (The interval is stretched here so the five commits surely land within it.)
+    """
+    monkeypatch.setattr(broadcaster_module, "BUSY_INTERVAL", 2.0)
+    reads = count_reads(monkeypatch)
+    # The first commit comes after a quiet spell: read at once. Then five commits, five rings: one read.
+    assert await reads_for_a_second_write(db, reads, 1, 5) == 1, "the burst was read at once, in one statement"
 
 
 @pytest.mark.parametrize("first_batch", [1, 3], ids=["light", "heavy"])
@@ -255,22 +267,9 @@ async def test_a_heavy_read_stretches_the_wait_before_the_next(
     monkeypatch.setattr(broadcaster_module, "HEAVY_INTERVAL", 2.0)
     monkeypatch.setattr(broadcaster_module, "HEAVY_BATCH", 3)
     reads = count_reads(monkeypatch)
-    customer = create_customer(db.writer, "heavy")
-    b = Broadcaster(db, poll_interval=30, buffer_size=100)
-    await b.start()
-    try:
-        sub = b.subscribe(customer, 0, EventFilter())
-        await asyncio.to_thread(write, db, customer, first_batch, per_tx=first_batch)  # one commit, one read
-        assert len(await asyncio.wait_for(sub.take(), 5)) == first_batch
-        before = len(reads)
-        await asyncio.to_thread(write, db, customer, 3, pause=0.1)  # three commits, 100 ms apart
-        got: list[int] = []
-        while len(got) < 3:
-            got.extend(e.sequence for e in await asyncio.wait_for(sub.take(), 10))
-        assert got == [first_batch + 1, first_batch + 2, first_batch + 3]
-        if first_batch >= broadcaster_module.HEAVY_BATCH:
-            assert len(reads) == before + 1, "the paced commits after a heavy read were read together"
-        else:
-            assert len(reads) >= before + 3, "each paced commit after a light read was read on its own"
-    finally:
-        await b.stop()
+    # One commit of `first_batch` events (one read), then three commits 100 ms apart.
+    made = await reads_for_a_second_write(db, reads, first_batch, 3, first_per_tx=first_batch, pause=0.1)
+    if first_batch >= broadcaster_module.HEAVY_BATCH:
+        assert made == 1, "the paced commits after a heavy read were read together"
+    else:
+        assert made >= 3, "each paced commit after a light read was read on its own"
