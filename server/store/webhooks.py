@@ -26,8 +26,11 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     Connection,
+    Select,
+    String,
     and_,
     bindparam,
     func,
@@ -35,7 +38,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
-    tuple_,
+    true,
     update,
 )
 
@@ -418,27 +421,55 @@ _lease = (
     .where(deliveries.c.id == bindparam("delivery_id"))
     .values(locked_by=bindparam("worker"), locked_until=bindparam("until"))
 )
-_ranked = (
-    select(
-        *_SENT_COLUMNS,
-        func.row_number()
-        .over(partition_by=(deliveries.c.endpoint_id, deliveries.c.ordering_key), order_by=deliveries.c.event_sequence)
-        .label("place"),
+# The next pending deliveries of some chains, in order, `follow` at most per chain: each chain is read through the
+# pending_chain index from its start and the read stops after `follow` rows, so a chain's backlog (an endpoint
+# that was down for a day) costs nothing here. (A ROW_NUMBER() window over the chains read every pending row:
+# 50 ms for a chain of 20,000 on SQLite, inside the write transaction.) No row locks: a delivery that is not its
+# chain's head is claimed by nobody else, and fan-out only appends behind it.
+_FOLLOWER_COLUMNS = (*_SENT_COLUMNS, deliveries.c.event_sequence)
+
+
+def _next_in(endpoint_id: ColumnElement[str], ordering_key: ColumnElement[str]) -> Select[Any]:
+    return (
+        select(*_FOLLOWER_COLUMNS)
+        .where(
+            deliveries.c.endpoint_id == endpoint_id,
+            deliveries.c.ordering_key == ordering_key,
+            deliveries.c.status == _IS_PENDING,
+            deliveries.c.head.is_(False),
+        )
+        .order_by(deliveries.c.event_sequence)
+        .limit(bindparam("follow"))
     )
-    .where(
-        deliveries.c.status == _IS_PENDING,
-        deliveries.c.head.is_(False),
-        tuple_(deliveries.c.endpoint_id, deliveries.c.ordering_key).in_(bindparam("chains", expanding=True)),
-    )
-    .subquery()
+
+
+# PostgreSQL: one statement, a LATERAL read per chain of the (endpoint, key) arrays.
+_text_array = ARRAY(String)
+_chains = (
+    func.unnest(bindparam("endpoint_ids", type_=_text_array), bindparam("ordering_keys", type_=_text_array))
+    .table_valued("endpoint_id", "ordering_key")
+    .render_derived(name="chains")
 )
-# The next pending deliveries of some chains, in order. No row locks: a delivery that is not its chain's head is
-# claimed by nobody else, and fan-out only appends behind it.
-_followers = (
-    select(_ranked)
-    .where(_ranked.c.place <= bindparam("follow"))
-    .order_by(_ranked.c.endpoint_id, _ranked.c.ordering_key, _ranked.c.place)
-)
+_next_of_chains = _next_in(_chains.c.endpoint_id, _chains.c.ordering_key).lateral("next_of_chain")
+_followers_pg = select(_next_of_chains).select_from(_chains).join(_next_of_chains, true())
+# SQLite (no LATERAL): one indexed read per chain, in process.
+_followers_of_one = _next_in(bindparam("endpoint_id"), bindparam("ordering_key"))
+
+
+def _followers(conn: Connection, chains: Sequence[tuple[str, str]], follow: int) -> list[Any]:
+    """Up to `follow` pending non-head deliveries of each (endpoint_id, ordering_key) chain, each chain in order."""
+    if conn.dialect.name == "postgresql":
+        endpoint_ids, ordering_keys = (list(column) for column in zip(*chains, strict=True))
+        params = {"endpoint_ids": endpoint_ids, "ordering_keys": ordering_keys, "follow": follow}
+        rows = conn.execute(_followers_pg, params).all()
+        return sorted(rows, key=lambda r: (r.endpoint_id, r.ordering_key, r.event_sequence))
+    return [
+        row
+        for endpoint_id, ordering_key in chains
+        for row in conn.execute(
+            _followers_of_one, {"endpoint_id": endpoint_id, "ordering_key": ordering_key, "follow": follow}
+        )
+    ]
 
 
 def _claimed(r: Any, url: str, secrets: tuple[str, ...]) -> ClaimedDelivery:
@@ -480,7 +511,7 @@ def claim_due(
     if heads and follow > 0:
         chains = {(h.endpoint_id, h.ordering_key): h for h in heads}
         followers: dict[tuple[str, str], list[ClaimedDelivery]] = {chain: [] for chain in chains}
-        for f in conn.execute(_followers, {"chains": list(chains), "follow": follow}):
+        for f in _followers(conn, list(chains), follow):
             head = chains[(f.endpoint_id, f.ordering_key)]
             followers[(f.endpoint_id, f.ordering_key)].append(_claimed(f, head.url, head.secrets))
         heads = [dataclasses.replace(h, followers=tuple(followers[chain])) for chain, h in chains.items()]
