@@ -368,6 +368,20 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def cpu_by_group(
+    before: dict[int, tuple[str, float]],
+    after: dict[int, tuple[str, float]],
+    group_of: Callable[[int, str], str | None],
+) -> dict[str, float]:
+    """CPU seconds spent between two `cpu_by_process` snapshots, summed by `group_of(pid, name)` (None: left out)."""
+    spent: dict[str, float] = {}
+    for pid, (name, cpu) in after.items():
+        group = group_of(pid, name)
+        if group is not None:
+            spent[group] = spent.get(group, 0.0) + cpu - before.get(pid, (name, 0.0))[1]
+    return spent
+
+
 @dataclass(frozen=True)
 class CallCost:
     """CPU milliseconds per call of a scenario, by who spent them: the server (with its child processes),
@@ -388,12 +402,13 @@ def call_cost(server_pid: int) -> Iterator[list[CallCost]]:
     after, wall = cpu_by_process(), time.perf_counter() - wall
     server = {server_pid, *descendants(server_pid)}
     load = set(descendants(os.getpid()))
-    spent = {"server": 0.0, "database": 0.0, "load": 0.0}
-    for pid, (name, cpu) in after.items():
-        group = "server" if pid in server else "load" if pid in load else "database" if name == "postgres" else None
-        if group is not None:
-            spent[group] += cpu - before.get(pid, (name, 0.0))[1]
-    out.append(CallCost(**{group: seconds / wall for group, seconds in spent.items()}))  # cores, until scaled
+
+    def group_of(pid: int, name: str) -> str | None:
+        return "server" if pid in server else "load" if pid in load else "database" if name == "postgres" else None
+
+    spent = cpu_by_group(before, after, group_of)
+    cores = {group: spent.get(group, 0.0) / wall for group in ("server", "database", "load")}
+    out.append(CallCost(**cores))  # cores, until per_call scales them
 
 
 def per_call(cores: CallCost, result: Result) -> CallCost:

@@ -225,10 +225,7 @@ def where_cpu_goes(labelled: Callable[[], dict[int, str]]) -> Iterator[None]:
     before, wall = grpc_bench.cpu_by_process(), time.perf_counter()
     yield
     after, wall, labels = grpc_bench.cpu_by_process(), time.perf_counter() - wall, labelled()
-    groups: dict[str, float] = {}
-    for pid, (name, cpu) in after.items():
-        group = labels.get(pid, name)
-        groups[group] = groups.get(group, 0.0) + cpu - before.get(pid, (name, 0.0))[1]
+    groups = grpc_bench.cpu_by_group(before, after, lambda pid, name: labels.get(pid, name))
     shares = sorted(((cpu / wall, group) for group, cpu in groups.items() if cpu / wall >= 0.01), reverse=True)
     print("      cores used: " + ", ".join(f"{group} {share:.2f}" for share, group in shares), flush=True)
 
