@@ -18,6 +18,7 @@ import pytest
 
 from convhub.server import worker_process
 from tests.conftest import TEST_SECRET_KEY, create_database
+from tests.eventsupport import wait_until as wait_until_async
 from tests.test_webhook_durability import ENV, Server, add_endpoint, event_log, make_tenant, wait_all
 from tests.webhook_receiver import run_receiver
 
@@ -156,27 +157,19 @@ def test_a_restart_that_cannot_start_the_process_is_tried_again(
     caplog.set_level(logging.WARNING, logger="convhub.workers")
     python = sys.executable
 
-    async def eventually(predicate, what: str):  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"timed out waiting for {what}")
-
     async def scenario() -> None:
         worker = worker_process.WorkerProcess("webhook-process", ["webhook-worker"], url, None, stop_timeout=15)
         await worker.start()
         try:
-            [first] = await eventually(lambda: webhook_children(os.getpid()), "the webhook worker process")
+            await wait_until_async(lambda: bool(webhook_children(os.getpid())), what="the webhook worker process")
+            [first] = webhook_children(os.getpid())
             monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
             os.kill(first, signal.SIGKILL)
-            await eventually(lambda: "could not start its process" in caplog.text, "the failed start to be logged")
+            await wait_until_async(lambda: "could not start its process" in caplog.text, what="the failed start logged")
             monkeypatch.setattr(sys, "executable", python)
-            await eventually(
-                lambda: [p for p in webhook_children(os.getpid()) if p != first and not gone(p)],
-                "a webhook worker started after the failed start",
+            await wait_until_async(
+                lambda: any(p != first and not gone(p) for p in webhook_children(os.getpid())),
+                what="a webhook worker started after the failed start",
             )
         finally:
             monkeypatch.setattr(sys, "executable", python)
