@@ -21,6 +21,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -237,8 +238,16 @@ def local_db(tmp_path: Path) -> Iterator[Database]:
 
 
 def new_tenant(hub: Hub) -> Tenant:
-    customer_id = create_customer(hub.engine, f"test-{uuid.uuid4().hex[:8]}")
-    return Tenant(customer_id, create_token(hub.engine, customer_id).token)
+    """A customer and token, written on a thread of its own: never on an event loop that the test thread may be
+    running (playwright's sync API runs one), where a write that meets the server's SQLite write lock is refused
+    (WriteWouldWait, store/sqlite_locks.py) instead of waiting for it."""
+
+    def write() -> Tenant:
+        customer_id = create_customer(hub.engine, f"test-{uuid.uuid4().hex[:8]}")
+        return Tenant(customer_id, create_token(hub.engine, customer_id).token)
+
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(write).result()
 
 
 @pytest.fixture
