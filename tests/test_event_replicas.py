@@ -83,7 +83,10 @@ async def test_cross_replica_latency_is_bounded_by_the_re_poll(replicas: tuple[H
     customer_id, metadata = tenant.customer_id, tenant.metadata
     async with grpc.aio.insecure_channel(a.grpc_target) as ch_a, grpc.aio.insecure_channel(b.grpc_target) as ch_b:
         on_a, on_b = EventsApi(ch_a, metadata), EventsApi(ch_b, metadata)
-        sub = await on_a.subscribe(event_types=[event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_RECEIVED])
+        # From the head read first: a live subscription registers with A's broadcaster some time after the call
+        # returns, and B's first commit could land before it (then this would wait for a sequence already past).
+        start = await head_async(a.engine, customer_id)
+        sub = await on_a.subscribe(start, event_types=[event_pb2.EVENT_TYPE_CONVERSATION_MESSAGE_RECEIVED])
         latencies = []
         for i in range(8):
             sent = await on_b.sms(text=f"x{i}")
