@@ -62,7 +62,7 @@ def _endpoint_with_chains(db: Database, lengths: dict[str, int]) -> str:
                 )
             )
     with db.writer.begin() as conn:
-        store._insert_deliveries(conn, rows)
+        store._insert_deliveries.tuples(conn, store._DELIVERY_COLUMNS, rows)
         if db.backend == "postgresql":
             conn.exec_driver_sql("ANALYZE webhook_deliveries")
     return endpoint_id

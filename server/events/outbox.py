@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from typing import TypeAlias
 
 from google.protobuf.message import Message
-from sqlalchemy import Connection, bindparam, insert, update
+from sqlalchemy import Connection, bindparam, update
 
 from convhub.server.events.wire import length_delimited, varint
+from convhub.server.store.bulk import BulkInsert
 from convhub.server.store.db import new_id, now_us
 from convhub.server.store.doorbell import mark_events_written
 from convhub.server.store.models import Customer, Event, table
@@ -31,7 +32,7 @@ _allocate = (
     .values(event_seq=_customers.c.event_seq + bindparam("count"))
     .returning(_customers.c.event_seq)
 )
-_insert = insert(_events)
+_insert = BulkInsert(_events)
 
 # One change to record: its event type and the resource as it now is.
 Change: TypeAlias = tuple[event_pb2.EventType.ValueType, Message]
@@ -145,7 +146,7 @@ def append_event_groups(conn: Connection, groups: Sequence[tuple[str, Sequence[C
                 }
             )
     if rows:
-        conn.execute(_insert, rows)
+        _insert(conn, rows)
         mark_events_written(conn)  # rings this process's listeners after the commit
         notify_events_written(conn)  # and, on PostgreSQL, every other process's
     return [row["sequence"] for row in rows]

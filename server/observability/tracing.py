@@ -16,10 +16,12 @@ opentelemetry-instrumentation-sqlalchemy: that package refuses SQLAlchemy 2.1
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -83,14 +85,29 @@ class StatementSpans:
         event.listen(engine, "before_cursor_execute", self._before)
         event.listen(engine, "after_cursor_execute", self._after)
         event.listen(engine, "handle_error", self._failed)
+        _STATEMENT_SPANS[engine] = self
 
-    def _before(self, conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
-        if context is None:
-            return
+    def _start(self, statement: str) -> Span:
         operation = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
         attributes = {**self._base, "db.operation.name": operation, "db.query.text": statement}
-        span = self._tracer.start_span(operation, kind=self._client, attributes=attributes)
-        setattr(context, self._KEY, span)
+        return self._tracer.start_span(operation, kind=self._client, attributes=attributes)
+
+    def _before(self, conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        if context is not None:
+            setattr(context, self._KEY, self._start(statement))
+
+    @contextlib.contextmanager
+    def around(self, statement: str) -> Iterator[None]:
+        """The span of a statement SQLAlchemy's hooks do not see (a COPY run on the driver's cursor)."""
+        span = self._start(statement)
+        try:
+            yield
+        except BaseException as exc:
+            span.set_status(self._error)
+            span.set_attribute("error.type", type(exc).__name__)
+            raise
+        finally:
+            span.end()
 
     def _after(self, conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
         span = getattr(context, self._KEY, None)
@@ -105,6 +122,16 @@ class StatementSpans:
             span.set_status(self._error)
             span.set_attribute("error.type", type(exception_context.original_exception).__name__)
             span.end()
+
+
+# Each traced engine's StatementSpans, for statements run beside SQLAlchemy's execution (statement_span).
+_STATEMENT_SPANS: weakref.WeakKeyDictionary[Engine, StatementSpans] = weakref.WeakKeyDictionary()
+
+
+def statement_span(conn: Connection, statement: str) -> contextlib.AbstractContextManager[None]:
+    """A CLIENT span around `statement` when `conn`'s engine is traced; otherwise nothing."""
+    spans = _STATEMENT_SPANS.get(conn.engine) if _STATEMENT_SPANS else None
+    return contextlib.nullcontext() if spans is None else spans.around(statement)
 
 
 def start_tracing(endpoint: str, service_name: str, engines: Iterable[Engine]) -> ServerSpans | None:

@@ -37,6 +37,7 @@ from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from convhub.server.domain.addresses import Address
+from convhub.server.store.bulk import BulkInsert
 from convhub.server.store.db import new_id, now_us
 from convhub.server.store.keysets import KeyLookup, padded
 from convhub.server.store.models import Contact, ContactAddress, Conversation, Message, Participant, table
@@ -44,6 +45,7 @@ from convhub.server.store.rows import ConversationRow
 
 contacts = table(Contact)
 contact_addresses = table(ContactAddress)
+_insert_contacts = BulkInsert(contacts)
 _conversations = table(Conversation)
 _participants = table(Participant)
 _messages = table(Message)
@@ -98,7 +100,7 @@ def ensure_contacts(
         }
         for _, (customer_id, address) in missing
     ]
-    conn.execute(insert(contacts), new_contacts)
+    _insert_contacts(conn, new_contacts)
     rows = [
         _address_row(str(contact["id"]), customer_id, 0, address)
         for contact, (_, (customer_id, address)) in zip(new_contacts, missing, strict=True)

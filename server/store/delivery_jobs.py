@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Connection, and_, bindparam, case, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, case, or_, select, tuple_, update
 
+from convhub.server.store.bulk import BulkInsert
 from convhub.server.store.models import DeliveryJob, table
 
 jobs = table(DeliveryJob)
-INSERT_JOB = insert(jobs)
+INSERT_JOB = BulkInsert(jobs)
 
 QUEUED = "queued"
 SENDING = "sending"

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import Connection, bindparam, select
 
+from convhub.server.store.bulk import BulkInsert
 from convhub.server.store.db import now_us
 from convhub.server.store.keysets import KeyLookup
 from convhub.server.store.models import IdempotencyKey, table
@@ -25,7 +26,7 @@ _lookup = select(_keys.c.resource_id).where(
     _keys.c.request_id == bindparam("request_id"),
 )
 _lookup_many = KeyLookup(_keys, ("customer_id", "request_id"), _keys.c.method == bindparam("method"))
-RECORD = insert(_keys)
+RECORD = BulkInsert(_keys)
 
 
 def lookup(conn: Connection, customer_id: str, method: str, request_id: str) -> str | None:
@@ -52,4 +53,4 @@ def key_row(customer_id: str, method: str, request_id: str, resource_id: str) ->
 
 
 def record(conn: Connection, customer_id: str, method: str, request_id: str, resource_id: str) -> None:
-    conn.execute(RECORD, key_row(customer_id, method, request_id, resource_id))
+    RECORD(conn, [key_row(customer_id, method, request_id, resource_id)])

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
+from convhub.server.store.bulk import BulkInsert
 from convhub.server.store.keysets import KeyLookup
 from convhub.server.store.live_rows import LiveRows
 from convhub.server.store.models import Message, table
@@ -18,7 +19,7 @@ from convhub.server.store.rows import MessageRow, plain_rows
 
 messages = table(Message)
 live: LiveRows[MessageRow] = LiveRows(messages, parent="conversation_id")
-INSERT_MESSAGE = insert(messages)
+INSERT_MESSAGE = BulkInsert(messages)
 _by_ids = select(messages).where(messages.c.id.in_(bindparam("ids", expanding=True)))
 _by_provider_id = KeyLookup(messages, ("customer_id", "dedupe_scope", "transaction_id"))
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, or_, select, update
 
 from convhub.server.domain.addresses import Address
+from convhub.server.store.bulk import BulkInsert
 from convhub.server.store.db import new_id
 from convhub.server.store.live_rows import LiveRows
 from convhub.server.store.models import ContactAddress, Participant, ParticipantAddress, table
@@ -18,8 +19,8 @@ participant_addresses = table(ParticipantAddress)
 contact_addresses = table(ContactAddress)
 live: LiveRows[ParticipantRow] = LiveRows(participants, parent="conversation_id")
 
-INSERT_PARTICIPANT = insert(participants)
-INSERT_ADDRESS = insert(participant_addresses)
+INSERT_PARTICIPANT = BulkInsert(participants)
+INSERT_ADDRESS = BulkInsert(participant_addresses)
 # The peer's participant (the person the sender's address belongs to) records the channel and time they last wrote.
 MARK_PEER_ACTIVE = (
     update(participants)
@@ -53,7 +54,7 @@ def addresses_of(conn: Connection, participant_id: str) -> list[ParticipantAddre
 
 
 def insert_participant(conn: Connection, values: dict[str, Any]) -> None:
-    conn.execute(INSERT_PARTICIPANT, values)
+    INSERT_PARTICIPANT(conn, [values])
 
 
 def update_participant(conn: Connection, participant_id: str, values: dict[str, Any]) -> None:
@@ -62,7 +63,7 @@ def update_participant(conn: Connection, participant_id: str, values: dict[str, 
 
 def replace_addresses(conn: Connection, customer_id: str, participant_id: str, addresses: Sequence[Address]) -> None:
     conn.execute(delete(participant_addresses).where(participant_addresses.c.participant_id == participant_id))
-    conn.execute(INSERT_ADDRESS, [address_row(customer_id, participant_id, i, a) for i, a in enumerate(addresses)])
+    INSERT_ADDRESS(conn, [address_row(customer_id, participant_id, i, a) for i, a in enumerate(addresses)])
 
 
 _holding_address = (

@@ -1,0 +1,169 @@
+"""Many new rows into one table: binary COPY on PostgreSQL, executemany on SQLite.
+
+The hot transactions (ingest, sends, webhook fan-out) insert dozens of rows
+per commit: four events per inbound message, its message, contact and
+participant. As INSERT executemany, psycopg pipelines one Bind/Execute per
+row and PostgreSQL plans and runs each; COPY streams the rows as one
+statement. Measured for one transaction of 44 event rows: client CPU
+0.70 -> 0.21 ms, PostgreSQL's 0.69 -> 0.49 ms, wall 1.09 -> 0.86 ms. COPY has no ON CONFLICT or RETURNING:
+it serves plain inserts only, and a unique violation aborts the transaction
+exactly as an INSERT's would (retry_on_conflict sees the same IntegrityError).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Table, insert
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.schema import ColumnDefault
+
+from convhub.server.observability.tracing import statement_span
+
+# Fewer rows than this go as an INSERT: COPY's extra round trip (CopyInResponse) outweighs its saving on one.
+COPY_MIN_ROWS = 2
+
+_PLACEHOLDER = {"sqlite": "?", "postgresql": "%s"}  # the drivers' positional paramstyles (qmark, format)
+
+# PostgreSQL type (as SQLAlchemy compiles a column's type) -> the name psycopg dumps binary COPY fields as.
+# In binary COPY every field goes to its column's own receive function: the dumper must match it exactly.
+_COPY_TYPES = {
+    "VARCHAR": "text",
+    "TEXT": "text",
+    "BIGINT": "int8",
+    "INTEGER": "int4",
+    "SMALLINT": "int2",
+    "BOOLEAN": "bool",
+    "BYTEA": "bytea",
+    "JSON": "json",
+    "JSONB": "jsonb",
+    "DOUBLE PRECISION": "float8",
+    "FLOAT": "float8",
+    "REAL": "float4",
+}
+
+
+@dataclass(frozen=True)
+class _CopyPlan:
+    """How rows with one set of columns go to COPY: the statement, field types and per-column value processing."""
+
+    statement: str
+    columns: tuple[str, ...]
+    types: list[str]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    defaults: tuple[tuple[str, ColumnDefault], ...]  # columns the rows leave out that have a Python default
+
+
+class BulkInsert:
+    """A plain INSERT of many rows into `table` (no ON CONFLICT, no RETURNING).
+
+    Rows are mappings with the same keys, as for `conn.execute(insert(table), rows)`;
+    columns they leave out get the column's Python default (or the server's).
+    """
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self._insert = insert(table)
+        self._plans: dict[tuple[str, ...], _CopyPlan] = {}
+
+    def __repr__(self) -> str:
+        return f"BulkInsert({self.table.name})"
+
+    def __call__(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        if conn.dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS:
+            conn.execute(self._insert, list(rows))
+            return
+        plan = self._plan(tuple(rows[0]), conn.dialect)
+        filled = [{**row, **{n: _value_of(d) for n, d in plan.defaults}} for row in rows] if plan.defaults else rows
+        processors = plan.processors
+        columns = plan.columns
+        if any(processors):
+            values = [
+                tuple(v if p is None else p(v) for v, p in zip((r[c] for c in columns), processors, strict=True))
+                for r in filled
+            ]
+        else:
+            values = [tuple(r[c] for c in columns) for r in filled]
+        copy_rows(conn, plan.statement, plan.types, values)
+
+    def tuples(self, conn: Connection, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Rows given as tuples in `columns` order, values already in the driver's form (no processing)."""
+        if not rows:
+            return
+        if conn.dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS:
+            marks = ", ".join([_PLACEHOLDER[conn.dialect.name]] * len(columns))
+            conn.exec_driver_sql(f"INSERT INTO {self.table.name} ({', '.join(columns)}) VALUES ({marks})", rows)
+            return
+        plan = self._plan(tuple(columns), conn.dialect)
+        copy_rows(conn, plan.statement, plan.types, rows)
+
+    def _plan(self, keys: tuple[str, ...], dialect: Dialect) -> _CopyPlan:
+        plan = self._plans.get(keys)
+        if plan is None:
+            plan = self._plans[keys] = self._make_plan(keys, dialect)
+        return plan
+
+    def _make_plan(self, keys: tuple[str, ...], dialect: Dialect) -> _CopyPlan:
+        defaults: list[tuple[str, ColumnDefault]] = []
+        for column in self.table.columns:
+            default = column.default
+            if column.name in keys or default is None:
+                continue
+            if not isinstance(default, ColumnDefault) or not (default.is_scalar or default.is_callable):
+                raise TypeError(f"{self.table.name}.{column.name}: a SQL default cannot be used with COPY")
+            defaults.append((column.name, default))
+        columns = keys + tuple(name for name, _ in defaults)
+        types, processors = [], []
+        for name in columns:
+            column_type = self.table.columns[name].type
+            compiled = column_type.compile(dialect=dialect).split("(")[0].strip()
+            if compiled not in _COPY_TYPES:
+                raise TypeError(f"{self.table.name}.{name}: no COPY type for {compiled}")
+            types.append(_COPY_TYPES[compiled])
+            processors.append(column_type.bind_processor(dialect))
+        statement = f"COPY {self.table.name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+        return _CopyPlan(statement, columns, types, tuple(processors), tuple(defaults))
+
+
+def _value_of(default: ColumnDefault) -> Any:
+    """A Python-side column default's value (SQLAlchemy wraps a callable one to take an execution context)."""
+    return default.arg(None) if default.is_callable else default.arg
+
+
+def copy_rows(conn: Connection, statement: str, types: list[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Run a binary `COPY ... FROM STDIN` of `rows` on `conn`'s PostgreSQL connection, inside its transaction.
+
+    psycopg's errors come back as SQLAlchemy's, as from `conn.execute`: an
+    IntegrityError for a unique violation, a DBAPIError with
+    `connection_invalidated` when the connection is gone (store/faults.py).
+    """
+    import psycopg
+
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with (
+        statement_span(conn, statement),
+        _as_sqlalchemy_errors(conn, statement, cursor, psycopg.Error),
+        cursor.copy(statement) as copy,
+    ):
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
+
+
+@contextlib.contextmanager
+def _as_sqlalchemy_errors(conn: Connection, statement: str, cursor: Any, base: type[Exception]) -> Iterator[None]:
+    try:
+        yield
+    except base as exc:
+        disconnected = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)  # type: ignore[arg-type]
+        if disconnected:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            statement, None, exc, base, connection_invalidated=disconnected, dialect=conn.dialect
+        ) from exc
