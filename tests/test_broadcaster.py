@@ -167,16 +167,56 @@ async def test_types_filter_and_message_conversation(db: Database, broadcaster: 
 
 async def test_stop_returns_even_when_a_ring_races_the_cancel(db: Database) -> None:
     """On Python 3.11 `wait_for` may swallow a cancel that lands as the doorbell wait completes."""
+    customer = create_customer(db.writer, "racing")
     for turns in range(60):
         b = Broadcaster(db, poll_interval=30, buffer_size=5)
         await b.start()
-        await asyncio.sleep(0.001)  # the loop waits on the doorbell
+        b.subscribe(customer, 0, EventFilter())  # someone listens: the ring reaches the broadcaster
+        await asyncio.sleep(0.01)  # the loop read once and waits on the doorbell
         db.doorbell.ring()
         for _ in range(turns % 4):
             await asyncio.sleep(0)
         stopping = asyncio.ensure_future(b.stop())
         done, _ = await asyncio.wait({stopping}, timeout=5)
         assert done, f"stop() hung (ring {turns % 4} loop turns before the cancel)"
+
+
+async def test_without_subscribers_commits_do_not_wake_the_broadcaster(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each commit rings; a broadcaster nobody subscribed to must not wake for it (ingest pays for every wake-up).
+    The first subscriber turns the doorbell on and is served at once, rings it missed included."""
+    customer = create_customer(db.writer, "idle")
+    b = Broadcaster(db, poll_interval=30, buffer_size=50)  # no re-poll tick within the test
+    polls: list[int] = []
+    real_poll = b._poll
+
+    async def counting_poll() -> tuple[int, bool]:
+        polls.append(len(b._feeds))
+        return await real_poll()
+
+    monkeypatch.setattr(b, "_poll", counting_poll)
+    await b.start()
+    try:
+        await asyncio.sleep(0.05)
+        polls.clear()  # the first pass at start
+        write(db, customer, 5, pause=0.005)
+        await asyncio.sleep(0.1)
+        assert polls == [], "woken by commits with nobody subscribed"
+        sub = b.subscribe(customer, 0, EventFilter())  # from the start: the 5 events rang nobody
+        got = await asyncio.wait_for(sub.take(), 2)
+        assert [e.sequence for e in got] == [1, 2, 3, 4, 5]
+        write(db, customer, 1)
+        got = await asyncio.wait_for(sub.take(), 2)  # rung, not polled (the tick is 30 s away)
+        assert [e.sequence for e in got] == [6]
+        b.unsubscribe(sub)
+        await asyncio.sleep(0.05)
+        polls.clear()
+        write(db, customer, 3, pause=0.005)
+        await asyncio.sleep(0.1)
+        assert polls == [], "still hearing the doorbell after the last subscriber left"
+    finally:
+        await b.stop()
 
 
 async def test_a_subscriber_from_now_on_reads_nothing_when_its_customer_is_followed_already(

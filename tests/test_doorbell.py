@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from convhub.server.store.db import open_database, upgrade_schema
-from convhub.server.store.doorbell import Doorbell, PipeDoorbell, mark_events_written
+from convhub.server.store.doorbell import RING_HOLD, Doorbell, PipeDoorbell, mark_events_written
+from tests import eventsupport
 from tests.conftest import secret_box_for_tests
 
 
@@ -73,3 +75,34 @@ async def test_rings_reach_another_process_through_a_pipe(db) -> None:  # type: 
     finally:
         await pipe.stop()
         os.close(read_end)
+
+
+async def test_rings_through_the_pipe_in_quick_succession_ring_once_per_hold() -> None:
+    """The serve process rings per commit; its webhook worker wakes at most once per RING_HOLD, and misses none."""
+    read_end, write_end = os.pipe()
+    there = Doorbell()
+    rung: list[float] = []
+    there.ring = lambda: rung.append(time.monotonic())  # type: ignore[method-assign]
+    pipe = PipeDoorbell(read_end, there)
+    await pipe.start()
+    try:
+
+        def commits() -> None:  # 40 commits, one every 2 ms, on another thread like the API's writers
+            for _ in range(40):
+                os.write(write_end, b"\0")
+                time.sleep(0.002)
+
+        started = time.monotonic()
+        await asyncio.to_thread(commits)
+        took = time.monotonic() - started
+        await asyncio.sleep(RING_HOLD * 3)
+        assert rung, "no ring crossed the pipe"
+        assert len(rung) <= took / RING_HOLD + 2, f"{len(rung)} wake-ups for 40 rings in {took * 1000:.0f} ms"
+        count = len(rung)
+        await asyncio.sleep(RING_HOLD * 2)
+        os.write(write_end, b"\0")  # a ring after a quiet spell still crosses
+        await eventsupport.wait_until(lambda: len(rung) > count, timeout=2)
+    finally:
+        await pipe.stop()
+        os.close(read_end)
+        os.close(write_end)

@@ -20,6 +20,9 @@ live subscription that overflows is dropped at once (its handler ends the
 stream with RESOURCE_EXHAUSTED); one still replaying from the table keeps
 its registration and replays again (see `Subscription.restart`).
 
+Without subscribers the broadcaster does not hear the doorbell (each commit
+would wake the loop for nothing); the first subscription turns it on again.
+
 Coalescing: while events keep coming, a read that fanned some out is
 followed by the next at most `BUSY_INTERVAL` later, so a busy stream carries
 a few larger messages rather than one per commit (a streamed message costs
@@ -253,6 +256,8 @@ class Broadcaster:
         sub = Subscription(customer_id, event_filter, self._buffer_size)
         feed = self._feeds.get(customer_id)
         if feed is None:
+            if not self._feeds:
+                self._listen(True)
             feed = self._feeds[customer_id] = _Feed(head)
         feed.add(sub)
         return sub
@@ -264,9 +269,23 @@ class Broadcaster:
         feed.remove(sub)
         if not feed:
             del self._feeds[sub.customer_id]
+            if not self._feeds:
+                self._listen(False)
+
+    def _listen(self, on: bool) -> None:
+        """Hear the doorbell only while someone is subscribed: otherwise each commit would wake the loop for nothing.
+
+        Turned on, it reads at once: a ring missed while off may have been for
+        events above the new subscriber's cursor.
+        """
+        if self._listener is not None:
+            self._listener.listening = on
+            if on:
+                self._listener.wake()
 
     async def start(self) -> None:
         self._listener = self._db.doorbell.listener()
+        self._listener.listening = bool(self._feeds)
         if self._db.backend == "postgresql":
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="convhub-events")
             self._reader.submit(int)  # its one thread starts now, not at the first read: a fixed footprint

@@ -27,11 +27,16 @@ _TOKEN = "convhub.doorbell_token"
 
 
 class DoorbellListener:
-    """One consumer's view of the doorbell; belongs to the event loop that created it."""
+    """One consumer's view of the doorbell; belongs to the event loop that created it.
+
+    `listening` False: rings pass it by (a consumer with nothing to do for
+    them, e.g. a broadcaster without subscribers, is not woken per commit).
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._rung = asyncio.Event()
+        self.listening = True
 
     async def wait(self, timeout: float) -> bool:
         """True when rung since the previous wait (at once if so), False after `timeout` seconds."""
@@ -89,7 +94,7 @@ class Doorbell:
 
     def ring(self) -> None:
         with self._lock:
-            listeners = list(self._listeners)
+            listeners = [listener for listener in self._listeners if listener.listening]
             if self._forward_fd is not None:
                 # Full: rings are pending there already. Broken: the other process is gone (a new one gets a new pipe).
                 with contextlib.suppress(OSError):
@@ -117,6 +122,10 @@ class Doorbell:
                 self.ring()
 
 
+# After a ring through the pipe, how long further rings wait there to be rung as one (PipeDoorbell).
+RING_HOLD = 0.01
+
+
 class PipeDoorbell:
     """Worker: ring `doorbell` whenever the process at the pipe's other end rang its own (`Doorbell.forward_to`).
 
@@ -129,23 +138,39 @@ class PipeDoorbell:
     def __init__(self, fd: int, doorbell: Doorbell) -> None:
         self._fd = fd
         self._doorbell = doorbell
+        self._resume: asyncio.TimerHandle | None = None
+        self._closed = False
 
     async def start(self) -> None:
         os.set_blocking(self._fd, False)
         asyncio.get_running_loop().add_reader(self._fd, self._readable)
 
     async def stop(self) -> None:
+        self._closed = True
+        if self._resume is not None:
+            self._resume.cancel()
         asyncio.get_running_loop().remove_reader(self._fd)
 
     def _readable(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             rings = os.read(self._fd, 4096)
         except BlockingIOError:
             return
-        if rings:
-            self._doorbell.ring()
-        else:  # the writer closed it: nothing more will come (the re-poll timers go on)
-            asyncio.get_running_loop().remove_reader(self._fd)
+        if not rings:  # the writer closed it: nothing more will come (the re-poll timers go on)
+            self._closed = True
+            loop.remove_reader(self._fd)
+            return
+        self._doorbell.ring()
+        # Rings arriving within RING_HOLD of this one wait in the pipe and ring once when it ends: the
+        # serve process rings per commit, and waking this loop for each cost more than the work they ask for.
+        loop.remove_reader(self._fd)
+        self._resume = loop.call_later(RING_HOLD, self._listen_again)
+
+    def _listen_again(self) -> None:
+        self._resume = None
+        if not self._closed:
+            asyncio.get_running_loop().add_reader(self._fd, self._readable)
 
 
 def mark_events_written(conn: Connection) -> None:
