@@ -60,20 +60,25 @@ class GroupCommit(Generic[T, R]):
 
     async def submit(self, item: T) -> R:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[R] = loop.create_future()
-        deadline = current_deadline()
-        self._queue.append((item, future, deadline))
+        entry = _Entry(item, loop.create_future(), current_deadline())
+        self._queue.append(entry)
         if not self._scheduled and not self._writing:
             # Let every call already waiting in this loop turn join the batch.
             self._scheduled = True
             loop.call_soon(self._flush)
+        # Awaited as it is, not through asyncio.shield (an extra future and loop turn per call): a cancel
+        # cancels it, and when the batch had claimed the commit first a fresh future takes the outcome.
         try:
-            return await asyncio.shield(future)
+            return await entry.future
         except asyncio.CancelledError:
+            future, deadline = entry.future, entry.deadline
             if deadline is None or deadline.abandon():
                 future.cancel()  # not written, or its commit is refused
                 raise
-            return await future  # its batch claimed the commit: answer with the result
+            if future.done() and not future.cancelled():
+                return future.result()  # settled just before the cancel landed
+            entry.future = loop.create_future()  # its batch claimed the commit: answer with the result
+            return await entry.future
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -84,8 +89,8 @@ class GroupCommit(Generic[T, R]):
         if not batch:
             self._next()
             return
-        items = [item for item, _, _ in batch]
-        deadlines = [d for _, _, d in batch]
+        items = [entry.item for entry in batch]
+        deadlines = [entry.deadline for entry in batch]
         GROUP_COMMIT_BATCH_SIZE.observe(len(items))
         self._writing = True
         loop = asyncio.get_running_loop()
@@ -107,7 +112,7 @@ class GroupCommit(Generic[T, R]):
     def _settle(self, batch: list[_Entry[T, R]], outcomes: list[Outcome[R]]) -> None:
         again = []
         for entry, outcome in zip(batch, outcomes, strict=True):
-            _, future, deadline = entry
+            future, deadline = entry.future, entry.deadline
             if future.done():  # the caller gave up (deadline, cancellation)
                 continue
             if isinstance(outcome, DeadlinePassed) and not (deadline is not None and deadline.given_up):
@@ -119,13 +124,20 @@ class GroupCommit(Generic[T, R]):
         self._queue[:0] = again
 
 
-# An item, its caller's future and its caller's deadline.
-_Entry: TypeAlias = tuple[T, "asyncio.Future[R]", CallDeadline | None]
+class _Entry(Generic[T, R]):
+    """An item, its caller's future (replaced when a cancelled caller waits on for its commit) and deadline."""
+
+    __slots__ = ("deadline", "future", "item")
+
+    def __init__(self, item: T, future: asyncio.Future[R], deadline: CallDeadline | None) -> None:
+        self.item = item
+        self.future = future
+        self.deadline = deadline
 
 
 def _still_wanted(entry: _Entry[T, R]) -> bool:
     """False for an item whose caller gave up: it is not written at all."""
-    _, future, deadline = entry
+    future, deadline = entry.future, entry.deadline
     if future.done():  # cancelled by its caller
         return False
     if deadline is not None and deadline.given_up:
