@@ -143,8 +143,10 @@ async def test_subscribe_replays_then_continues_live_without_gap_or_duplicate_wh
         subscribers.append((now // 2, await api.subscribe(after=now // 2)))  # replays half, then live
         subscribers.append((-1, await api.subscribe()))  # live from here on
     await asyncio.gather(*writers)
+    # One write after every subscriber joined: a live one that joined as the writers finished still gets it.
+    await api.sms(peer="+15550003000", text="after")
     final = await head_async(hub.engine, tenant.customer_id)
-    assert final == 4 + 4 * 4 + 4 * (writes_per_writer - 1) * 2
+    assert final == 4 + 4 * 4 + 4 * (writes_per_writer - 1) * 2 + 2
     for after, sub in subscribers:
         await sub.reached(final)
         await sub.close()
