@@ -31,10 +31,10 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy import cast as sql_cast
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from convhub.server.domain.addresses import Address
 from convhub.server.store.bulk import BulkInsert
@@ -52,6 +52,16 @@ _messages = table(Message)
 
 AddressKey = tuple[str, str, str]  # (customer_id, type, target)
 ADDRESS_KEY_COLUMNS = ["customer_id", "type", "target"]
+# PostgreSQL: address rows go in as one array per column through unnest, so the statement text is the same
+# for any number of rows (psycopg and the server prepare it once; a multi-row VALUES is rendered and parsed
+# per batch size), each skipped when another contact holds the address.
+_ADDRESS_COLUMNS = ("id", "contact_id", "customer_id", "position", "type", "target", "target_name")
+_claim_addresses_pg = text(
+    "INSERT INTO contact_addresses (id, contact_id, customer_id, position, type, target, target_name)"
+    " SELECT * FROM unnest(CAST(:id AS text[]), CAST(:contact_id AS text[]), CAST(:customer_id AS text[]),"
+    " CAST(:position AS bigint[]), CAST(:type AS text[]), CAST(:target AS text[]), CAST(:target_name AS text[]))"
+    " ON CONFLICT (customer_id, type, target) DO NOTHING RETURNING contact_id"
+)
 _find_addresses = KeyLookup(contact_addresses, ADDRESS_KEY_COLUMNS)
 
 
@@ -125,15 +135,9 @@ def _insert_addresses_claiming(conn: Connection, rows: list[dict[str, Any]]) -> 
     if conn.dialect.name != "postgresql":
         conn.execute(insert(contact_addresses), rows)
         return {row["contact_id"] for row in rows}
-    statement = (
-        pg_insert(contact_addresses)
-        .on_conflict_do_nothing(index_elements=ADDRESS_KEY_COLUMNS)
-        .returning(contact_addresses.c.contact_id)
-    )
-    if len(rows) == 1:
-        return {r.contact_id for r in conn.execute(statement, rows[0]).all()}
-    # One multi-row INSERT (insertmanyvalues), rows in key order; only rows that went in come back.
-    return {r.contact_id for r in conn.execute(statement, rows).all()}
+    # One statement, rows in key order (the caller sorts them); only rows that went in come back.
+    arrays = {column: [row[column] for row in rows] for column in _ADDRESS_COLUMNS}
+    return set(conn.execute(_claim_addresses_pg, arrays).scalars())
 
 
 def _address_row(contact_id: str, customer_id: str, position: int, address: Address) -> dict[str, Any]:
