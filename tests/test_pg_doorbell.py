@@ -19,11 +19,12 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
+import sqlalchemy
 
 from convhub.server.events.outbox import append_events
 from convhub.server.store.customers import create_customer, create_token
 from convhub.server.store.db import Database, create_db_engine, new_id
-from convhub.server.store.pg_doorbell import EVENTS_CHANNEL, NotifyListener, libpq_conninfo
+from convhub.server.store.pg_doorbell import ANNOUNCE_HOLD, EVENTS_CHANNEL, NotifyListener, libpq_conninfo
 from convhub.v1 import conversation_pb2, event_pb2
 from tests.conftest import Tenant, create_database, migrated_databases, start_server, stop_server
 from tests.support import Api
@@ -210,5 +211,79 @@ async def test_a_listener_skips_its_own_process_notifications(pg_db: Database) -
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)  # room for a second ring, were there one
         assert rings == [1], "rung for its own doorbell's notification, or not for the other's"
+    finally:
+        await worker.stop()
+
+
+async def test_a_running_listener_announces_commits_after_them_a_burst_as_few(pg_db: Database) -> None:
+    """With the worker running, commits do not NOTIFY inside their transaction: the worker NOTIFYs after them, at
+    most once per ANNOUNCE_HOLD, and the last commit of a burst is always announced. Stopped, the in-transaction
+    NOTIFY is back."""
+    customer = create_customer(pg_db.writer, "announced")
+    statements: list[str] = []
+    sqlalchemy.event.listen(pg_db.writer, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    received: list[float] = []
+    listening = threading.Event()
+    done = threading.Event()
+
+    def listen() -> None:  # another process's view: a plain LISTEN connection, arrival times recorded
+        with psycopg.connect(libpq_conninfo(pg_db.writer.url), autocommit=True) as other:
+            other.execute(f"LISTEN {EVENTS_CHANNEL}")
+            listening.set()
+            while not done.is_set():
+                for _ in other.notifies(timeout=0.05):
+                    received.append(time.monotonic())
+
+    def commits(count: int) -> float:
+        room = conversation_pb2.Conversation(id=new_id())
+        for _ in range(count):
+            with pg_db.writer.begin() as conn:
+                append_events(conn, customer, [(event_pb2.EVENT_TYPE_CONVERSATION_UPDATED, room)])
+            time.sleep(0.002)
+        return time.monotonic()
+
+    listener_thread = threading.Thread(target=listen, daemon=True)
+    listener_thread.start()
+    assert await asyncio.to_thread(listening.wait, 10)
+    worker = NotifyListener(pg_db.writer.url, pg_db.doorbell, min_backoff=0.05)
+    await worker.start()
+    try:
+        started = time.monotonic()
+        last_commit = await asyncio.to_thread(commits, 30)
+        await asyncio.sleep(0.5)
+        took = last_commit - started
+        assert not [s for s in statements if "pg_notify" in s], "a transaction still NOTIFYs inside itself"
+        assert received, "no commit was announced"
+        assert len(received) <= took / ANNOUNCE_HOLD + 2, f"{len(received)} notifications for 30 commits"
+        assert received[-1] > last_commit - 0.002, "the burst's last commit was not announced after it"
+    finally:
+        await worker.stop()
+    statements.clear()
+    await asyncio.to_thread(commits, 1)
+    assert [s for s in statements if "pg_notify" in s], "stopped, commits must NOTIFY inside their transaction"
+    done.set()
+    listener_thread.join(5)
+
+
+async def test_a_commit_is_announced_after_the_announcing_connection_was_killed(pg_db: Database) -> None:
+    """A dead announcing connection is found only when used: the commit is announced on a fresh one, not lost."""
+    customer = create_customer(pg_db.writer, "reannounced")
+    room = conversation_pb2.Conversation(id=new_id())
+    worker = NotifyListener(pg_db.writer.url, pg_db.doorbell, min_backoff=0.05)
+    await worker.start()
+    try:
+        with psycopg.connect(libpq_conninfo(pg_db.writer.url), autocommit=True) as other:
+            other.execute(f"LISTEN {EVENTS_CHANNEL}")
+            for attempt in range(2):  # the first commit opens the announcing connection, then it is killed
+                with pg_db.writer.begin() as conn:
+                    append_events(conn, customer, [(event_pb2.EVENT_TYPE_CONVERSATION_UPDATED, room)])
+                notes = await asyncio.to_thread(lambda: list(other.notifies(timeout=10, stop_after=1)))
+                assert [n.payload for n in notes] == [pg_db.doorbell.token], f"commit {attempt} not announced"
+                killed = other.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = 'convhub-doorbell-announce' AND datname = current_database()"
+                ).fetchone()
+                assert killed is not None and killed[0] == 1
+                await asyncio.sleep(0.1)
     finally:
         await worker.stop()

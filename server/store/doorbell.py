@@ -18,12 +18,14 @@ import os
 import threading
 import uuid
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
 
 _MARK = "convhub.events_written"
 _TOKEN = "convhub.doorbell_token"
+_DOORBELL = "convhub.doorbell"
 
 
 class DoorbellListener:
@@ -73,6 +75,20 @@ class Doorbell:
         # process's NotifyListener can skip its own: the ring after commit has woken everyone here already.
         self.token = uuid.uuid4().hex
         self._forward_fd: int | None = None  # guarded by _lock
+        self._announce: Callable[[], None] | None = None
+
+    def announce_commits(self, announce: Callable[[], None] | None) -> None:
+        """Call `announce` (from any thread) after each commit here that wrote events: it tells other processes.
+
+        Set by the process's NotifyListener, which then NOTIFYs them itself
+        after the commit; without it each such transaction NOTIFYs inside
+        itself (pg_doorbell.notify_events_written).
+        """
+        self._announce = announce
+
+    @property
+    def announces(self) -> bool:
+        return self._announce is not None
 
     def forward_to(self, fd: int | None) -> None:
         """Also ring another process through the write end of a pipe (`PipeDoorbell` reads the other end).
@@ -115,11 +131,15 @@ class Doorbell:
         @event.listens_for(engine.pool, "connect")
         def _name_doorbell(_dbapi_conn: Any, record: Any) -> None:
             record.info[_TOKEN] = self.token
+            record.info[_DOORBELL] = self
 
         @event.listens_for(engine.pool, "checkin")
         def _ring_after_commit(_dbapi_conn: Any, record: Any) -> None:
             if record is not None and record.info.pop(_MARK, False):
                 self.ring()
+                announce = self._announce
+                if announce is not None:
+                    announce()
 
 
 # After a ring through the pipe, how long further rings wait there to be rung as one (PipeDoorbell).
@@ -176,6 +196,12 @@ class PipeDoorbell:
 def mark_events_written(conn: Connection) -> None:
     """Called by the outbox inside the writing transaction."""
     conn.info[_MARK] = True
+
+
+def announced_after_commit(conn: Connection) -> bool:
+    """Whether `conn`'s commits are announced to other processes by its doorbell (after COMMIT, not inside)."""
+    doorbell = conn.info.get(_DOORBELL)
+    return isinstance(doorbell, Doorbell) and doorbell.announces
 
 
 def doorbell_token(conn: Connection) -> str:
