@@ -39,7 +39,7 @@ from convhub.server.store.db import Database, RowValues, new_id, now_us, retry_o
 from convhub.server.store.deferred import DeferredWrites
 from convhub.server.store.faults import classify, is_deadlock
 from convhub.server.store.group_commit import GroupCommit
-from convhub.server.store.participants import MARK_PEER_ACTIVE
+from convhub.server.store.participants import mark_peers_active
 from convhub.server.store.rooms import PARTICIPANT_INSERTS, Room, match_rooms
 from convhub.server.store.rows import ConversationRow, MessageRow
 from convhub.v1 import conversation_pb2, event_pb2, message_pb2
@@ -267,7 +267,7 @@ class _Batch:
         self.earlier = earlier
         self.openings = Openings()
         self.rows = DeferredWrites(
-            [*PARTICIPANT_INSERTS, messages.INSERT_MESSAGE, idempotency.RECORD, MARK_PEER_ACTIVE]  # parents first
+            [*PARTICIPANT_INSERTS, messages.INSERT_MESSAGE, idempotency.RECORD, mark_peers_active]  # parents first
         )
         self.events: list[tuple[str, list[Change]]] = []
         self.seen: dict[DedupeKey, Ingested] = {}
@@ -322,7 +322,7 @@ def _apply(item: _Prepared, rooms: dict[int, _Routed], batch: _Batch) -> Ingeste
     batch.rows.add(messages.INSERT_MESSAGE, message)
     if not created:
         batch.rows.add(
-            MARK_PEER_ACTIVE,
+            mark_peers_active,
             {
                 "room_id": room.row.id,
                 "peer_contact_id": routed.contact_id,

@@ -10,7 +10,7 @@ construction, so parent rows always precede the rows that refer to them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -18,20 +18,23 @@ from sqlalchemy.sql.expression import Executable
 
 from convhub.server.store.bulk import BulkInsert
 
+# A statement to executemany, a BulkInsert, or a function writing all the rows itself (conn, rows).
+RowsWriter = BulkInsert | Executable | Callable[[Connection, list[dict[str, Any]]], None]
+
 
 class DeferredWrites:
-    def __init__(self, order: Sequence[BulkInsert | Executable]) -> None:
-        self._rows: dict[BulkInsert | Executable, list[dict[str, Any]]] = {statement: [] for statement in order}
+    def __init__(self, order: Sequence[RowsWriter]) -> None:
+        self._rows: dict[RowsWriter, list[dict[str, Any]]] = {statement: [] for statement in order}
 
-    def add(self, statement: BulkInsert | Executable, row: dict[str, Any]) -> None:
+    def add(self, statement: RowsWriter, row: dict[str, Any]) -> None:
         self._rows[statement].append(row)
 
     def flush(self, conn: Connection) -> None:
         for statement, rows in self._rows.items():
             if not rows:
                 continue
-            if isinstance(statement, BulkInsert):
-                statement(conn, rows)  # COPY on PostgreSQL
-            else:
+            if isinstance(statement, Executable):
                 conn.execute(statement, rows)
+            else:
+                statement(conn, rows)  # a BulkInsert (COPY on PostgreSQL), or a writer of its own
             rows.clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, delete, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, or_, select, text, update
 
 from convhub.server.domain.addresses import Address
 from convhub.server.store.bulk import BulkInsert
@@ -21,8 +21,7 @@ live: LiveRows[ParticipantRow] = LiveRows(participants, parent="conversation_id"
 
 INSERT_PARTICIPANT = BulkInsert(participants)
 INSERT_ADDRESS = BulkInsert(participant_addresses)
-# The peer's participant (the person the sender's address belongs to) records the channel and time they last wrote.
-MARK_PEER_ACTIVE = (
+_mark_active = (
     update(participants)
     .where(
         participants.c.conversation_id == bindparam("room_id"),
@@ -30,6 +29,27 @@ MARK_PEER_ACTIVE = (
     )
     .values(last_active_channel=bindparam("channel"), tm_last_active=bindparam("now"))
 )
+# PostgreSQL: one statement for the batch (arrays through unnest) instead of one pipelined UPDATE per row.
+_mark_active_pg = text(
+    "UPDATE participants AS p SET last_active_channel = r.channel, tm_last_active = r.now"
+    " FROM unnest(CAST(:room_id AS text[]), CAST(:peer_contact_id AS text[]), CAST(:channel AS text[]),"
+    " CAST(:now AS bigint[])) AS r(room_id, peer_contact_id, channel, now)"
+    " WHERE p.conversation_id = r.room_id AND p.contact_id = r.peer_contact_id"
+)
+_MARK_ACTIVE_KEYS = ("room_id", "peer_contact_id", "channel", "now")
+
+
+def mark_peers_active(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """The peer's participant (the person the sender's address belongs to) records the channel and time they
+    last wrote: rows of room_id, peer_contact_id, channel, now; a later row for the same participant wins."""
+    if conn.dialect.name != "postgresql" or len(rows) == 1:
+        conn.execute(_mark_active, list(rows))
+        return
+    # UPDATE ... FROM applies one source row per target row, whichever it meets first: keep the last.
+    latest = list({(row["room_id"], row["peer_contact_id"]): row for row in rows}.values())
+    conn.execute(_mark_active_pg, {key: [row[key] for row in latest] for key in _MARK_ACTIVE_KEYS})
+
+
 _addresses_of = (
     select(participant_addresses)
     .where(participant_addresses.c.participant_id == bindparam("participant_id"))
