@@ -1,13 +1,17 @@
-"""Many new rows into one table: binary COPY on PostgreSQL, executemany on SQLite.
+"""Many new rows into one table: binary COPY on PostgreSQL, the driver's executemany on SQLite.
 
 The hot transactions (ingest, sends, webhook fan-out) insert dozens of rows
 per commit: four events per inbound message, its message, contact and
 participant. As INSERT executemany, psycopg pipelines one Bind/Execute per
 row and PostgreSQL plans and runs each; COPY streams the rows as one
 statement. Measured for one transaction of 44 event rows: client CPU
-0.70 -> 0.21 ms, PostgreSQL's 0.69 -> 0.49 ms, wall 1.09 -> 0.86 ms. COPY has no ON CONFLICT or RETURNING:
-it serves plain inserts only, and a unique violation aborts the transaction
-exactly as an INSERT's would (retry_on_conflict sees the same IntegrityError).
+0.70 -> 0.21 ms, PostgreSQL's 0.69 -> 0.49 ms, wall 1.09 -> 0.86 ms. COPY has
+no ON CONFLICT or RETURNING: it serves plain inserts only, and a unique
+violation aborts the transaction exactly as an INSERT's would
+(retry_on_conflict sees the same IntegrityError). On SQLite the rows go to
+sqlite3's executemany as tuples, without SQLAlchemy's per-row parameter
+processing: 24-25 -> 22 us per event row, commit included, inside the
+transaction that holds SQLite's one write lock.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ _COPY_TYPES = {
 
 @dataclass(frozen=True)
 class _CopyPlan:
-    """How rows with one set of columns go to COPY: the statement, field types and per-column value processing."""
+    """How rows with one set of columns are written: the statement (COPY on PostgreSQL, an INSERT for the
+    driver's executemany elsewhere), COPY's field types and per-column value processing."""
 
     statement: str
     columns: tuple[str, ...]
@@ -68,7 +73,7 @@ class BulkInsert:
     def __init__(self, table: Table) -> None:
         self.table = table
         self._insert = insert(table)
-        self._plans: dict[tuple[str, ...], _CopyPlan] = {}
+        self._plans: dict[tuple[str, tuple[str, ...]], _CopyPlan] = {}  # by dialect and columns
 
     def __repr__(self) -> str:
         return f"BulkInsert({self.table.name})"
@@ -76,7 +81,8 @@ class BulkInsert:
     def __call__(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
-        if conn.dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS:
+        copy = conn.dialect.name == "postgresql"
+        if copy and len(rows) < COPY_MIN_ROWS:
             conn.execute(self._insert, list(rows))
             return
         plan = self._plan(tuple(rows[0]), conn.dialect)
@@ -90,7 +96,10 @@ class BulkInsert:
             ]
         else:
             values = [tuple(r[c] for c in columns) for r in filled]
-        copy_rows(conn, plan.statement, plan.types, values)
+        if copy:
+            copy_rows(conn, plan.statement, plan.types, values)
+        else:  # SQLite: the driver's executemany, without SQLAlchemy's per-row parameter processing
+            conn.exec_driver_sql(plan.statement, values)
 
     def tuples(self, conn: Connection, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Rows given as tuples in `columns` order, values already in the driver's form (no processing)."""
@@ -104,9 +113,9 @@ class BulkInsert:
         copy_rows(conn, plan.statement, plan.types, rows)
 
     def _plan(self, keys: tuple[str, ...], dialect: Dialect) -> _CopyPlan:
-        plan = self._plans.get(keys)
+        plan = self._plans.get((dialect.name, keys))
         if plan is None:
-            plan = self._plans[keys] = self._make_plan(keys, dialect)
+            plan = self._plans[(dialect.name, keys)] = self._make_plan(keys, dialect)
         return plan
 
     def _make_plan(self, keys: tuple[str, ...], dialect: Dialect) -> _CopyPlan:
@@ -122,12 +131,18 @@ class BulkInsert:
         types, processors = [], []
         for name in columns:
             column_type = self.table.columns[name].type
+            processors.append(column_type.bind_processor(dialect))
+            if dialect.name != "postgresql":
+                continue
             compiled = column_type.compile(dialect=dialect).split("(")[0].strip()
             if compiled not in _COPY_TYPES:
                 raise TypeError(f"{self.table.name}.{name}: no COPY type for {compiled}")
             types.append(_COPY_TYPES[compiled])
-            processors.append(column_type.bind_processor(dialect))
-        statement = f"COPY {self.table.name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+        if dialect.name == "postgresql":
+            statement = f"COPY {self.table.name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+        else:
+            marks = ", ".join([_PLACEHOLDER[dialect.name]] * len(columns))
+            statement = f"INSERT INTO {self.table.name} ({', '.join(columns)}) VALUES ({marks})"
         return _CopyPlan(statement, columns, types, tuple(processors), tuple(defaults))
 
 
