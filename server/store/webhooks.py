@@ -38,6 +38,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     true,
     update,
 )
@@ -413,10 +414,15 @@ _claim_due = (
     .limit(bindparam("limit"))
     .with_for_update(of=deliveries, skip_locked=True)
 )
+# One statement per claim for all the deliveries it leases (not one UPDATE each): PostgreSQL gets the ids as
+# one array, so the statement text is the same for any number (see keysets.py).
 _lease = (
     update(deliveries)
-    .where(deliveries.c.id == bindparam("delivery_id"))
+    .where(deliveries.c.id.in_(bindparam("ids", expanding=True)))
     .values(locked_by=bindparam("worker"), locked_until=bindparam("until"))
+)
+_lease_pg = text(
+    "UPDATE webhook_deliveries SET locked_by = :worker, locked_until = :until WHERE id = ANY(CAST(:ids AS text[]))"
 )
 # The next pending deliveries of some chains, in order, `follow` at most per chain: each chain is read through the
 # pending_chain index from its start and the read stops after `follow` rows, so a chain's backlog (an endpoint
@@ -514,7 +520,8 @@ def claim_due(
         heads = [dataclasses.replace(h, followers=tuple(followers[chain])) for chain, h in chains.items()]
     leased = [d.id for h in heads for d in (h, *h.followers)]
     if leased:
-        conn.execute(_lease, [{"delivery_id": i, "worker": worker, "until": now + lease_us} for i in leased])
+        lease = _lease_pg if conn.dialect.name == "postgresql" else _lease
+        conn.execute(lease, {"ids": leased, "worker": worker, "until": now + lease_us})
     return heads
 
 
@@ -546,6 +553,22 @@ _record = (
         locked_until=None,
         tm_update=bindparam("now"),
     )
+)
+# PostgreSQL: the outcomes of a cycle as one UPDATE over unnest arrays, not one pipelined UPDATE each.
+_RECORD_ARRAYS = (
+    ("delivery_id", "text"),
+    ("status", "text"),
+    ("attempts", "int"),
+    ("next_at", "bigint"),
+    ("code", "int"),
+    ("error", "text"),
+)
+_record_pg = text(
+    "UPDATE webhook_deliveries AS d SET status = r.status, attempts = r.attempts, next_attempt_at = r.next_at,"
+    " last_response_code = r.code, last_error = r.error, locked_by = NULL, locked_until = NULL, tm_update = :now"
+    f" FROM unnest({', '.join(f'CAST(:{name} AS {kind}[])' for name, kind in _RECORD_ARRAYS)})"
+    f" AS r({', '.join(name for name, _ in _RECORD_ARRAYS)})"
+    " WHERE d.id = r.delivery_id AND d.locked_by = :worker"
 )
 _give_back = (
     update(deliveries)
@@ -607,7 +630,12 @@ def record_outcomes(conn: Connection, worker: str, outcomes: Sequence[Outcome], 
         }
         for o in outcomes
     ]
-    if params:
+    if params and conn.dialect.name == "postgresql" and len(params) > 1:
+        # UPDATE ... FROM applies whichever source row it meets first: one outcome per delivery, the last.
+        latest = list({p["delivery_id"]: p for p in params}.values())
+        arrays = {name: [p[name] for p in latest] for name, _ in _RECORD_ARRAYS}
+        conn.execute(_record_pg, {**arrays, "worker": worker, "now": now})
+    elif params:
         conn.execute(_record, params)
     if settled:
         conn.execute(_pass_head, [{"chain_endpoint": e, "chain_key": k} for e, k in sorted(settled)])
