@@ -39,7 +39,7 @@ from sqlalchemy import cast as sql_cast
 from convhub.server.domain.addresses import Address
 from convhub.server.store.bulk import BulkInsert
 from convhub.server.store.db import new_id, now_us
-from convhub.server.store.keysets import KeyLookup, padded
+from convhub.server.store.keysets import KeyLookup, UnnestRows, padded
 from convhub.server.store.models import Contact, ContactAddress, Conversation, Message, Participant, table
 from convhub.server.store.rows import ConversationRow
 
@@ -52,14 +52,14 @@ _messages = table(Message)
 
 AddressKey = tuple[str, str, str]  # (customer_id, type, target)
 ADDRESS_KEY_COLUMNS = ["customer_id", "type", "target"]
-# PostgreSQL: address rows go in as one array per column through unnest, so the statement text is the same
-# for any number of rows (psycopg and the server prepare it once; a multi-row VALUES is rendered and parsed
-# per batch size), each skipped when another contact holds the address.
-_ADDRESS_COLUMNS = ("id", "contact_id", "customer_id", "position", "type", "target", "target_name")
+# PostgreSQL: address rows in one statement (UnnestRows), each skipped when another contact holds the address.
+_address_rows = UnnestRows(
+    *(("id", "text"), ("contact_id", "text"), ("customer_id", "text"), ("position", "bigint")),
+    *(("type", "text"), ("target", "text"), ("target_name", "text")),
+)
 _claim_addresses_pg = text(
-    "INSERT INTO contact_addresses (id, contact_id, customer_id, position, type, target, target_name)"
-    " SELECT * FROM unnest(CAST(:id AS text[]), CAST(:contact_id AS text[]), CAST(:customer_id AS text[]),"
-    " CAST(:position AS bigint[]), CAST(:type AS text[]), CAST(:target AS text[]), CAST(:target_name AS text[]))"
+    f"INSERT INTO contact_addresses ({', '.join(_address_rows.names)})"
+    f" SELECT r.* FROM {_address_rows.sql}"
     " ON CONFLICT (customer_id, type, target) DO NOTHING RETURNING contact_id"
 )
 _find_addresses = KeyLookup(contact_addresses, ADDRESS_KEY_COLUMNS)
@@ -136,8 +136,7 @@ def _insert_addresses_claiming(conn: Connection, rows: list[dict[str, Any]]) -> 
         conn.execute(insert(contact_addresses), rows)
         return {row["contact_id"] for row in rows}
     # One statement, rows in key order (the caller sorts them); only rows that went in come back.
-    arrays = {column: [row[column] for row in rows] for column in _ADDRESS_COLUMNS}
-    return set(conn.execute(_claim_addresses_pg, arrays).scalars())
+    return set(conn.execute(_claim_addresses_pg, _address_rows.params(rows)).scalars())
 
 
 def _address_row(contact_id: str, customer_id: str, position: int, address: Address) -> dict[str, Any]:

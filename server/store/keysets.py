@@ -14,11 +14,29 @@ stays one index probe per key however large the table grows.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import ARRAY, Connection, Select, String, Table, and_, bindparam, cast, func, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement, TextClause
+
+
+class UnnestRows:
+    """Many rows as one parameter per column for a PostgreSQL statement: `unnest(CAST(:a AS text[]), ...) AS r(a, ...)`.
+
+    The statement text is the same for any number of rows (psycopg and the
+    server prepare it once), where a multi-row VALUES or one statement per
+    row is rendered, parsed or planned again. `columns` are (name, SQL type).
+    """
+
+    def __init__(self, *columns: tuple[str, str], alias: str = "r") -> None:
+        self.names = tuple(name for name, _ in columns)
+        arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in columns)
+        self.sql = f"unnest({arrays}) AS {alias}({', '.join(self.names)})"
+
+    def params(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+        """One list per column, rows in order."""
+        return {name: [row[name] for row in rows] for name in self.names}
 
 
 def padded(keys: Sequence[tuple[Any, ...]]) -> Sequence[tuple[Any, ...]]:

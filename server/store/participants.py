@@ -10,6 +10,7 @@ from sqlalchemy import Connection, bindparam, delete, or_, select, text, update
 from convhub.server.domain.addresses import Address
 from convhub.server.store.bulk import BulkInsert
 from convhub.server.store.db import new_id
+from convhub.server.store.keysets import UnnestRows
 from convhub.server.store.live_rows import LiveRows
 from convhub.server.store.models import ContactAddress, Participant, ParticipantAddress, table
 from convhub.server.store.rows import ParticipantAddressRow, ParticipantRow
@@ -29,14 +30,13 @@ _mark_active = (
     )
     .values(last_active_channel=bindparam("channel"), tm_last_active=bindparam("now"))
 )
-# PostgreSQL: one statement for the batch (arrays through unnest) instead of one pipelined UPDATE per row.
+# PostgreSQL: one statement for the batch (UnnestRows) instead of one pipelined UPDATE per row.
+_marks = UnnestRows(("room_id", "text"), ("peer_contact_id", "text"), ("channel", "text"), ("now", "bigint"))
 _mark_active_pg = text(
     "UPDATE participants AS p SET last_active_channel = r.channel, tm_last_active = r.now"
-    " FROM unnest(CAST(:room_id AS text[]), CAST(:peer_contact_id AS text[]), CAST(:channel AS text[]),"
-    " CAST(:now AS bigint[])) AS r(room_id, peer_contact_id, channel, now)"
+    f" FROM {_marks.sql}"
     " WHERE p.conversation_id = r.room_id AND p.contact_id = r.peer_contact_id"
 )
-_MARK_ACTIVE_KEYS = ("room_id", "peer_contact_id", "channel", "now")
 
 
 def mark_peers_active(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -47,7 +47,7 @@ def mark_peers_active(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         return
     # UPDATE ... FROM applies one source row per target row, whichever it meets first: keep the last.
     latest = list({(row["room_id"], row["peer_contact_id"]): row for row in rows}.values())
-    conn.execute(_mark_active_pg, {key: [row[key] for row in latest] for key in _MARK_ACTIVE_KEYS})
+    conn.execute(_mark_active_pg, _marks.params(latest))
 
 
 _addresses_of = (

@@ -27,7 +27,7 @@ from convhub.server.domain.addresses import Address
 from convhub.server.domain.rooms import RoomKey, RoomRequest
 from convhub.server.store.db import RowValues, WriteConflict, new_id, now_us
 from convhub.server.store.deferred import DeferredWrites
-from convhub.server.store.keysets import KeyLookup
+from convhub.server.store.keysets import KeyLookup, UnnestRows
 from convhub.server.store.models import Conversation, table
 from convhub.server.store.participants import INSERT_ADDRESS, INSERT_PARTICIPANT, address_row
 from convhub.server.store.rows import ConversationRow, ParticipantRow
@@ -59,8 +59,8 @@ _insert_rooms_sqlite = (
     .on_conflict_do_nothing(index_elements=ROOM_KEY_COLUMNS, index_where=OPEN_ROOM)
     .returning(conversations.c.id)
 )
-# PostgreSQL: one array per column through unnest, for the reason given in keysets.py.
-_ROOM_ARRAY_COLUMNS = (
+# PostgreSQL: the new rooms in one statement (keysets.UnnestRows).
+_ROOM_TEXT_COLUMNS = (
     "id",
     "customer_id",
     "account_id",
@@ -72,13 +72,13 @@ _ROOM_ARRAY_COLUMNS = (
     "peer_target",
     "peer_name",
 )
+_room_rows = UnnestRows(*((column, "text") for column in _ROOM_TEXT_COLUMNS))
 _insert_rooms_pg = text(
     "INSERT INTO conversations (id, customer_id, account_id, type, self_type, self_target, self_name,"
     " peer_type, peer_target, peer_name, name, detail, owner_type, owner_id, metadata, tags, state,"
     " tm_create, tm_update)"
     f" SELECT r.*, '', '', '', '', '{{}}'::json, '[]'::json, 'open', :now, :now"
-    f" FROM unnest({', '.join(f'CAST(:{c} AS text[])' for c in _ROOM_ARRAY_COLUMNS)})"
-    f" AS r({', '.join(_ROOM_ARRAY_COLUMNS)})"
+    f" FROM {_room_rows.sql}"
     " ON CONFLICT (customer_id, type, self_target, peer_target) WHERE state = 'open' AND tm_delete IS NULL"
     " DO NOTHING RETURNING id"
 )
@@ -95,7 +95,7 @@ def find_rooms(conn: Connection, keys: Sequence[RoomKey]) -> dict[tuple[str, str
 def insert_rooms(conn: Connection, values: list[dict[str, Any]], now: int) -> set[str]:
     """Insert the rooms that no open room's key blocks; the ids of those inserted."""
     if conn.dialect.name == "postgresql":
-        params: dict[str, Any] = {c: [v[c] for v in values] for c in _ROOM_ARRAY_COLUMNS}
+        params: dict[str, Any] = _room_rows.params(values)
         result = conn.execute(_insert_rooms_pg, {**params, "now": now})
     else:
         result = conn.execute(_insert_rooms_sqlite, values)

@@ -45,6 +45,7 @@ from sqlalchemy import (
 
 from convhub.server.store.bulk import BulkInsert
 from convhub.server.store.db import new_id, now_us
+from convhub.server.store.keysets import UnnestRows
 from convhub.server.store.live_rows import LiveRows
 from convhub.server.store.models import Customer, Event, WebhookDelivery, WebhookEndpoint, table
 from convhub.server.store.pages import Lister, Page
@@ -554,20 +555,15 @@ _record = (
         tm_update=bindparam("now"),
     )
 )
-# PostgreSQL: the outcomes of a cycle as one UPDATE over unnest arrays, not one pipelined UPDATE each.
-_RECORD_ARRAYS = (
-    ("delivery_id", "text"),
-    ("status", "text"),
-    ("attempts", "int"),
-    ("next_at", "bigint"),
-    ("code", "int"),
-    ("error", "text"),
+# PostgreSQL: the outcomes of a cycle as one UPDATE (UnnestRows), not one pipelined UPDATE each.
+_outcome_rows = UnnestRows(
+    *(("delivery_id", "text"), ("status", "text"), ("attempts", "int")),
+    *(("next_at", "bigint"), ("code", "int"), ("error", "text")),
 )
 _record_pg = text(
     "UPDATE webhook_deliveries AS d SET status = r.status, attempts = r.attempts, next_attempt_at = r.next_at,"
     " last_response_code = r.code, last_error = r.error, locked_by = NULL, locked_until = NULL, tm_update = :now"
-    f" FROM unnest({', '.join(f'CAST(:{name} AS {kind}[])' for name, kind in _RECORD_ARRAYS)})"
-    f" AS r({', '.join(name for name, _ in _RECORD_ARRAYS)})"
+    f" FROM {_outcome_rows.sql}"
     " WHERE d.id = r.delivery_id AND d.locked_by = :worker"
 )
 _give_back = (
@@ -633,8 +629,7 @@ def record_outcomes(conn: Connection, worker: str, outcomes: Sequence[Outcome], 
     if params and conn.dialect.name == "postgresql" and len(params) > 1:
         # UPDATE ... FROM applies whichever source row it meets first: one outcome per delivery, the last.
         latest = list({p["delivery_id"]: p for p in params}.values())
-        arrays = {name: [p[name] for p in latest] for name, _ in _RECORD_ARRAYS}
-        conn.execute(_record_pg, {**arrays, "worker": worker, "now": now})
+        conn.execute(_record_pg, {**_outcome_rows.params(latest), "worker": worker, "now": now})
     elif params:
         conn.execute(_record, params)
     if settled:
