@@ -52,11 +52,12 @@ _COPY_TYPES = {
 
 
 @dataclass(frozen=True)
-class _CopyPlan:
-    """How rows with one set of columns are written: the statement (COPY on PostgreSQL, an INSERT for the
-    driver's executemany elsewhere), COPY's field types and per-column value processing."""
+class _WritePlan:
+    """How rows with one set of columns are written: the driver's INSERT (for executemany), on PostgreSQL
+    also the COPY and its field types, and per-column value processing."""
 
-    statement: str
+    insert: str
+    copy: str  # "" where there is no COPY (SQLite)
     columns: tuple[str, ...]
     types: list[str]
     processors: tuple[Callable[[Any], Any] | None, ...]
@@ -73,7 +74,7 @@ class BulkInsert:
     def __init__(self, table: Table) -> None:
         self.table = table
         self._insert = insert(table)
-        self._plans: dict[tuple[str, tuple[str, ...]], _CopyPlan] = {}  # by dialect and columns
+        self._plans: dict[tuple[str, tuple[str, ...]], _WritePlan] = {}  # by dialect and columns
 
     def __repr__(self) -> str:
         return f"BulkInsert({self.table.name})"
@@ -81,11 +82,11 @@ class BulkInsert:
     def __call__(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
-        copy = conn.dialect.name == "postgresql"
-        if copy and len(rows) < COPY_MIN_ROWS:
+        plan = self._plan(tuple(rows[0]), conn.dialect)
+        if plan.copy and len(rows) < COPY_MIN_ROWS:
+            # As SQLAlchemy's INSERT: psycopg, without COPY's field types, would send a JSON list as an array.
             conn.execute(self._insert, list(rows))
             return
-        plan = self._plan(tuple(rows[0]), conn.dialect)
         filled = [{**row, **{n: _value_of(d) for n, d in plan.defaults}} for row in rows] if plan.defaults else rows
         processors = plan.processors
         columns = plan.columns
@@ -96,29 +97,27 @@ class BulkInsert:
             ]
         else:
             values = [tuple(r[c] for c in columns) for r in filled]
-        if copy:
-            copy_rows(conn, plan.statement, plan.types, values)
-        else:  # SQLite: the driver's executemany, without SQLAlchemy's per-row parameter processing
-            conn.exec_driver_sql(plan.statement, values)
+        _write(conn, plan, values)
 
     def tuples(self, conn: Connection, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """Rows given as tuples in `columns` order, values already in the driver's form (no processing)."""
+        """Rows given as tuples in `columns` order, values already in the driver's form (no processing).
+
+        `columns` must name every column that has a Python default: nothing is added to a tuple.
+        """
         if not rows:
             return
-        if conn.dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS:
-            marks = ", ".join([_PLACEHOLDER[conn.dialect.name]] * len(columns))
-            conn.exec_driver_sql(f"INSERT INTO {self.table.name} ({', '.join(columns)}) VALUES ({marks})", rows)
-            return
         plan = self._plan(tuple(columns), conn.dialect)
-        copy_rows(conn, plan.statement, plan.types, rows)
+        if plan.defaults:
+            raise TypeError(f"{self.table.name}: tuples leave out {', '.join(n for n, _ in plan.defaults)}")
+        _write(conn, plan, rows)
 
-    def _plan(self, keys: tuple[str, ...], dialect: Dialect) -> _CopyPlan:
+    def _plan(self, keys: tuple[str, ...], dialect: Dialect) -> _WritePlan:
         plan = self._plans.get((dialect.name, keys))
         if plan is None:
             plan = self._plans[(dialect.name, keys)] = self._make_plan(keys, dialect)
         return plan
 
-    def _make_plan(self, keys: tuple[str, ...], dialect: Dialect) -> _CopyPlan:
+    def _make_plan(self, keys: tuple[str, ...], dialect: Dialect) -> _WritePlan:
         defaults: list[tuple[str, ColumnDefault]] = []
         for column in self.table.columns:
             default = column.default
@@ -138,12 +137,19 @@ class BulkInsert:
             if compiled not in _COPY_TYPES:
                 raise TypeError(f"{self.table.name}.{name}: no COPY type for {compiled}")
             types.append(_COPY_TYPES[compiled])
-        if dialect.name == "postgresql":
-            statement = f"COPY {self.table.name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
-        else:
-            marks = ", ".join([_PLACEHOLDER[dialect.name]] * len(columns))
-            statement = f"INSERT INTO {self.table.name} ({', '.join(columns)}) VALUES ({marks})"
-        return _CopyPlan(statement, columns, types, tuple(processors), tuple(defaults))
+        names = ", ".join(columns)
+        marks = ", ".join([_PLACEHOLDER[dialect.name]] * len(columns))
+        insert = f"INSERT INTO {self.table.name} ({names}) VALUES ({marks})"
+        copy = f"COPY {self.table.name} ({names}) FROM STDIN (FORMAT BINARY)" if dialect.name == "postgresql" else ""
+        return _WritePlan(insert, copy, columns, types, tuple(processors), tuple(defaults))
+
+
+def _write(conn: Connection, plan: _WritePlan, values: Sequence[Sequence[Any]]) -> None:
+    """COPY where there is one and the rows are enough; else the driver's executemany."""
+    if plan.copy and len(values) >= COPY_MIN_ROWS:
+        copy_rows(conn, plan.copy, plan.types, values)
+    else:  # without SQLAlchemy's per-row parameter processing: the plan did that
+        conn.exec_driver_sql(plan.insert, values)
 
 
 def _value_of(default: ColumnDefault) -> Any:

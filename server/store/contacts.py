@@ -46,6 +46,7 @@ from convhub.server.store.rows import ConversationRow
 contacts = table(Contact)
 contact_addresses = table(ContactAddress)
 _insert_contacts = BulkInsert(contacts)
+_insert_addresses = BulkInsert(contact_addresses)
 _conversations = table(Conversation)
 _participants = table(Participant)
 _messages = table(Message)
@@ -133,7 +134,7 @@ def _insert_addresses_claiming(conn: Connection, rows: list[dict[str, Any]]) -> 
     lookup the caller just made is still true: a plain INSERT claims them all.
     """
     if conn.dialect.name != "postgresql":
-        conn.execute(insert(contact_addresses), rows)
+        _insert_addresses(conn, rows)
         return {row["contact_id"] for row in rows}
     # One statement, rows in key order (the caller sorts them); only rows that went in come back.
     return set(conn.execute(_claim_addresses_pg, _address_rows.params(rows)).scalars())

@@ -34,8 +34,15 @@ class UnnestRows:
         arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in columns)
         self.sql = f"unnest({arrays}) AS {alias}({', '.join(self.names)})"
 
-    def params(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
-        """One list per column, rows in order."""
+    def params(self, rows: Sequence[Mapping[str, Any]], *, last_per: Sequence[str] = ()) -> dict[str, list[Any]]:
+        """One list per column, rows in order.
+
+        `last_per`: keep only the last row of each value of these columns. An
+        `UPDATE ... FROM` these rows applies, of several rows matching one
+        target row, whichever it meets first; row by row the last would win.
+        """
+        if last_per:
+            rows = list({tuple(row[name] for name in last_per): row for row in rows}.values())
         return {name: [row[name] for row in rows] for name in self.names}
 
 

@@ -45,9 +45,7 @@ def mark_peers_active(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     if conn.dialect.name != "postgresql" or len(rows) == 1:
         conn.execute(_mark_active, list(rows))
         return
-    # UPDATE ... FROM applies one source row per target row, whichever it meets first: keep the last.
-    latest = list({(row["room_id"], row["peer_contact_id"]): row for row in rows}.values())
-    conn.execute(_mark_active_pg, _marks.params(latest))
+    conn.execute(_mark_active_pg, _marks.params(rows, last_per=("room_id", "peer_contact_id")))
 
 
 _addresses_of = (

@@ -627,9 +627,8 @@ def record_outcomes(conn: Connection, worker: str, outcomes: Sequence[Outcome], 
         for o in outcomes
     ]
     if params and conn.dialect.name == "postgresql" and len(params) > 1:
-        # UPDATE ... FROM applies whichever source row it meets first: one outcome per delivery, the last.
-        latest = list({p["delivery_id"]: p for p in params}.values())
-        conn.execute(_record_pg, {**_outcome_rows.params(latest), "worker": worker, "now": now})
+        arrays = _outcome_rows.params(params, last_per=("delivery_id",))
+        conn.execute(_record_pg, {**arrays, "worker": worker, "now": now})
     elif params:
         conn.execute(_record, params)
     if settled:
