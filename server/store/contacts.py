@@ -29,6 +29,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal_column,
     or_,
     select,
     text,
@@ -168,23 +169,23 @@ def activity(conn: Connection, rooms: Sequence[ConversationRow]) -> dict[str, in
 
 def _person_rooms_base() -> Select[Any]:
     ca = contact_addresses
-    return (
-        select(
-            ca.c.customer_id.label("key_customer_id"),
-            ca.c.type.label("key_type"),
-            ca.c.target.label("key_target"),
-            ca.c.contact_id,
-            *_conversations.c,
-        )
-        .select_from(ca)
-        .outerjoin(
-            _participants, and_(_participants.c.contact_id == ca.c.contact_id, _participants.c.tm_delete.is_(None))
-        )
-        .outerjoin(
+    return select(
+        ca.c.customer_id.label("key_customer_id"),
+        ca.c.type.label("key_type"),
+        ca.c.target.label("key_target"),
+        ca.c.contact_id,
+        *_conversations.c,
+    ).select_from(
+        ca.outerjoin(
+            _participants,
+            and_(_participants.c.contact_id == ca.c.contact_id, _participants.c.tm_delete.is_(None)),
+        ).outerjoin(
             _conversations,
             and_(
                 _conversations.c.id == _participants.c.conversation_id,
-                _conversations.c.state == "open",
+                # Literal, not a bound "open": SQLite re-prepares a statement on every execution when a
+                # partial index's predicate (uq_conversations_open_room) might depend on a bound value.
+                _conversations.c.state == literal_column("'open'"),
                 _conversations.c.tm_delete.is_(None),
             ),
         )
