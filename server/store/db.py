@@ -119,6 +119,9 @@ def create_db_engine(
             hide_parameters=True,  # error texts would quote message text and credentials
             pool_size=pool_size,
             max_overflow=pool_size,
+            # The connection used last: its page cache is still current. FIFO handed out the one idle longest,
+            # whose cache another connection's commits had made stale (BEGIN IMMEDIATE 130 -> 80 us of CPU).
+            pool_use_lifo=True,
             # timeout 0: no busy handler. Readers in WAL mode never wait for writers, and writers wait at
             # BEGIN IMMEDIATE, polling more often than SQLite's handler would (sqlite_locks.py).
             connect_args={"check_same_thread": False, "timeout": 0},
