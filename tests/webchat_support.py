@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
+import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +78,7 @@ class VisitorStream:
 
     def __post_init__(self) -> None:
         self._opened = threading.Event()
+        self._socket: socket.socket | None = None
         self._client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(30, read=60))
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -88,6 +91,7 @@ class VisitorStream:
                 "GET", "/v1.0/webchat/events", params={"visitor_token": self.token}, headers=self.headers
             ) as response:
                 self.status = response.status_code
+                self._socket = response.extensions["network_stream"].get_extra_info("socket")
                 self._opened.set()
                 if response.status_code != 200:
                     return
@@ -123,5 +127,10 @@ class VisitorStream:
             return got
 
     def close(self) -> None:
+        # Closing the client does not wake the thread blocked reading the stream (it would wait for the
+        # server's next keep-alive); shutting the socket down does.
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
         self._client.close()
         self._thread.join(timeout=10)
