@@ -29,7 +29,6 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    literal_column,
     or_,
     select,
     text,
@@ -41,7 +40,15 @@ from convhub.server.domain.addresses import Address
 from convhub.server.store.bulk import BulkInsert
 from convhub.server.store.db import new_id, now_us
 from convhub.server.store.keysets import KeyLookup, UnnestRows, padded
-from convhub.server.store.models import Contact, ContactAddress, Conversation, Message, Participant, table
+from convhub.server.store.models import (
+    Contact,
+    ContactAddress,
+    Conversation,
+    Message,
+    Participant,
+    predicate_value,
+    table,
+)
 from convhub.server.store.rows import ConversationRow
 
 contacts = table(Contact)
@@ -183,9 +190,7 @@ def _person_rooms_base() -> Select[Any]:
             _conversations,
             and_(
                 _conversations.c.id == _participants.c.conversation_id,
-                # Literal, not a bound "open": SQLite re-prepares a statement on every execution when a
-                # partial index's predicate (uq_conversations_open_room) might depend on a bound value.
-                _conversations.c.state == literal_column("'open'"),
+                _conversations.c.state == predicate_value("open"),  # uq_conversations_open_room's
                 _conversations.c.tm_delete.is_(None),
             ),
         )

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Connection, and_, bindparam, case, literal_column, or_, select, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, case, or_, select, tuple_, update
 
 from convhub.server.store.bulk import BulkInsert
-from convhub.server.store.models import DeliveryJob, table
+from convhub.server.store.models import DeliveryJob, predicate_value, table
 
 jobs = table(DeliveryJob)
 INSERT_JOB = BulkInsert(jobs)
@@ -91,9 +91,7 @@ class Claimed:
 _due = (
     select(jobs.c.id, jobs.c.state, jobs.c.attempt_started_at)
     .where(
-        # Spelled as ix_delivery_jobs_due's predicate, literally: SQLite re-prepares a statement per execution
-        # when a bound value decides whether a partial index applies, and PostgreSQL's generic plans skip it.
-        jobs.c.state.in_([literal_column("'queued'"), literal_column("'sending'")]),
+        jobs.c.state.in_([predicate_value(QUEUED), predicate_value(SENDING)]),  # ix_delivery_jobs_due's
         jobs.c.next_attempt_at <= bindparam("now"),
         or_(jobs.c.locked_until.is_(None), jobs.c.locked_until < bindparam("now")),
     )

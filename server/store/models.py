@@ -21,9 +21,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    literal_column,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -42,6 +44,18 @@ class Base(DeclarativeBase):
 def table(model: type[Base]) -> Table:
     """A model's Core table, typed as the `Table` it is (`__table__` is declared as a plain FromClause)."""
     return cast(Table, model.__table__)
+
+
+def predicate_value(value: str) -> ColumnElement[str]:
+    """`value`, named by a partial index's predicate below, spelled literally in a query meant to use that index.
+
+    Not a bind parameter: SQLite re-prepares a statement on every execution when a bound value might decide
+    whether a partial index applies (0.5 vs 0.09 ms for person_rooms' 16-key statement), and PostgreSQL's
+    generic plans cannot use the index at all. Constants only (it is pasted into the SQL).
+    """
+    if "'" in value:
+        raise ValueError(f"not a plain constant: {value!r}")
+    return literal_column(f"'{value}'")
 
 
 class Customer(Base):

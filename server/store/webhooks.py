@@ -47,7 +47,7 @@ from convhub.server.store.bulk import BulkInsert
 from convhub.server.store.db import new_id, now_us
 from convhub.server.store.keysets import UnnestRows
 from convhub.server.store.live_rows import LiveRows
-from convhub.server.store.models import Customer, Event, WebhookDelivery, WebhookEndpoint, table
+from convhub.server.store.models import Customer, Event, WebhookDelivery, WebhookEndpoint, predicate_value, table
 from convhub.server.store.pages import Lister, Page
 
 endpoints = table(WebhookEndpoint)
@@ -56,9 +56,8 @@ _customers = table(Customer)
 _events = table(Event)
 
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
-# Spelled literally in the queue queries: a partial index (`WHERE status = 'pending' [AND head]`)
-# is only used when the query says so literally, not through a bound parameter.
-_IS_PENDING: ColumnElement[str] = literal_column("'pending'")
+# The queue queries spell the partial indexes' predicates (`WHERE status = 'pending' [AND head]`) as they do.
+_IS_PENDING = predicate_value(PENDING)
 _IS_HEAD: ColumnElement[bool] = literal_column("webhook_deliveries.head")
 
 
@@ -590,7 +589,7 @@ _next_in_chain = (
     .where(
         _chain.c.endpoint_id == bindparam("chain_endpoint"),
         _chain.c.ordering_key == bindparam("chain_key"),
-        _chain.c.status == literal_column("'pending'"),
+        _chain.c.status == _IS_PENDING,
     )
     .order_by(_chain.c.event_sequence)
     .limit(1)
