@@ -49,9 +49,7 @@ class Room:
 OPEN_ROOM = text("state = 'open' AND tm_delete IS NULL")
 ROOM_KEY_COLUMNS = ["customer_id", "type", "self_target", "peer_target"]
 
-# The open-room condition is literal SQL, not a bound "open": only then can a planner
-# prove it implies the partial index's predicate (PostgreSQL generic plans, SQLite
-# always) and probe uq_conversations_open_room instead of scanning.
+# The open-room condition is literal SQL, as uq_conversations_open_room's predicate (why: models.predicate_value).
 _find_rooms = KeyLookup(conversations, ROOM_KEY_COLUMNS, OPEN_ROOM)
 # SQLite: a multi-row INSERT ("insertmanyvalues").
 _insert_rooms_sqlite = (
@@ -79,7 +77,7 @@ _insert_rooms_pg = text(
     " tm_create, tm_update)"
     f" SELECT r.*, '', '', '', '', '{{}}'::json, '[]'::json, 'open', :now, :now"
     f" FROM {_room_rows.sql}"
-    " ON CONFLICT (customer_id, type, self_target, peer_target) WHERE state = 'open' AND tm_delete IS NULL"
+    f" ON CONFLICT ({', '.join(ROOM_KEY_COLUMNS)}) WHERE {OPEN_ROOM.text}"
     " DO NOTHING RETURNING id"
 )
 # Deferred statements of a room's opening, parents first.
