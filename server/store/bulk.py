@@ -17,6 +17,7 @@ transaction that holds SQLite's one write lock.
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +61,8 @@ class _WritePlan:
     copy: str  # "" where there is no COPY (SQLite)
     columns: tuple[str, ...]
     types: list[str]
-    processors: tuple[Callable[[Any], Any] | None, ...]
+    values: Callable[[Mapping[str, Any]], tuple[Any, ...]]  # a row's values in `columns` order (C itemgetter)
+    processed: tuple[tuple[int, Callable[[Any], Any]], ...]  # (index, bind processor) of the columns that have one
     defaults: tuple[tuple[str, ColumnDefault], ...]  # columns the rows leave out that have a Python default
 
 
@@ -88,15 +90,11 @@ class BulkInsert:
             conn.execute(self._insert, list(rows))
             return
         filled = [{**row, **{n: _value_of(d) for n, d in plan.defaults}} for row in rows] if plan.defaults else rows
-        processors = plan.processors
-        columns = plan.columns
-        if any(processors):
-            values = [
-                tuple(v if p is None else p(v) for v, p in zip((r[c] for c in columns), processors, strict=True))
-                for r in filled
-            ]
-        else:
-            values = [tuple(r[c] for c in columns) for r in filled]
+        # One C itemgetter call per row, then only the columns with a bind processor (a JSON column, say)
+        # touched: a generator over every column of every row cost ~40 us per batch of 10 messages.
+        values: list[Any] = list(map(plan.values, filled))
+        if plan.processed:
+            values = [_processed(row, plan.processed) for row in values]
         _write(conn, plan, values)
 
     def tuples(self, conn: Connection, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -127,10 +125,12 @@ class BulkInsert:
                 raise TypeError(f"{self.table.name}.{column.name}: a SQL default cannot be used with COPY")
             defaults.append((column.name, default))
         columns = keys + tuple(name for name, _ in defaults)
-        types, processors = [], []
-        for name in columns:
+        types, processed = [], []
+        for index, name in enumerate(columns):
             column_type = self.table.columns[name].type
-            processors.append(column_type.bind_processor(dialect))
+            processor = column_type.bind_processor(dialect)
+            if processor is not None:
+                processed.append((index, processor))
             if dialect.name != "postgresql":
                 continue
             compiled = column_type.compile(dialect=dialect).split("(")[0].strip()
@@ -141,7 +141,9 @@ class BulkInsert:
         marks = ", ".join([_PLACEHOLDER[dialect.name]] * len(columns))
         insert = f"INSERT INTO {self.table.name} ({names}) VALUES ({marks})"
         copy = f"COPY {self.table.name} ({names}) FROM STDIN (FORMAT BINARY)" if dialect.name == "postgresql" else ""
-        return _WritePlan(insert, copy, columns, types, tuple(processors), tuple(defaults))
+        getter = operator.itemgetter(*columns)
+        values = getter if len(columns) > 1 else lambda row: (getter(row),)
+        return _WritePlan(insert, copy, columns, types, values, tuple(processed), tuple(defaults))
 
 
 def _write(conn: Connection, plan: _WritePlan, values: Sequence[Sequence[Any]]) -> None:
@@ -150,6 +152,13 @@ def _write(conn: Connection, plan: _WritePlan, values: Sequence[Sequence[Any]]) 
         copy_rows(conn, plan.copy, plan.types, values)
     else:  # without SQLAlchemy's per-row parameter processing: the plan did that
         conn.exec_driver_sql(plan.insert, values)
+
+
+def _processed(row: tuple[Any, ...], processed: tuple[tuple[int, Callable[[Any], Any]], ...]) -> tuple[Any, ...]:
+    values = list(row)
+    for index, process in processed:
+        values[index] = process(values[index])
+    return tuple(values)  # SQLAlchemy's exec_driver_sql takes a list of tuples (or of dicts) only
 
 
 def _value_of(default: ColumnDefault) -> Any:
