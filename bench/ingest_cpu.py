@@ -159,17 +159,16 @@ class Statements:
         """CPU seconds for `statements` through the bare sqlite3 driver, BEGIN IMMEDIATE to COMMIT."""
         conn = self.replica
         assert conn is not None
-        if True:
-            t0 = time.thread_time()
-            conn.execute("BEGIN IMMEDIATE")
-            for statement, parameters, many in statements:
-                # SQLAlchemy's insertmanyvalues batches report executemany with one flat parameter list.
-                if many and parameters and isinstance(parameters[0], (list, tuple, dict)):
-                    conn.executemany(statement, parameters)
-                else:
-                    conn.execute(statement, parameters).fetchall()
-            conn.execute("COMMIT")
-            return time.thread_time() - t0
+        t0 = time.thread_time()
+        conn.execute("BEGIN IMMEDIATE")
+        for statement, parameters, many in statements:
+            # SQLAlchemy's insertmanyvalues batches report executemany with one flat parameter list.
+            if many and parameters and isinstance(parameters[0], (list, tuple, dict)):
+                conn.executemany(statement, parameters)
+            else:
+                conn.execute(statement, parameters).fetchall()
+        conn.execute("COMMIT")
+        return time.thread_time() - t0
 
 
 async def run(database_url: str, backend: str, scratch: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -259,6 +258,8 @@ async def run(database_url: str, backend: str, scratch: Path, args: argparse.Nam
         "loop": _best(lambda: serialize(ingest_service_pb2.IngestMessageRequest.FromString(wire) and response))
     }
     writer.shutdown(wait=True)
+    if statements is not None and statements.replica is not None:
+        statements.replica.close()
     db.dispose()
     return results
 

@@ -91,7 +91,7 @@ class BulkInsert:
             return
         filled = [{**row, **{n: _value_of(d) for n, d in plan.defaults}} for row in rows] if plan.defaults else rows
         # One C itemgetter call per row, then only the columns with a bind processor (a JSON column, say)
-        # touched: a generator over every column of every row cost ~40 us per batch of 10 messages.
+        # touched: a generator over every column of every row took twice as long (10 message rows).
         values: list[Any] = list(map(plan.values, filled))
         if plan.processed:
             values = [_processed(row, plan.processed) for row in values]
